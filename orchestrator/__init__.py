@@ -1,0 +1,5 @@
+"""window: a production PostgreSQL maintenance window as a durable state machine."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

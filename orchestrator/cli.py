@@ -1,0 +1,104 @@
+"""The command line: parse, call a plain function, map the project's error to an exit code.
+
+Heavy imports (psycopg, the phases) happen inside the commands, so ``window --help`` stays
+light. ``pretty_exceptions_show_locals`` is off: locals hold database URLs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from orchestrator.errors import WindowError
+
+app = typer.Typer(
+    name="window",
+    help="Run a production PostgreSQL maintenance window as a durable state machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Path to window.toml.", show_default=True)
+]
+ConfirmOption = Annotated[
+    str | None,
+    typer.Option("--confirm", help="The confirmation phrase; asked for on stdin if omitted."),
+]
+
+
+def _settings(path: Path):  # type: ignore[no-untyped-def]
+    from orchestrator import config, log
+
+    log.configure()
+    return config.load(path)
+
+
+def _exit(code: int) -> NoReturn:
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(config: ConfigOption = Path("window.toml"), confirm: ConfirmOption = None) -> None:
+    """Pass the safety gates, then run the whole window."""
+    from orchestrator import commands
+
+    _exit(commands.run(_settings(config), confirm))
+
+
+@app.command()
+def resume(config: ConfigOption = Path("window.toml")) -> None:
+    """Continue the last unfinished window from its journal."""
+    from orchestrator import commands
+
+    _exit(commands.resume(_settings(config)))
+
+
+@app.command()
+def abort(config: ConfigOption = Path("window.toml"), confirm: ConfirmOption = None) -> None:
+    """Roll the running (or crashed) window back; before the banner, just stop it."""
+    from orchestrator import commands
+
+    _exit(commands.abort(_settings(config), confirm))
+
+
+@app.command()
+def status(
+    config: ConfigOption = Path("window.toml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Where the window stands, phase by phase; works while a run is in progress."""
+    from orchestrator import commands
+
+    typer.echo(commands.show_status(_settings(config), as_json))
+
+
+@app.command()
+def plan(config: ConfigOption = Path("window.toml")) -> None:
+    """Validate config and environment and print what `run` would do; touches nothing."""
+    from orchestrator import plan as planner
+
+    typer.echo(planner.describe(_settings(config)))
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="Keep the demo folder for a look afterwards.")] = False,
+) -> None:
+    """Run two windows against a throwaway local PostgreSQL: one succeeds, one rolls back."""
+    from orchestrator import demo as showcase
+
+    _exit(showcase.main(keep=keep))
+
+
+def main() -> None:
+    try:
+        app()
+    except WindowError as exc:
+        typer.echo(f"window: {exc.message}", err=True)
+        sys.exit(exc.exit_code)

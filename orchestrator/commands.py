@@ -1,0 +1,192 @@
+"""The commands, as plain typed functions the CLI calls: each returns an exit code.
+
+cli -> config -> gates -> runner (machine + journal) -> phase.run(ctx).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TextIO
+
+import structlog
+
+from orchestrator import gates, log, pg
+from orchestrator.config import Settings
+from orchestrator.context import Context
+from orchestrator.errors import GateRefused, Interrupted, UsageError
+from orchestrator.journal import Journal, Run
+from orchestrator.lock import StateLock, TargetLock
+from orchestrator.machine import EXIT_CODES, PHASES, TERMINAL, State
+from orchestrator.proc import start_ticks
+from orchestrator.report import process_alive, status, table
+from orchestrator.runner import Runner, Signals, stop_orphans
+from phases import Registry, default_registry
+
+ABORT_WAIT_SLACK_SECONDS = 60.0
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d_%H%M%S_") + secrets.token_hex(2)
+
+
+def summary(settings: Settings, target: pg.Db, staging: pg.Db) -> str:
+    phases = ", ".join(f"{p} {settings.timeout(p):g}s" for p in PHASES)
+    return (f"window {settings.window.name!r} will migrate production {target}"
+            f" after rehearsing on staging {staging}.\n"
+            f"  backup to {settings.path(settings.backup.dir)}\n  phases: {phases}")
+
+
+def run(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
+        registry: Registry | None = None) -> int:
+    target, staging = gates.databases(settings)
+    gates.confirm(settings, confirm, summary(settings, target, staging), stdin)
+    gates.git_repo(settings)
+    with _holding(settings, target) as journal:
+        unfinished = _unfinished(journal)
+        if unfinished:
+            raise GateRefused(f"window {unfinished.run_id} is unfinished ({unfinished.state}):"
+                              " `window resume` continues it, `window abort` rolls it back.")
+        run_id = new_run_id()
+        journal.create_run(run_id, [str(p) for p in PHASES], {
+            "user": getpass.getuser(), "host": socket.gethostname(),
+            "git_commit": gates.git("rev-parse", "HEAD"),
+            "target": str(target), "staging": str(staging)})
+        return _drive(settings, journal, run_id, target, staging, registry, "window_started")
+
+
+def resume(settings: Settings, registry: Registry | None = None) -> int:
+    target, staging = gates.databases(settings)
+    with _holding(settings, target) as journal:
+        run = _unfinished(journal)
+        if run is None:
+            raise UsageError(f"no unfinished window in {settings.state_dir}: nothing to resume.")
+        _same_target(run, target)
+        stop_orphans(journal, run.run_id)
+        return _drive(settings, journal, run.run_id, target, staging, registry, "window_resumed")
+
+
+def abort(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
+          registry: Registry | None = None) -> int:
+    journal = Journal.open(settings.state_dir)
+    run = _unfinished(journal)
+    if run is None:
+        print("no unfinished window: nothing to roll back.")
+        return 0
+    gates.confirm(settings, confirm, f"window {run.run_id} is in {run.state}: abort rolls"
+                  " production back to its backup (before the banner: simply stops).", stdin)
+    journal.request_abort(run.run_id)
+    structlog.get_logger().warning("abort_requested", run_id=run.run_id, state=run.state,
+                                   user=getpass.getuser())
+    final = _await_or_take_over(settings, journal, run, registry)
+    print(f"window {run.run_id} ended {final}.")
+    return 0 if final in (State.ROLLED_BACK, State.ABORTED, State.COMPLETED) else 4
+
+
+def _await_or_take_over(settings: Settings, journal: Journal, run: Run,
+                        registry: Registry | None) -> str:
+    """Wait for the live process to roll back; if there is none (or it dies), do it here."""
+    limit = time.time() + sum(settings.timeout(p) for p in PHASES) + ABORT_WAIT_SLACK_SECONDS
+    lock = StateLock(settings.state_dir)
+    while time.time() < limit:
+        current = journal.run(run.run_id)
+        if current.state in TERMINAL:
+            return current.state
+        if lock.try_acquire():
+            lock.release()
+            if not process_alive(current):
+                target, staging = gates.databases(settings)
+                with _holding(settings, target) as own:
+                    stop_orphans(own, run.run_id)
+                    _drive(settings, own, run.run_id, target, staging, registry,
+                           "window_abort_taken_over")
+                    return own.run(run.run_id).state
+        time.sleep(0.2)
+    return journal.run(run.run_id).state
+
+
+def show_status(settings: Settings, as_json: bool) -> str:
+    journal = Journal.open(settings.state_dir)
+    run = journal.latest_run()
+    if run is None:
+        raise UsageError(f"no window has run from {settings.state_dir} yet.")
+    report = status(journal, run)
+    if as_json:
+        return json.dumps(report, indent=2)
+    return table(report)
+
+
+@contextmanager
+def _holding(settings: Settings, target: pg.Db) -> Iterator[Journal]:
+    """Gate 4: this process alone drives this state folder and this target."""
+    state_lock, target_lock = StateLock(settings.state_dir), TargetLock(
+        target, settings.target.maintenance_db)
+    state_lock.acquire()
+    try:
+        target_lock.acquire(time.time() + settings.target.connect_timeout)
+        journal = Journal.open(settings.state_dir)
+        try:
+            yield journal
+        finally:
+            journal.close()
+            target_lock.release()
+    finally:
+        state_lock.release()
+
+
+def _unfinished(journal: Journal) -> Run | None:
+    run = journal.latest_run()
+    return run if run is not None and run.state not in TERMINAL else None
+
+
+def _same_target(run: Run, target: pg.Db) -> None:
+    if run.target and run.target != str(target):
+        raise GateRefused(f"window {run.run_id} was started against {run.target}, but the"
+                          f" target variable now points at {target}; nothing was done.")
+
+
+def _drive(settings: Settings, journal: Journal, run_id: str, target: pg.Db, staging: pg.Db,
+           registry: Registry | None, event: str) -> int:
+    signals = Signals()
+    signals.install()
+    journal.claim(run_id, os.getpid(), start_ticks(os.getpid()))
+    run = journal.run(run_id)
+    log.audit.open(settings.state_dir / "audit.jsonl")
+    started = time.monotonic()
+    with structlog.contextvars.bound_contextvars(
+        run_id=run_id, user=getpass.getuser(), host=socket.gethostname(),
+        git_commit=run.git_commit,
+    ):
+        logger = structlog.get_logger()
+        logger.info(event, window=settings.window.name, target=str(target), state=run.state)
+        ctx = Context(settings=settings, journal=journal, run_id=run_id, target=target,
+                      staging=staging)
+        try:
+            final = Runner(ctx, registry or default_registry(), signals).drive()
+        except Interrupted as exc:
+            logger.warning("window_interrupted", reason=exc.message)
+            print(table(status(journal, journal.run(run_id))), file=sys.stdout)
+            raise
+        code = EXIT_CODES[State(final)]
+        journal.finish(run_id, code)
+        logger.info("window_finished", state=final, exit_code=code,
+                    duration_s=round(time.monotonic() - started, 3))
+    log.audit.close()
+    print(table(status(journal, journal.run(run_id))))
+    if final == State.NEEDS_ATTENTION:
+        print(NEEDS_ATTENTION_ADVICE.format(state_dir=settings.state_dir))
+    return code
+
+
+NEEDS_ATTENTION_ADVICE = """
+NEEDS ATTENTION: the window could not bring production back on its own, and the banner is
+still up. Read the error above and `window status` ({state_dir}); the backup archive and any
+`_failed_` database are kept. Fix the cause, then take the banner down yourself."""

@@ -1,0 +1,212 @@
+"""Read and validate window.toml into typed settings.
+
+Validation is pydantic's; this module only turns its first complaint into one sentence
+that names the file and the key, because that is all an engineer at 2 a.m. needs.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from orchestrator.errors import ConfigError
+
+# The runbook's timeline, in seconds: staging 15 min, backup 10, migrate 5, checks 5, restore 10.
+DEFAULT_TIMEOUTS: dict[str, float] = {
+    "preflight": 120,
+    "staging_dry_run": 900,
+    "backup": 600,
+    "banner_on": 120,
+    "migrate": 300,
+    "post_check": 300,
+    "banner_off": 120,
+    "rollback": 600,
+    "rollback_banner_off": 120,
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from 90, 90.5, "90s", "10m" or "1h"; positive or a ValueError."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 90, \"90s\", \"10m\" or \"1h\"")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"must be a duration such as 90, \"90s\", \"10m\" or \"1h\", not {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"must be positive, not {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Command = str | list[str]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WindowSection(Section):
+    name: str = "window"
+    confirm_phrase: str
+    state_dir: str = ".window"
+    require_git_repo: bool = True
+
+    @field_validator("confirm_phrase")
+    @classmethod
+    def _phrase_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class TargetSection(Section):
+    url_env: str = "DATABASE_URL"
+    maintenance_db: str = "postgres"
+    connect_timeout: Duration = 60.0
+
+
+class StagingSection(Section):
+    url_env: str = "DATABASE_URL_STAGING"
+
+
+class BackupSection(Section):
+    dir: str = "backups"
+    jobs: int = Field(default=2, ge=1, le=64)
+    compress: str = "1"  # gzip level 1: far faster than the default 6, and valid on every pg_dump
+
+
+class BannerSection(Section):
+    on: Command
+    off: Command
+
+
+class MigrateSection(Section):
+    command: Command
+    workdir: str | None = None
+
+
+class TimeoutsSection(Section):
+    preflight: Duration = DEFAULT_TIMEOUTS["preflight"]
+    staging_dry_run: Duration = DEFAULT_TIMEOUTS["staging_dry_run"]
+    backup: Duration = DEFAULT_TIMEOUTS["backup"]
+    banner_on: Duration = DEFAULT_TIMEOUTS["banner_on"]
+    migrate: Duration = DEFAULT_TIMEOUTS["migrate"]
+    post_check: Duration = DEFAULT_TIMEOUTS["post_check"]
+    banner_off: Duration = DEFAULT_TIMEOUTS["banner_off"]
+    rollback: Duration = DEFAULT_TIMEOUTS["rollback"]
+    rollback_banner_off: Duration = DEFAULT_TIMEOUTS["rollback_banner_off"]
+
+
+class CheckBase(Section):
+    name: str
+    timeout: Duration = 30.0
+
+
+class HttpCheck(CheckBase):
+    kind: Literal["http"]
+    url: str
+    expect_status: int = 200
+
+
+class SqlCheck(CheckBase):
+    kind: Literal["sql"]
+    query: str
+
+
+class CommandCheck(CheckBase):
+    kind: Literal["command"]
+    command: Command
+    expect_output: str | None = None
+
+
+Check = Annotated[HttpCheck | SqlCheck | CommandCheck, Field(discriminator="kind")]
+CHECK_KINDS = ("http", "sql", "command")
+
+
+class Settings(Section):
+    window: WindowSection
+    target: TargetSection = TargetSection()
+    staging: StagingSection = StagingSection()
+    backup: BackupSection = BackupSection()
+    banner: BannerSection
+    migrate: MigrateSection
+    timeouts: TimeoutsSection = TimeoutsSection()
+    checks: list[Check] = []
+    config_dir: Path = Field(default=Path(), exclude=True)
+
+    def path(self, relative: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        return (self.config_dir / relative).resolve()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path(self.window.state_dir)
+
+    def timeout(self, phase: str) -> float:
+        return float(getattr(self.timeouts, phase))
+
+
+def load(path: Path) -> Settings:
+    """Settings from a TOML file, or a ConfigError with one sentence naming the fault."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file (pass --config PATH).") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc}).") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}.") from exc
+    return from_mapping(raw, path)
+
+
+def from_mapping(raw: dict[str, Any], path: Path) -> Settings:
+    names = [check.get("name") for check in raw.get("checks", []) if isinstance(check, dict)]
+    duplicated = sorted({str(n) for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"{path}: [[checks]] name {duplicated[0]!r} is used twice.")
+    try:
+        return Settings.model_validate({**raw, "config_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe(exc)}.") from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """The first validation problem as 'key: what is wrong'."""
+    error = exc.errors(include_url=False)[0]
+    key = _dotted(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {key}"
+    if kind == "missing":
+        return f"missing required key {key}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{key}: {message}"
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        elif index and isinstance(loc[index - 1], int) and part in CHECK_KINDS:
+            continue  # pydantic names the union member it tried; the user never wrote that
+        else:
+            parts.append(f".{part}" if parts else part)
+    return "".join(parts)

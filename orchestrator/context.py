@@ -1,0 +1,98 @@
+"""What a phase gets: settings, the run's journal, its databases, its deadline, and the one
+way to run a command (journaled, in its own process group, bounded by the deadline)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from orchestrator import pg, proc
+from orchestrator.config import Command, Settings
+from orchestrator.journal import Journal
+from orchestrator.log import get as get_logger
+
+
+def _never() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    journal: Journal
+    run_id: str
+    target: pg.Db
+    staging: pg.Db
+    phase: str = ""
+    deadline: float = 0.0
+    poll: Callable[[], None] = field(default=_never)
+    log: Any = field(default_factory=get_logger)
+
+    def for_phase(self, phase: str, deadline: float, poll: Callable[[], None]) -> Context:
+        return replace(self, phase=phase, deadline=deadline, poll=poll,
+                       log=get_logger().bind(phase=phase))
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.time())
+
+    @property
+    def app_name(self) -> str:
+        """The ``application_name`` of every session a command of this phase opens."""
+        return f"window/{self.run_id}/{self.phase}"
+
+    def command_env(self, db: pg.Db) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": db.url,
+            "WINDOW_PHASE": self.phase,
+            "WINDOW_RUN_ID": self.run_id,
+            "PGAPPNAME": self.app_name,
+        }
+
+    def run_command(self, command: Command, *, db: pg.Db, cwd: Path | None = None,
+                    deadline: float | None = None, env: dict[str, str] | None = None,
+                    label: str | None = None) -> proc.Result:
+        """Run a user's or a tool's command, journaled so a later process can find it."""
+        text = label or proc.describe(command)
+        hooks = proc.Hooks(
+            started=lambda pid, pgid, ticks: self.journal.child_started(
+                self.run_id, self.phase, text, pid, pgid, ticks),
+            ended=self.journal.child_ended,
+            poll=self.poll,
+        )
+        self.log.info("command_started", command=text)
+        try:
+            return proc.run(command, env=env or self.command_env(db),
+                            cwd=cwd or self.settings.config_dir,
+                            deadline=min(deadline or self.deadline, self.deadline),
+                            hooks=hooks, label=text)
+        except BaseException:
+            self.end_sessions(db)
+            raise
+
+    def end_sessions(self, db: pg.Db) -> None:
+        """After a killed command, end its server sessions too: a killed client's query
+        (and its locks) would otherwise run on."""
+        try:
+            with self.maintenance(db, deadline=time.time() + 10) as conn:
+                ended = pg.terminate_sessions(conn, application_name=self.app_name)
+        except Exception as exc:  # best effort: the kill already happened
+            self.log.warning("sessions_not_ended", error=str(exc))
+            return
+        if ended:
+            self.log.info("sessions_ended", count=ended)
+
+    def connect(self, db: pg.Db, *, deadline: float | None = None,
+                autocommit: bool = True) -> psycopg.Connection[Any]:
+        return pg.connect(db, deadline or self.deadline, autocommit=autocommit, poll=self.poll)
+
+    def maintenance(self, db: pg.Db, *, deadline: float | None = None
+                    ) -> psycopg.Connection[Any]:
+        """A connection to the server's maintenance database, for work on ``db`` itself."""
+        return self.connect(db.on(self.settings.target.maintenance_db), deadline=deadline)

@@ -1,0 +1,89 @@
+"""The safety gates that stand before anything runs: databases named, phrase typed, a git
+checkout, nobody else at the wheel. Each refusal is one sentence and exit 3."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import psycopg
+
+from orchestrator import pg
+from orchestrator.config import Settings
+from orchestrator.errors import GateRefused, WindowError
+from orchestrator.redact import register_url
+
+TTY_PROMPT_SECONDS = 300.0
+PIPE_PROMPT_SECONDS = 10.0
+
+
+def database(settings: Settings, variable: str, role: str,
+             refusal: type[WindowError] = GateRefused) -> pg.Db:
+    """The database a variable names; its password is registered for redaction first."""
+    url = os.environ.get(variable, "").strip()
+    if not url:
+        raise refusal(f"{variable} is not set: it must hold the {role} database URL"
+                      f" ([{role}] url_env in {settings.config_dir / 'window.toml'}).")
+    register_url(url)
+    try:
+        return pg.Db.from_url(url)
+    except psycopg.ProgrammingError as exc:
+        raise refusal(f"{variable} is not a valid PostgreSQL URL.") from exc
+
+
+def databases(settings: Settings, refusal: type[WindowError] = GateRefused
+              ) -> tuple[pg.Db, pg.Db]:
+    return (database(settings, settings.target.url_env, "target", refusal),
+            database(settings, settings.staging.url_env, "staging", refusal))
+
+
+def confirm(settings: Settings, given: str | None, summary: str,
+            stdin: TextIO | None = None, prompt: TextIO | None = None) -> None:
+    phrase = settings.window.confirm_phrase
+    if given is None:
+        out = prompt or sys.stderr
+        out.write(f"{summary}\nType {phrase!r} to proceed: ")
+        out.flush()
+        given = _read_line(stdin or sys.stdin)
+        if given is None:
+            raise GateRefused("no confirmation phrase was typed (standard input closed or"
+                              " silent); pass --confirm or type it at the prompt.")
+    if given != phrase:
+        raise GateRefused("the confirmation phrase does not match [window] confirm_phrase;"
+                          " nothing was done.")
+
+
+def _read_line(stdin: TextIO) -> str | None:
+    """One line, or None at end of input or when nothing comes in time: it never hangs."""
+    try:
+        fileno = stdin.fileno()
+        interactive = os.isatty(fileno)
+    except (OSError, ValueError):
+        return None
+    wait = TTY_PROMPT_SECONDS if interactive else PIPE_PROMPT_SECONDS
+    ready, _, _ = select.select([fileno], [], [], wait)
+    if not ready:
+        return None
+    line = stdin.readline()
+    return line.rstrip("\r\n") if line else None
+
+
+def git_repo(settings: Settings) -> None:
+    if not settings.window.require_git_repo:
+        return
+    if git("rev-parse", "--is-inside-work-tree") != "true":
+        raise GateRefused(f"the working directory {Path.cwd()} is not inside a git repository"
+                          " ([window] require_git_repo = true).")
+
+
+def git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None

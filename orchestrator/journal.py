@@ -1,0 +1,281 @@
+"""The journal: a SQLite file (WAL) that makes every window resumable.
+
+Checkpoint, then act: each write below is its own committed transaction, made before the
+step it describes acts on the world, so a kill -9 at any instant leaves a journal that says
+exactly what happened. Deadlines are stored as absolute Unix times. Every text that came from
+outside (command output, error messages) is redacted before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.redact import redact
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, created_at REAL NOT NULL, state TEXT NOT NULL,
+    interrupted INTEGER NOT NULL DEFAULT 0, pid INTEGER, pid_start TEXT,
+    user TEXT, host TEXT, git_commit TEXT, target TEXT, staging TEXT,
+    backup_path TEXT, abort_requested_at REAL, exit_code INTEGER, finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS phases (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+    started_at REAL, finished_at REAL, deadline REAL, timeout_s REAL,
+    attempts INTEGER NOT NULL DEFAULT 0, error TEXT, PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, at REAL NOT NULL,
+    kind TEXT NOT NULL, phase TEXT, detail TEXT
+);
+CREATE TABLE IF NOT EXISTS children (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, phase TEXT NOT NULL, label TEXT NOT NULL,
+    pid INTEGER NOT NULL, pgid INTEGER NOT NULL, start_ticks TEXT,
+    started_at REAL NOT NULL, ended_at REAL, exit_code INTEGER, output TEXT
+);
+CREATE TABLE IF NOT EXISTS backup_tables (
+    run_id TEXT NOT NULL, table_name TEXT NOT NULL, rows INTEGER NOT NULL,
+    PRIMARY KEY (run_id, table_name)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    created_at: float
+    state: str
+    interrupted: bool
+    pid: int | None
+    pid_start: str | None
+    user: str | None
+    host: str | None
+    git_commit: str | None
+    target: str | None
+    staging: str | None
+    backup_path: str | None
+    abort_requested_at: float | None
+    exit_code: int | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class PhaseRow:
+    name: str
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    deadline: float | None
+    timeout_s: float | None
+    attempts: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Child:
+    id: int
+    phase: str
+    label: str
+    pid: int
+    pgid: int
+    start_ticks: str | None
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Journal:
+        return cls(state_dir / "journal.sqlite")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # runs ---------------------------------------------------------------------------------
+
+    def create_run(self, run_id: str, phases: list[str], info: Mapping[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, created_at, state, user, host, git_commit, target,"
+                " staging) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, time.time(), phases[0], info.get("user"), info.get("host"),
+                 info.get("git_commit"), info.get("target"), info.get("staging")),
+            )
+            db.executemany(
+                "INSERT INTO phases (run_id, seq, name, status) VALUES (?, ?, ?, 'pending')",
+                [(run_id, seq, name) for seq, name in enumerate(phases)],
+            )
+
+    def run(self, run_id: str) -> Run:
+        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return Run(**{**dict(row), "interrupted": bool(row["interrupted"])})
+
+    def latest_run(self) -> Run | None:
+        row = self._db.execute(
+            "SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1"
+        ).fetchone()
+        return self.run(row["run_id"]) if row else None
+
+    def set_state(self, run_id: str, state: str, trigger: str, source: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET state = ? WHERE run_id = ?", (state, run_id))
+            self._event(db, run_id, "transition", source,
+                        {"trigger": trigger, "from": source, "to": state})
+
+    def claim(self, run_id: str, pid: int, pid_start: str | None) -> None:
+        """This process now drives the run (a fresh run, a resume or an abort)."""
+        self._db.execute(
+            "UPDATE runs SET pid = ?, pid_start = ?, interrupted = 0 WHERE run_id = ?",
+            (pid, pid_start, run_id),
+        )
+
+    def set_interrupted(self, run_id: str) -> None:
+        self._db.execute("UPDATE runs SET interrupted = 1 WHERE run_id = ?", (run_id,))
+
+    def finish(self, run_id: str, exit_code: int) -> None:
+        self._db.execute(
+            "UPDATE runs SET exit_code = ?, finished_at = ? WHERE run_id = ?",
+            (exit_code, time.time(), run_id),
+        )
+
+    def request_abort(self, run_id: str) -> None:
+        self._db.execute(
+            "UPDATE runs SET abort_requested_at = coalesce(abort_requested_at, ?)"
+            " WHERE run_id = ?",
+            (time.time(), run_id),
+        )
+
+    def abort_requested(self, run_id: str) -> bool:
+        row = self._db.execute(
+            "SELECT abort_requested_at FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return row is not None and row[0] is not None
+
+    # phases -------------------------------------------------------------------------------
+
+    def phases(self, run_id: str) -> list[PhaseRow]:
+        rows = self._db.execute(
+            "SELECT name, status, started_at, finished_at, deadline, timeout_s, attempts, error"
+            " FROM phases WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        ).fetchall()
+        return [PhaseRow(**dict(row)) for row in rows]
+
+    def phase(self, run_id: str, name: str) -> PhaseRow:
+        return next(p for p in self.phases(run_id) if p.name == name)
+
+    def start_phase(self, run_id: str, name: str, deadline: float, timeout_s: float) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE phases SET status = 'running', started_at = coalesce(started_at, ?),"
+                " finished_at = NULL, deadline = ?, timeout_s = ?, attempts = attempts + 1,"
+                " error = NULL WHERE run_id = ? AND name = ?",
+                (time.time(), deadline, timeout_s, run_id, name),
+            )
+            self._event(db, run_id, "phase_started", name, {"deadline": deadline})
+
+    def finish_phase(self, run_id: str, name: str, status: str, error: str | None = None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE phases SET status = ?, finished_at = ?, error = ?"
+                " WHERE run_id = ? AND name = ?",
+                (status, time.time(), redact(error) if error else None, run_id, name),
+            )
+            self._event(db, run_id, f"phase_{status}", name, {"error": error} if error else {})
+
+    def skip_pending(self, run_id: str) -> None:
+        self._db.execute(
+            "UPDATE phases SET status = 'skipped' WHERE run_id = ? AND status = 'pending'",
+            (run_id,),
+        )
+
+    # events, children, backup -------------------------------------------------------------
+
+    def event(self, run_id: str, kind: str, phase: str | None, detail: Mapping[str, Any]) -> None:
+        self._event(self._db, run_id, kind, phase, detail)
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, run_id: str, kind: str, phase: str | None,
+               detail: Mapping[str, Any]) -> None:
+        db.execute(
+            "INSERT INTO events (run_id, at, kind, phase, detail) VALUES (?, ?, ?, ?, ?)",
+            (run_id, time.time(), kind, phase, redact(json.dumps(detail, default=str))),
+        )
+
+    def events(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT at, kind, phase, detail FROM events WHERE run_id = ?"
+            " AND (? IS NULL OR kind = ?) ORDER BY id",
+            (run_id, kind, kind),
+        ).fetchall()
+        return [{**dict(row), "detail": json.loads(row["detail"] or "{}")} for row in rows]
+
+    def child_started(self, run_id: str, phase: str, label: str, pid: int, pgid: int,
+                      start_ticks: str | None) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO children (run_id, phase, label, pid, pgid, start_ticks, started_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run_id, phase, redact(label), pid, pgid, start_ticks, time.time()),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def child_ended(self, child_id: int, exit_code: int | None, output: str) -> None:
+        self._db.execute(
+            "UPDATE children SET ended_at = ?, exit_code = ?, output = ? WHERE id = ?",
+            (time.time(), exit_code, redact(output), child_id),
+        )
+
+    def live_children(self, run_id: str) -> list[Child]:
+        rows = self._db.execute(
+            "SELECT id, phase, label, pid, pgid, start_ticks FROM children"
+            " WHERE run_id = ? AND ended_at IS NULL",
+            (run_id,),
+        ).fetchall()
+        return [Child(**dict(row)) for row in rows]
+
+    def outputs(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT phase, label, exit_code, output FROM children WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def set_backup(self, run_id: str, path: str, tables: Mapping[str, int]) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET backup_path = ? WHERE run_id = ?", (path, run_id))
+            db.execute("DELETE FROM backup_tables WHERE run_id = ?", (run_id,))
+            db.executemany(
+                "INSERT INTO backup_tables (run_id, table_name, rows) VALUES (?, ?, ?)",
+                [(run_id, name, rows) for name, rows in tables.items()],
+            )
+
+    def backup_tables(self, run_id: str) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT table_name, rows FROM backup_tables WHERE run_id = ? ORDER BY table_name",
+            (run_id,),
+        ).fetchall()
+        return {row["table_name"]: row["rows"] for row in rows}

@@ -1,0 +1,44 @@
+"""Find PostgreSQL's client and server programs, new enough for the server they talk to.
+
+pg_dump refuses to dump a server newer than itself, so the version matters as much as the
+name. Debian keeps every installed major under /usr/lib/postgresql/<major>/bin.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from orchestrator.errors import PhaseFailed
+
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
+
+
+def _major(program: Path) -> int | None:
+    try:
+        out = subprocess.run([str(program), "--version"], capture_output=True, text=True,
+                             timeout=10, check=False).stdout
+    except OSError:
+        return None
+    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    return int(match.group(1)) if match else None
+
+
+def candidates(name: str) -> list[Path]:
+    """``name`` from PATH first, then Debian's versioned folders, newest first."""
+    found = [Path(p) for p in [shutil.which(name)] if p]
+    versioned = sorted(DEBIAN_ROOT.glob(f"*/bin/{name}"),
+                       key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                       else 0, reverse=True)
+    return found + versioned
+
+
+def find(name: str, min_major: int = 0) -> Path:
+    for program in candidates(name):
+        major = _major(program)
+        if major is not None and major >= min_major:
+            return program
+    need = f" {min_major} or newer" if min_major else ""
+    raise PhaseFailed(f"{name}{need} was not found on PATH or under {DEBIAN_ROOT}")

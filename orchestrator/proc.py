@@ -1,0 +1,141 @@
+"""Run one command the way a window must: own process group, hard deadline, journaled pid.
+
+Each child starts a new session (so its process group is its own and a terminal's Ctrl-C
+reaches only the window); its pid, group and kernel start time go into the journal before we
+wait on it, so a later ``resume`` or ``abort`` can find it if the window process dies. Past the
+deadline, or on abort or interrupt, the whole group is terminated, then killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config import Command
+from orchestrator.errors import PhaseTimeout
+
+OUTPUT_LIMIT = 64 * 1024
+POLL_SECONDS = 0.1
+GRACE_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return (self.stdout + self.stderr)[-OUTPUT_LIMIT:]
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the caller learns and decides while a child runs."""
+
+    started: Callable[[int, int, str | None], int] = lambda _pid, _pgid, _ticks: 0
+    ended: Callable[[int, int | None, str], None] = lambda _id, _code, _out: None
+    poll: Callable[[], None] = lambda: None  # raises to stop the child (abort, interrupt)
+
+
+def argv(command: Command) -> list[str]:
+    return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+
+
+def describe(command: Command) -> str:
+    return command if isinstance(command, str) else " ".join(command)
+
+
+def start_ticks(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/pid/stat): tells reuse apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def run(command: Command, *, env: Mapping[str, str], cwd: Path, deadline: float,
+        hooks: Hooks = Hooks(), label: str = "") -> Result:
+    """Run to completion, or raise PhaseTimeout / whatever ``hooks.poll`` raises."""
+    child = subprocess.Popen(
+        argv(command), cwd=cwd, env=dict(env), start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    child_id = hooks.started(child.pid, child.pid, start_ticks(child.pid))
+    stdout, stderr = _Collector(child.stdout), _Collector(child.stderr)
+    try:
+        _wait(child, deadline, hooks.poll, label or describe(command))
+    except BaseException:
+        stop_group(child.pid)
+        child.wait()
+        hooks.ended(child_id, child.returncode, stdout.text() + stderr.text())
+        raise
+    result = Result(child.returncode, stdout.text(), stderr.text())
+    hooks.ended(child_id, result.exit_code, result.output)
+    return result
+
+
+def _wait(child: subprocess.Popen[bytes], deadline: float, poll: Callable[[], None],
+          label: str) -> None:
+    while child.poll() is None:
+        poll()
+        if time.time() >= deadline:
+            raise PhaseTimeout(f"`{label}` was still running at its deadline and was killed.")
+        time.sleep(POLL_SECONDS)
+
+
+def stop_group(pgid: int, grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM the group, give it ``grace`` seconds, then SIGKILL what is left."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        if not _signal_group(pgid, 0):
+            return
+        time.sleep(POLL_SECONDS)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    return _signal_group(pgid, 0)
+
+
+class _Collector:
+    """Reads one pipe on a thread so a chatty child can never block on a full pipe."""
+
+    def __init__(self, pipe: object) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: object) -> None:
+        read = pipe.read1  # type: ignore[attr-defined]
+        while chunk := read(65536):
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+            while self._size > 2 * OUTPUT_LIMIT and len(self._chunks) > 1:
+                self._size -= len(self._chunks.pop(0))
+
+    def text(self) -> str:
+        # A grandchild that kept the pipe open must not hold the window: wait briefly only.
+        self._thread.join(timeout=1.0)
+        return b"".join(self._chunks)[-OUTPUT_LIMIT:].decode("utf-8", "replace")

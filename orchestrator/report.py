@@ -1,0 +1,75 @@
+"""What ``window status`` shows: one JSON object, or the same facts as a readable table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator import proc
+from orchestrator.journal import Journal, PhaseRow, Run
+from orchestrator.machine import TERMINAL
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else None
+
+
+def process_alive(run: Run) -> bool:
+    return bool(run.pid) and proc.start_ticks(run.pid or 0) == run.pid_start
+
+
+def status(journal: Journal, run: Run) -> dict[str, Any]:
+    alive = process_alive(run)
+    crashed = run.state not in TERMINAL and not alive
+    phases = [_phase(p, crashed) for p in journal.phases(run.run_id)]
+    return {
+        "run_id": run.run_id,
+        "state": run.state,
+        "interrupted": run.state not in TERMINAL and (run.interrupted or crashed),
+        "pid": run.pid if alive and run.state not in TERMINAL else None,
+        "exit_code": run.exit_code,
+        "started_at": _iso(run.created_at),
+        "finished_at": _iso(run.finished_at),
+        "target": run.target,
+        "staging": run.staging,
+        "phases": phases,
+        "backup": {"path": run.backup_path, "tables": journal.backup_tables(run.run_id)},
+    }
+
+
+def _phase(row: PhaseRow, crashed: bool) -> dict[str, Any]:
+    status = "interrupted" if crashed and row.status == "running" else row.status
+    duration = (row.finished_at or 0) - (row.started_at or 0) if row.finished_at else None
+    return {
+        "name": row.name,
+        "status": status,
+        "started_at": _iso(row.started_at),
+        "finished_at": _iso(row.finished_at),
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "timeout_s": row.timeout_s,
+        "error": row.error,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"window {report['run_id']}: {report['state']}"
+        + (" (interrupted: `window resume` continues)" if report["interrupted"] else "")
+        + (f", driven by pid {report['pid']}" if report["pid"] else ""),
+        f"  target {report['target']}   staging {report['staging']}",
+        "",
+        f"  {'phase':<20} {'status':<12} {'started':<20} {'took':>8} {'timeout':>8}",
+    ]
+    for phase in report["phases"]:
+        took = f"{phase['duration_s']:.1f}s" if phase["duration_s"] is not None else "-"
+        timeout = f"{phase['timeout_s']:.0f}s" if phase["timeout_s"] else "-"
+        started = (phase["started_at"] or "-").replace("T", " ").replace("+00:00", "")
+        lines.append(f"  {phase['name']:<20} {phase['status']:<12} {started:<20} {took:>8}"
+                     f" {timeout:>8}")
+        if phase["error"]:
+            lines.append(f"      {phase['error']}")
+    backup = report["backup"]
+    if backup["path"]:
+        rows = sum(backup["tables"].values())
+        lines += ["", f"  backup {backup['path']}: {len(backup['tables'])} tables, {rows} rows"]
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""Preflight: everything the window will need is there before anything is touched.
+
+Production and staging answer (a cold serverless database gets bounded retries), they are
+not the same database, pg_dump and pg_restore are new enough for production's server, and
+the backup folder is writable.
+"""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator import pg, pgtools
+from orchestrator.context import Context
+from orchestrator.errors import PhaseFailed
+from phases.base import PhaseResult
+
+
+class Preflight:
+    name = "preflight"
+
+    def run(self, ctx: Context) -> PhaseResult:
+        if str(ctx.target) == str(ctx.staging):
+            raise PhaseFailed(f"staging and production are the same database ({ctx.target})")
+        if ctx.target.dbname == ctx.settings.target.maintenance_db:
+            raise PhaseFailed(
+                f"production is the maintenance database {ctx.target.dbname!r}; set"
+                " [target] maintenance_db to another database on the same server"
+            )
+        versions = {str(db): self._reach(ctx, db) for db in (ctx.target, ctx.staging)}
+        major = versions[str(ctx.target)]
+        tools = {name: str(pgtools.find(name, major)) for name in ("pg_dump", "pg_restore")}
+        backup_dir = ctx.settings.path(ctx.settings.backup.dir)
+        try:
+            backup_dir.mkdir(parents=True, exist_ok=True)
+            probe = backup_dir / f".write-test-{ctx.run_id}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise PhaseFailed(f"backup folder {backup_dir} is not writable: {exc}") from exc
+        ctx.log.info("environment_checked", servers=versions, **tools)
+        return PhaseResult("production and staging reachable", {"servers": versions, **tools})
+
+    @staticmethod
+    def _reach(ctx: Context, db: pg.Db) -> int:
+        deadline = min(ctx.deadline, time.time() + ctx.settings.target.connect_timeout)
+        with ctx.connect(db, deadline=deadline) as conn:
+            return pg.server_major(conn)

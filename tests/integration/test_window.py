@@ -1,0 +1,233 @@
+"""The window end to end: real PostgreSQL, real pg_dump / pg_restore / psql, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+from tests.integration.conftest import Shop, pid_alive
+
+from orchestrator import demo
+
+SLOW_ON_PRODUCTION = (
+    'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && '
+    'if [ "$WINDOW_PHASE" = migrate ] && [ ! -f attempted ]; then touch attempted; '
+    "sleep 120 & echo $! > sleeper.pid; wait; fi"
+)
+
+
+def add_free_sample(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO products (name, price_cents) VALUES ('free sample', 0)")
+
+
+def test_happy_path_migrates_staging_then_production(shop: Shop) -> None:
+    done = shop.window("run", input=f"{demo.PHRASE}\n")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert shop.has_column("orders", "status")
+    assert shop.has_column("orders", "status", shop.staging_url)
+    assert shop.banner_log() == ["on", "off"]
+    assert not (shop.folder / "maintenance.on").exists()
+    status = shop.status()
+    assert status["state"] == "completed"
+    assert [p["status"] for p in status["phases"]] == ["succeeded"] * 7 + ["skipped"] * 2
+    assert all(p["timeout_s"] for p in status["phases"][:7])
+    archive = Path(status["backup"]["path"])
+    assert (archive / "toc.dat").is_file()
+    assert status["backup"]["tables"] == {
+        "public.order_items": 6000, "public.orders": 2000, "public.products": 200}
+
+
+def test_migration_failing_on_staging_never_touches_production(shop: Shop) -> None:
+    add_free_sample(shop.staging_url)
+    shop.configure(demo.BAD_MIGRATION)
+    before, schema = shop.fingerprint(), shop.schema()
+
+    done = shop.run_window()
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert shop.fingerprint() == before
+    assert shop.schema() == schema
+    assert shop.banner_log() == []
+    status = shop.status()
+    assert status["state"] == "aborted"
+    assert shop.phase("staging_dry_run")["status"] == "failed"
+    assert shop.phase("backup")["status"] == "skipped"
+
+
+def test_half_applied_migration_is_rolled_back_and_evidence_kept(shop: Shop) -> None:
+    add_free_sample(shop.prod_url)
+    shop.configure(demo.BAD_MIGRATION)
+    before, schema = shop.fingerprint(), shop.schema()
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert shop.fingerprint() == before
+    assert shop.schema() == schema
+    assert shop.banner_log() == ["on", "off"]
+    assert shop.status()["state"] == "rolled_back"
+    retained = shop.databases(f"{shop.prod_db}_failed_%")
+    assert len(retained) == 1
+    assert shop.sql("SELECT to_regclass('coupons') IS NOT NULL",
+                    shop.cluster.url(retained[0])) is True
+    assert shop.databases(f"{shop.prod_db}_window_%") == []
+
+
+def test_failing_post_check_rolls_back(shop: Shop) -> None:
+    add_free_sample(shop.prod_url)
+    shop.configure(checks='''
+[[checks]]
+name = "no-free-products"
+kind = "sql"
+query = "SELECT NOT EXISTS (SELECT 1 FROM products WHERE price_cents = 0)"
+''')
+    before, schema = shop.fingerprint(), shop.schema()
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert shop.fingerprint() == before
+    assert shop.schema() == schema
+    assert shop.banner_log() == ["on", "off"]
+    assert shop.phase("post_check")["status"] == "failed"
+    assert "no-free-products" in shop.phase("post_check")["error"]
+    assert shop.status()["state"] == "rolled_back"
+
+
+def test_migrate_past_its_timeout_is_killed_with_its_group(shop: Shop) -> None:
+    shop.configure(migrate=SLOW_ON_PRODUCTION, timeouts='migrate = "2s"')
+    before = shop.fingerprint()
+    started = time.monotonic()
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert time.monotonic() - started < 60
+    assert not pid_alive(int((shop.folder / "sleeper.pid").read_text()))
+    assert shop.phase("migrate")["status"] == "timed_out"
+    assert shop.fingerprint() == before
+    assert shop.banner_log() == ["on", "off"]
+
+
+def test_kill_9_during_migrate_then_resume_completes(shop: Shop) -> None:
+    shop.configure(migrate=SLOW_ON_PRODUCTION)
+    window = shop.start("run", "--confirm", demo.PHRASE)
+    shop.wait_for("sleeper.pid")
+    sleeper = int((shop.folder / "sleeper.pid").read_text())
+
+    window.send_signal(signal.SIGKILL)
+    window.wait(timeout=10)
+
+    status = shop.status()
+    assert status["interrupted"] is True
+    assert status["state"] == "migrate"
+    assert shop.phase("migrate")["status"] == "interrupted"
+    assert pid_alive(sleeper), "the orphaned migrate command should still be running"
+
+    resumed = shop.window("resume")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert not pid_alive(sleeper)
+    assert "orphan_stopped" in resumed.stderr
+    assert shop.status()["state"] == "completed"
+    assert shop.banner_log() == ["on", "off"]
+    assert shop.has_column("orders", "status")
+
+
+def test_sigint_during_backup_exits_5_and_resume_completes(shop: Shop) -> None:
+    locker = psycopg.connect(shop.prod_url)
+    locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")  # the backup must wait
+    try:
+        window = shop.start("run", "--confirm", demo.PHRASE)
+        _wait_until(lambda: _phase_status(shop, "backup") == "running")
+        time.sleep(0.5)
+        window.send_signal(signal.SIGINT)
+        assert window.wait(timeout=30) == 5, shop.background_output()
+    finally:
+        locker.close()
+
+    status = shop.status()
+    assert status["state"] == "backup"
+    assert status["interrupted"] is True
+    assert shop.phase("backup")["status"] == "interrupted"
+    assert shop.banner_log() == []
+
+    resumed = shop.window("resume")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert shop.status()["state"] == "completed"
+    assert shop.banner_log() == ["on", "off"]
+
+
+def test_abort_from_a_second_terminal_rolls_back(shop: Shop) -> None:
+    shop.configure(migrate=SLOW_ON_PRODUCTION)
+    before, schema = shop.fingerprint(), shop.schema()
+    window = shop.start("run", "--confirm", demo.PHRASE)
+    shop.wait_for("sleeper.pid")
+    sleeper = int((shop.folder / "sleeper.pid").read_text())
+
+    aborted = shop.window("abort", "--confirm", demo.PHRASE)
+
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    assert window.wait(timeout=30) == 1, shop.background_output()
+    assert not pid_alive(sleeper)
+    assert shop.fingerprint() == before
+    assert shop.schema() == schema
+    assert shop.banner_log() == ["on", "off"]
+    assert shop.status()["state"] == "rolled_back"
+
+
+def test_abort_with_no_live_process_rolls_back_itself(shop: Shop) -> None:
+    shop.configure(migrate=SLOW_ON_PRODUCTION)
+    before = shop.fingerprint()
+    window = shop.start("run", "--confirm", demo.PHRASE)
+    shop.wait_for("sleeper.pid")
+    sleeper = int((shop.folder / "sleeper.pid").read_text())
+    window.send_signal(signal.SIGKILL)
+    window.wait(timeout=10)
+
+    aborted = shop.window("abort", "--confirm", demo.PHRASE)
+
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    assert not pid_alive(sleeper)
+    assert shop.fingerprint() == before
+    assert shop.status()["state"] == "rolled_back"
+    assert shop.banner_log() == ["on", "off"]
+
+
+def _phase_status(shop: Shop, name: str) -> str | None:
+    done = shop.window("status", "--json")
+    if done.returncode != 0:
+        return None
+    import json
+
+    return next(p["status"] for p in json.loads(done.stdout)["phases"] if p["name"] == name)
+
+
+def _wait_until(condition: object, seconds: float = 60) -> None:
+    end = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < end, "condition never became true"
+        time.sleep(0.1)
+
+
+def test_demo_runs_two_windows_and_cleans_up() -> None:
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    leftovers = set(tmp.glob("window-demo-*")) | set(tmp.glob("window-pg-*"))
+
+    done = subprocess.run(["python", "-m", "orchestrator", "demo"], capture_output=True,
+                          text=True, timeout=300, check=False,
+                          env={**os.environ, "PATH": f"{Path(os.sys.executable).parent}:"
+                               + os.environ["PATH"]})
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "equals production before it: yes" in done.stdout
+    assert "window 1 exited 0" in done.stdout
+    assert "window 2 exited 1" in done.stdout
+    assert (set(tmp.glob("window-demo-*")) | set(tmp.glob("window-pg-*"))) == leftovers
