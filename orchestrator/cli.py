@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from orchestrator.errors import WindowError
+
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
 
 app = typer.Typer(
     name="window",
@@ -32,7 +35,7 @@ ConfirmOption = Annotated[
 ]
 
 
-def _settings(path: Path):  # type: ignore[no-untyped-def]
+def _settings(path: Path) -> Settings:
     from orchestrator import config, log
 
     log.configure()

@@ -60,7 +60,8 @@ def run(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
             "user": getpass.getuser(), "host": socket.gethostname(),
             "git_commit": gates.git("rev-parse", "HEAD"),
             "target": str(target), "staging": str(staging)})
-        return _drive(settings, journal, run_id, target, staging, registry, "window_started")
+        return _drive(settings, journal, run_id, target=target, staging=staging,
+                      registry=registry, event="window_started")
 
 
 def resume(settings: Settings, registry: Registry | None = None) -> int:
@@ -71,7 +72,8 @@ def resume(settings: Settings, registry: Registry | None = None) -> int:
             raise UsageError(f"no unfinished window in {settings.state_dir}: nothing to resume.")
         _same_target(run, target)
         stop_orphans(journal, run.run_id)
-        return _drive(settings, journal, run.run_id, target, staging, registry, "window_resumed")
+        return _drive(settings, journal, run.run_id, target=target, staging=staging,
+                      registry=registry, event="window_resumed")
 
 
 def abort(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
@@ -106,8 +108,8 @@ def _await_or_take_over(settings: Settings, journal: Journal, run: Run,
                 target, staging = gates.databases(settings)
                 with _holding(settings, target) as own:
                     stop_orphans(own, run.run_id)
-                    _drive(settings, own, run.run_id, target, staging, registry,
-                           "window_abort_taken_over")
+                    _drive(settings, own, run.run_id, target=target, staging=staging,
+                           registry=registry, event="window_abort_taken_over")
                     return own.run(run.run_id).state
         time.sleep(0.2)
     return journal.run(run.run_id).state
@@ -153,8 +155,8 @@ def _same_target(run: Run, target: pg.Db) -> None:
                           f" target variable now points at {target}; nothing was done.")
 
 
-def _drive(settings: Settings, journal: Journal, run_id: str, target: pg.Db, staging: pg.Db,
-           registry: Registry | None, event: str) -> int:
+def _drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
+           staging: pg.Db, registry: Registry | None, event: str) -> int:
     signals = Signals()
     signals.install()
     journal.claim(run_id, os.getpid(), start_ticks(os.getpid()))

@@ -41,14 +41,13 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 def parse_duration(value: object) -> float:
     """Seconds from 90, 90.5, "90s", "10m" or "1h"; positive or a ValueError."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 90, \"90s\", \"10m\" or \"1h\"")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ValueError(f"must be a duration such as 90, \"90s\", \"10m\" or \"1h\", not {value!r}")
+        raise ValueError(
+            f"must be a duration such as 90, \"90s\", \"10m\" or \"1h\", not {value!r}")
     if seconds <= 0:
         raise ValueError(f"must be positive, not {value!r}")
     return seconds

@@ -62,7 +62,7 @@ class Context:
         text = label or proc.describe(command)
         hooks = proc.Hooks(
             started=lambda pid, pgid, ticks: self.journal.child_started(
-                self.run_id, self.phase, text, pid, pgid, ticks),
+                self.run_id, self.phase, text, pid=pid, pgid=pgid, start_ticks=ticks),
             ended=self.journal.child_ended,
             poll=self.poll,
         )

@@ -68,7 +68,7 @@ def create_shop(cluster: Cluster, dbname: str) -> str:
     cluster.psql(f"CREATE DATABASE {dbname} OWNER {APP_USER}")
     url = cluster.url(dbname, user=APP_USER, password=APP_PASSWORD)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SHOP_SCHEMA)  # type: ignore[arg-type]
+        conn.execute(SHOP_SCHEMA)
     return url
 
 

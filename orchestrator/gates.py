@@ -49,6 +49,7 @@ def confirm(settings: Settings, given: str | None, summary: str,
         out.write(f"{summary}\nType {phrase!r} to proceed: ")
         out.flush()
         given = _read_line(stdin or sys.stdin)
+        out.write("\n")  # a terminal echoed the typed line; a pipe did not
         if given is None:
             raise GateRefused("no confirmation phrase was typed (standard input closed or"
                               " silent); pass --confirm or type it at the prompt.")

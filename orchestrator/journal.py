@@ -234,7 +234,7 @@ class Journal:
         ).fetchall()
         return [{**dict(row), "detail": json.loads(row["detail"] or "{}")} for row in rows]
 
-    def child_started(self, run_id: str, phase: str, label: str, pid: int, pgid: int,
+    def child_started(self, run_id: str, phase: str, label: str, *, pid: int, pgid: int,
                       start_ticks: str | None) -> int:
         cursor = self._db.execute(
             "INSERT INTO children (run_id, phase, label, pid, pgid, start_ticks, started_at)"

@@ -7,6 +7,7 @@ every user on the machine).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from collections.abc import Callable
@@ -78,10 +79,8 @@ def cancel_running_queries() -> None:
     """Ask the server to cancel the query in flight on each open connection (idle: no-op)."""
     for conn in list(_open):
         if not conn.closed:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 conn.cancel_safe(timeout=2.0)
-            except psycopg.Error:
-                pass
 
 
 def connect(db: Db, deadline: float, *, autocommit: bool = True,
@@ -95,14 +94,15 @@ def connect(db: Db, deadline: float, *, autocommit: bool = True,
         attempts += 1
         try:
             conn = psycopg.connect(db.conninfo(), autocommit=autocommit)
-            _open.add(conn)
-            return conn
         except psycopg.OperationalError as exc:
             last = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
             if time.time() + delay >= deadline:
                 raise PhaseFailed(
                     f"cannot reach {db} after {attempts} attempt(s): {last}"
                 ) from exc
+        else:
+            _open.add(conn)
+            return conn
         poll()
         time.sleep(delay)
         delay = min(delay * 2, 5.0)

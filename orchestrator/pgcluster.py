@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from orchestrator import pgtools
 from orchestrator.errors import WindowError
@@ -42,7 +43,8 @@ def bindir() -> Path:
 
 
 class Cluster:
-    def __init__(self, root: Path | None = None, password: str = "s3cr3t:p@ss/w%rd") -> None:
+    def __init__(self, root: Path | None = None,
+                 password: str = "s3cr3t:p@ss/w%rd") -> None:  # noqa: S107 - throwaway
         # The postgres user must be able to reach the folder: mkdtemp makes it 0700 for root.
         self.root = root or Path(tempfile.mkdtemp(prefix="window-pg-"))
         self.root.mkdir(parents=True, exist_ok=True)
@@ -55,8 +57,6 @@ class Cluster:
 
     def url(self, dbname: str = "postgres", user: str = SUPERUSER,
             password: str | None = None) -> str:
-        from urllib.parse import quote
-
         secret = quote(password if password is not None else self.password, safe="")
         return f"postgresql://{user}:{secret}@127.0.0.1:{self.port}/{dbname}"
 

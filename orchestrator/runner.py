@@ -17,7 +17,7 @@ import structlog
 
 from orchestrator import machine, pg, proc
 from orchestrator.context import Context
-from orchestrator.errors import AbortRequested, Interrupted, PhaseError, PhaseTimeout
+from orchestrator.errors import AbortRequested, Interrupted, PhaseError
 from orchestrator.journal import Journal
 from orchestrator.machine import FORWARD, TERMINAL
 from phases import Registry
@@ -118,9 +118,10 @@ class Runner:
         log = structlog.get_logger().bind(phase=name)
         log.info("phase_started", timeout_s=self.base.settings.timeout(name))
         started = time.monotonic()
+        if time.time() >= deadline:
+            return self._ended(log, name, "timed_out",
+                               "its deadline passed while the window was stopped", started)
         try:
-            if time.time() >= deadline:
-                raise PhaseTimeout("its deadline passed while the window was stopped", phase=name)
             result = self.registry[name].run(ctx)
         except Interrupted as exc:
             self._interrupted(log, name, exc)

@@ -42,7 +42,7 @@ class BannerOn:
         try:
             _switch(ctx, ctx.settings.banner.off, "off")
         except PhaseError as exc:
-            ctx.log.error("banner_not_lowered", error=exc.message)
+            ctx.log.error("banner_not_lowered", error=exc.message)  # noqa: TRY400 - no trace
 
 
 class BannerOff:

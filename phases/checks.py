@@ -41,7 +41,7 @@ def run_one(ctx: Context, check: Check, db: pg.Db) -> Outcome:
     deadline = min(ctx.deadline, time.time() + check.timeout)
     started = time.monotonic()
     try:
-        passed, detail = _RUNNERS[check.kind](ctx, check, db, deadline)
+        passed, detail = _run(ctx, check, db, deadline)
     except PhaseTimeout:
         if time.time() >= ctx.deadline:
             raise
@@ -55,8 +55,17 @@ def run_one(ctx: Context, check: Check, db: pg.Db) -> Outcome:
     return outcome
 
 
-def _http(ctx: Context, check: Check, _db: pg.Db, deadline: float) -> tuple[bool, str]:
-    assert isinstance(check, HttpCheck)
+def _run(ctx: Context, check: Check, db: pg.Db, deadline: float) -> tuple[bool, str]:
+    match check:
+        case HttpCheck():
+            return _http(check, deadline)
+        case SqlCheck():
+            return _sql(ctx, check, db, deadline)
+        case CommandCheck():
+            return _command(ctx, check, db, deadline)
+
+
+def _http(check: HttpCheck, deadline: float) -> tuple[bool, str]:
     request = urllib.request.Request(check.url, method="GET")  # noqa: S310 - the user's URL
     try:
         with urllib.request.urlopen(request, timeout=max(0.1, deadline - time.time())) as answer:  # noqa: S310
@@ -69,13 +78,12 @@ def _http(ctx: Context, check: Check, _db: pg.Db, deadline: float) -> tuple[bool
     return status == check.expect_status, f"HTTP {status} (expected {check.expect_status})"
 
 
-def _sql(ctx: Context, check: Check, db: pg.Db, deadline: float) -> tuple[bool, str]:
-    assert isinstance(check, SqlCheck)
+def _sql(ctx: Context, check: SqlCheck, db: pg.Db, deadline: float) -> tuple[bool, str]:
     try:
         with ctx.connect(db, deadline=deadline) as conn:
             remaining_ms = max(1, int((deadline - time.time()) * 1000))
             conn.execute(f"SET statement_timeout = {remaining_ms}")
-            row = conn.execute(check.query).fetchone()  # type: ignore[arg-type]
+            row = conn.execute(check.query).fetchone()
     except psycopg.errors.QueryCanceled:
         return False, f"query ran past {check.timeout:g}s"
     except psycopg.Error as exc:
@@ -84,8 +92,8 @@ def _sql(ctx: Context, check: Check, db: pg.Db, deadline: float) -> tuple[bool, 
     return value is True, f"first value {value!r} (expected true)"
 
 
-def _command(ctx: Context, check: Check, db: pg.Db, deadline: float) -> tuple[bool, str]:
-    assert isinstance(check, CommandCheck)
+def _command(ctx: Context, check: CommandCheck, db: pg.Db, deadline: float
+             ) -> tuple[bool, str]:
     result = ctx.run_command(check.command, db=db, deadline=deadline)
     if result.exit_code != 0:
         return False, f"exited {result.exit_code}"
@@ -93,5 +101,3 @@ def _command(ctx: Context, check: Check, db: pg.Db, deadline: float) -> tuple[bo
         return False, f"output lacks {check.expect_output!r}"
     return True, "exited 0"
 
-
-_RUNNERS = {"http": _http, "sql": _sql, "command": _command}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,9 +10,9 @@ import time
 from pathlib import Path
 
 import psycopg
-from tests.integration.conftest import Shop, pid_alive
 
 from orchestrator import demo
+from tests.integration.conftest import Shop, pid_alive
 
 SLOW_ON_PRODUCTION = (
     'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && '
@@ -205,8 +206,6 @@ def _phase_status(shop: Shop, name: str) -> str | None:
     done = shop.window("status", "--json")
     if done.returncode != 0:
         return None
-    import json
-
     return next(p["status"] for p in json.loads(done.stdout)["phases"] if p["name"] == name)
 
 

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import config
+from orchestrator.errors import ConfigError
+
+MINIMAL: dict[str, Any] = {
+    "window": {"confirm_phrase": "DIXIS-PROD-OK"},
+    "banner": {"on": "up", "off": "down"},
+    "migrate": {"command": "pnpm prisma migrate deploy"},
+}
+
+
+def load(**sections: Any) -> config.Settings:
+    return config.from_mapping({**MINIMAL, **sections}, Path("/srv/app/window.toml"))
+
+
+@pytest.mark.parametrize(("value", "seconds"),
+                         [(90, 90.0), ("90s", 90.0), ("10m", 600.0), ("1h", 3600.0),
+                          ("1.5m", 90.0), ("250ms", 0.25)])
+def test_durations(value: object, seconds: float) -> None:
+    assert config.parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", [0, -5, "0s", "soon", "10 minutes", True, None])
+def test_bad_durations(value: object) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        config.parse_duration(value)
+
+
+def test_defaults_follow_the_runbook_timeline() -> None:
+    settings = load()
+    assert {p: settings.timeout(p) for p in ("staging_dry_run", "backup", "migrate",
+                                             "post_check", "rollback")} == {
+        "staging_dry_run": 900, "backup": 600, "migrate": 300, "post_check": 300,
+        "rollback": 600}
+    assert settings.target.url_env == "DATABASE_URL"
+    assert settings.state_dir == Path("/srv/app/.window")
+    assert settings.path("backups") == Path("/srv/app/backups")
+
+
+def test_checks_are_typed_by_kind() -> None:
+    settings = load(checks=[
+        {"name": "health", "kind": "http", "url": "http://127.0.0.1/healthz"},
+        {"name": "rows", "kind": "sql", "query": "SELECT true", "timeout": "5s"},
+        {"name": "status", "kind": "command", "command": ["true"], "expect_output": "ok"},
+    ])
+    assert [type(c).__name__ for c in settings.checks] == ["HttpCheck", "SqlCheck",
+                                                           "CommandCheck"]
+    assert settings.checks[0].timeout == 30
+    assert settings.checks[1].timeout == 5
+
+
+@pytest.mark.parametrize(("sections", "message"), [
+    ({"colour": "red"}, "unknown key colour"),
+    ({"window": {"confirm_phrase": "X", "colour": 1}}, "unknown key window.colour"),
+    ({"window": {}}, "missing required key window.confirm_phrase"),
+    ({"window": {"confirm_phrase": "  "}}, "window.confirm_phrase: must not be empty"),
+    ({"timeouts": {"migrate": -5}}, "timeouts.migrate: must be positive"),
+    ({"timeouts": {"migrate": "5 minutes"}}, "timeouts.migrate: must be a duration"),
+    ({"backup": {"jobs": 0}}, "backup.jobs"),
+    ({"checks": [{"name": "h", "kind": "http"}]}, "missing required key checks[0].url"),
+    ({"checks": [{"name": "h", "kind": "smtp"}]}, "checks[0]"),
+    ({"checks": [{"name": "a", "kind": "sql", "query": "x"},
+                 {"name": "a", "kind": "sql", "query": "y"}]}, "'a' is used twice"),
+])
+def test_errors_name_the_key(sections: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=r"window\.toml") as caught:
+        load(**sections)
+    assert message in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "window.toml"
+    path.write_text('[window]\nconfirm_phrase = "X\n')
+    with pytest.raises(ConfigError, match="line 2"):
+        config.load(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        config.load(tmp_path / "window.toml")
