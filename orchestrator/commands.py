@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from orchestrator.journal import Journal, Run
 from orchestrator.lock import StateLock, TargetLock
 from orchestrator.machine import EXIT_CODES, PHASES, TERMINAL, State
 from orchestrator.proc import start_ticks
-from orchestrator.report import process_alive, status, table
+from orchestrator.report import advice, process_alive, status, table
 from orchestrator.runner import Runner, Signals, stop_orphans
 from phases import Registry, default_registry
 
@@ -47,6 +46,12 @@ def summary(settings: Settings, target: pg.Db, staging: pg.Db) -> str:
 
 def run(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
         registry: Registry | None = None) -> int:
+    with _audited(settings, "run"):
+        return _run(settings, confirm, stdin, registry)
+
+
+def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
+         registry: Registry | None) -> int:
     target, staging = gates.databases(settings)
     gates.confirm(settings, confirm, summary(settings, target, staging), stdin)
     gates.git_repo(settings)
@@ -65,6 +70,11 @@ def run(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
 
 
 def resume(settings: Settings, registry: Registry | None = None) -> int:
+    with _audited(settings, "resume"):
+        return _resume(settings, registry)
+
+
+def _resume(settings: Settings, registry: Registry | None) -> int:
     target, staging = gates.databases(settings)
     with _holding(settings, target) as journal:
         run = _unfinished(journal)
@@ -78,6 +88,12 @@ def resume(settings: Settings, registry: Registry | None = None) -> int:
 
 def abort(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
           registry: Registry | None = None) -> int:
+    with _audited(settings, "abort"):
+        return _abort(settings, confirm, stdin, registry)
+
+
+def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
+           registry: Registry | None) -> int:
     journal = Journal.open(settings.state_dir)
     run = _unfinished(journal)
     if run is None:
@@ -86,8 +102,7 @@ def abort(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
     gates.confirm(settings, confirm, f"window {run.run_id} is in {run.state}: abort rolls"
                   " production back to its backup (before the banner: simply stops).", stdin)
     journal.request_abort(run.run_id)
-    structlog.get_logger().warning("abort_requested", run_id=run.run_id, state=run.state,
-                                   user=getpass.getuser())
+    structlog.get_logger().warning("abort_requested", run_id=run.run_id, state=run.state)
     final = _await_or_take_over(settings, journal, run, registry)
     print(f"window {run.run_id} ended {final}.")
     return 0 if final in (State.ROLLED_BACK, State.ABORTED, State.COMPLETED) else 4
@@ -127,6 +142,25 @@ def show_status(settings: Settings, as_json: bool) -> str:
 
 
 @contextmanager
+def _audited(settings: Settings, command: str) -> Iterator[None]:
+    """Every run, resume and abort leaves a trail, refusals included: who, where, what."""
+    log.audit.open(settings.state_dir / "audit.jsonl")
+    try:
+        with structlog.contextvars.bound_contextvars(
+            cli_command=command, user=getpass.getuser(), host=socket.gethostname(),
+            git_commit=gates.git("rev-parse", "HEAD"),
+        ):
+            try:
+                yield
+            except (GateRefused, UsageError) as exc:
+                structlog.get_logger().warning("command_refused", reason=exc.message,
+                                               exit_code=exc.exit_code)
+                raise
+    finally:
+        log.audit.close()
+
+
+@contextmanager
 def _holding(settings: Settings, target: pg.Db) -> Iterator[Journal]:
     """Gate 4: this process alone drives this state folder and this target."""
     state_lock, target_lock = StateLock(settings.state_dir), TargetLock(
@@ -161,12 +195,8 @@ def _drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
     signals.install()
     journal.claim(run_id, os.getpid(), start_ticks(os.getpid()))
     run = journal.run(run_id)
-    log.audit.open(settings.state_dir / "audit.jsonl")
     started = time.monotonic()
-    with structlog.contextvars.bound_contextvars(
-        run_id=run_id, user=getpass.getuser(), host=socket.gethostname(),
-        git_commit=run.git_commit,
-    ):
+    with structlog.contextvars.bound_contextvars(run_id=run_id):
         logger = structlog.get_logger()
         logger.info(event, window=settings.window.name, target=str(target), state=run.state)
         ctx = Context(settings=settings, journal=journal, run_id=run_id, target=target,
@@ -175,20 +205,13 @@ def _drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
             final = Runner(ctx, registry or default_registry(), signals).drive()
         except Interrupted as exc:
             logger.warning("window_interrupted", reason=exc.message)
-            print(table(status(journal, journal.run(run_id))), file=sys.stdout)
+            print(table(status(journal, journal.run(run_id))))
             raise
         code = EXIT_CODES[State(final)]
         journal.finish(run_id, code)
         logger.info("window_finished", state=final, exit_code=code,
                     duration_s=round(time.monotonic() - started, 3))
-    log.audit.close()
     print(table(status(journal, journal.run(run_id))))
     if final == State.NEEDS_ATTENTION:
-        print(NEEDS_ATTENTION_ADVICE.format(state_dir=settings.state_dir))
+        print(advice(journal, journal.run(run_id), settings))
     return code
-
-
-NEEDS_ATTENTION_ADVICE = """
-NEEDS ATTENTION: the window could not bring production back on its own, and the banner is
-still up. Read the error above and `window status` ({state_dir}); the backup archive and any
-`_failed_` database are kept. Fix the cause, then take the banner down yourself."""

@@ -67,14 +67,20 @@ class Context:
             poll=self.poll,
         )
         self.log.info("command_started", command=text)
+        started = time.monotonic()
         try:
-            return proc.run(command, env=env or self.command_env(db),
-                            cwd=cwd or self.settings.config_dir,
-                            deadline=min(deadline or self.deadline, self.deadline),
-                            hooks=hooks, label=text)
+            result = proc.run(command, env=env or self.command_env(db),
+                              cwd=cwd or self.settings.config_dir,
+                              deadline=min(deadline or self.deadline, self.deadline),
+                              hooks=hooks, label=text)
         except BaseException:
+            self.log.warning("command_stopped", command=text,
+                             duration_s=round(time.monotonic() - started, 3))
             self.end_sessions(db)
             raise
+        self.log.info("command_finished", command=text, exit_code=result.exit_code,
+                      duration_s=round(time.monotonic() - started, 3))
+        return result
 
     def end_sessions(self, db: pg.Db) -> None:
         """After a killed command, end its server sessions too: a killed client's query

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from orchestrator import pg
-from orchestrator.errors import GateRefused
+from orchestrator.errors import GateRefused, PhaseFailed
 
 
 class StateLock:
@@ -67,8 +67,8 @@ class TargetLock:
     def acquire(self, deadline: float) -> None:
         try:
             conn = pg.connect(self._maintenance, deadline)
-        except Exception as exc:
-            raise GateRefused(f"cannot lock {self._target}: {exc}") from exc
+        except PhaseFailed as exc:
+            raise GateRefused(f"{exc.message}; nothing was done.") from exc
         row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
                            (f"window:{self._target.dbname}",)).fetchone()
         if not (row and row[0]):

@@ -34,7 +34,7 @@ def _timestamp(_logger: object, _name: str, event: EventDict) -> EventDict:
     return event
 
 
-_AUDIT_ONLY = ("at", "user", "host", "git_commit", "run_id")
+_AUDIT_ONLY = ("at", "user", "host", "git_commit", "run_id", "cli_command")
 
 
 def _console_view(_logger: object, _name: str, event: EventDict) -> EventDict:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator import proc
+from orchestrator.config import Settings
 from orchestrator.journal import Journal, PhaseRow, Run
 from orchestrator.machine import TERMINAL
 
@@ -73,3 +74,26 @@ def table(report: dict[str, Any]) -> str:
         rows = sum(backup["tables"].values())
         lines += ["", f"  backup {backup['path']}: {len(backup['tables'])} tables, {rows} rows"]
     return "\n".join(lines)
+
+
+def advice(journal: Journal, run: Run, settings: Settings) -> str:
+    """What the engineer must do by hand when the window ends in ``needs_attention``."""
+    failed = [p for p in journal.phases(run.run_id) if p.status in ("failed", "timed_out")]
+    last = failed[-1].name if failed else "rollback"
+    off = proc.describe(settings.banner.off)
+    if last == "banner_off":
+        situation = ("The migration succeeded and passed every check; only the banner is still"
+                     f" up. Take it down by hand: {off}")
+    elif last == "rollback_banner_off":
+        situation = ("Production was restored from the backup and verified; only the banner is"
+                     f" still up. Take it down by hand: {off}")
+    else:
+        situation = (
+            "Production could not be restored automatically: it may hold a half-applied"
+            " migration. Keep the banner up. The verified backup is the directory archive"
+            f" {run.backup_path} (row counts in `window status --json`). Restore it by hand"
+            " into a new database (createdb, then pg_restore --jobs N --exit-on-error"
+            " --dbname NEW ARCHIVE), compare the row counts, rename the broken database"
+            f" away (keep it: it holds the evidence), rename NEW to {run.target}, then: {off}")
+    return (f"\nNEEDS ATTENTION ({last} did not succeed). {situation}\n"
+            f"The journal and audit log are in {settings.state_dir}.")

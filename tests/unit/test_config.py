@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,19 @@ def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such config file"):
         config.load(tmp_path / "window.toml")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_annotated_example_loads() -> None:
+    settings = config.load(ROOT / "config" / "window.example.toml")
+    assert settings.window.confirm_phrase == "DIXIS-PROD-OK"
+    assert [c.kind for c in settings.checks] == ["http", "sql", "command"]
+    assert settings.timeout("migrate") == 300
+
+
+def test_defaults_file_matches_the_code() -> None:
+    documented = tomllib.loads((ROOT / "config" / "defaults.toml").read_text())["timeouts"]
+    assert documented == config.DEFAULT_TIMEOUTS
+    assert config.TimeoutsSection().model_dump() == config.DEFAULT_TIMEOUTS

@@ -1,0 +1,182 @@
+"""More of what an on-call engineer sees: the audit trail, the status table, SIGTERM, an early
+abort, unreachable databases, and HTTP checks against a server on loopback."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator import demo
+from orchestrator.pgcluster import free_port
+from tests.integration.conftest import Shop, pid_alive
+from tests.integration.test_window import SLOW_ON_PRODUCTION
+
+
+def audit_events(shop: Shop) -> list[dict[str, object]]:
+    lines = (shop.folder / ".window" / "audit.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_audit_trail_says_who_where_what_and_how_long(shop: Shop) -> None:
+    refused = shop.window("run", "--confirm", "nope")
+    done = shop.run_window()
+    assert (refused.returncode, done.returncode) == (3, 0), done.stderr
+
+    events = audit_events(shop)
+    names = [e["event"] for e in events]
+    assert names[0] == "command_refused"
+    assert "phrase" in str(events[0]["reason"])
+    assert names.count("phase_succeeded") == 7
+    assert names[-1] == "window_finished"
+    run_id = shop.status()["run_id"]
+    for event in events[1:]:
+        assert event["run_id"] == run_id
+        assert event["user"] and event["host"] and event["at"]
+        assert event["cli_command"] == "run"
+    finished = events[-1]
+    assert finished["state"] == "completed"
+    assert finished["exit_code"] == 0
+    assert float(finished["duration_s"]) > 0  # type: ignore[arg-type]
+    migrate = next(e for e in events if e["event"] == "phase_succeeded"
+                   and e["phase"] == "migrate")
+    assert float(migrate["duration_s"]) > 0  # type: ignore[arg-type]
+
+
+def test_status_table_is_readable(shop: Shop) -> None:
+    assert shop.run_window().returncode == 0
+    table = shop.window("status").stdout
+    assert f"window {shop.status()['run_id']}: completed" in table
+    for phase in ("preflight", "staging_dry_run", "backup", "banner_on", "migrate",
+                  "post_check", "banner_off"):
+        assert f"  {phase} " in table
+    assert "3 tables, 8200 rows" in table
+
+
+def test_sigterm_during_migrate_stops_the_child_and_resume_completes(shop: Shop) -> None:
+    shop.configure(migrate=SLOW_ON_PRODUCTION)
+    window = shop.start("run", "--confirm", demo.PHRASE)
+    shop.wait_for("sleeper.pid")
+    sleeper = int((shop.folder / "sleeper.pid").read_text())
+
+    window.send_signal(signal.SIGTERM)
+
+    assert window.wait(timeout=30) == 5, shop.background_output()
+    assert not pid_alive(sleeper)
+    assert shop.phase("migrate")["status"] == "interrupted"
+    assert shop.status()["interrupted"] is True
+    assert shop.banner_log() == ["on"]
+    resumed = shop.window("resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert shop.banner_log() == ["on", "off"]
+
+
+def test_abort_before_the_banner_just_stops(shop: Shop) -> None:
+    shop.configure(migrate='if [ "$WINDOW_PHASE" = staging_dry_run ]; then sleep 60 &'
+                           ' echo $! > sleeper.pid; wait; fi')
+    before = shop.fingerprint()
+    window = shop.start("run", "--confirm", demo.PHRASE)
+    shop.wait_for("sleeper.pid")
+
+    aborted = shop.window("abort", "--confirm", demo.PHRASE)
+
+    assert aborted.returncode == 0, aborted.stderr
+    assert window.wait(timeout=30) == 3
+    assert shop.status()["state"] == "aborted"
+    assert shop.banner_log() == []
+    assert shop.fingerprint() == before
+    assert shop.databases(f"{shop.prod_db}_failed_%") == []
+
+
+def test_resume_and_abort_with_nothing_unfinished(shop: Shop) -> None:
+    resumed = shop.window("resume")
+    assert resumed.returncode == 2
+    assert "nothing to resume" in resumed.stderr
+    aborted = shop.window("abort", "--confirm", demo.PHRASE)
+    assert aborted.returncode == 0
+    assert "nothing to roll back" in aborted.stdout
+
+
+def test_unreachable_production_fails_within_its_bound(shop: Shop) -> None:
+    shop.configure(timeouts="")
+    text = shop.config.read_text().replace('url_env = "DATABASE_URL"\n',
+                                           'url_env = "DATABASE_URL"\nconnect_timeout = "2s"\n', 1)
+    shop.config.write_text(text)
+    shop.env["DATABASE_URL"] = f"postgresql://app:pw@127.0.0.1:{free_port()}/shop"
+    started = time.monotonic()
+
+    done = shop.run_window()
+
+    assert done.returncode == 3, done.stderr
+    assert time.monotonic() - started < 20
+    assert "cannot reach" in done.stderr.strip().splitlines()[-1]
+
+
+def test_unreachable_staging_aborts_in_preflight(shop: Shop) -> None:
+    text = shop.config.read_text().replace('url_env = "DATABASE_URL"\n',
+                                           'url_env = "DATABASE_URL"\nconnect_timeout = "2s"\n', 1)
+    shop.config.write_text(text)
+    shop.env["DATABASE_URL_STAGING"] = f"postgresql://app:pw@127.0.0.1:{free_port()}/stage"
+
+    done = shop.run_window()
+
+    assert done.returncode == 3, done.stderr
+    assert shop.status()["state"] == "aborted"
+    assert "cannot reach" in shop.phase("preflight")["error"]
+    assert shop.banner_log() == []
+
+
+ANSWERS = {"/ok": 200, "/down": 503}
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/hang":
+            time.sleep(10)
+        self.send_response(ANSWERS.get(self.path, 404))
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_args: object) -> None:
+        return
+
+
+@pytest.fixture
+def health() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def http_check(url: str, timeout: str = "30s") -> str:
+    return f'\n[[checks]]\nname = "health"\nkind = "http"\nurl = "{url}"\ntimeout = "{timeout}"\n'
+
+
+def test_http_check_passes_on_expected_status(shop: Shop, health: str) -> None:
+    shop.configure(checks=http_check(f"{health}/ok"))
+    done = shop.run_window()
+    assert done.returncode == 0, done.stderr
+    assert "check_passed" in done.stderr
+
+
+@pytest.mark.parametrize(("path", "reason"), [("/down", "HTTP 503"), ("/hang", "did not answer")])
+def test_http_check_failing_on_staging_stops_before_production(
+        shop: Shop, health: str, path: str, reason: str) -> None:
+    shop.configure(checks=http_check(f"{health}{path}", timeout="1s"))
+    started = time.monotonic()
+
+    done = shop.run_window()
+
+    assert done.returncode == 3, done.stderr
+    assert time.monotonic() - started < 30
+    assert reason in shop.phase("staging_dry_run")["error"]
+    assert shop.banner_log() == []
