@@ -105,6 +105,3 @@ def main() -> None:
     except WindowError as exc:
         typer.echo(f"window: {exc.message}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:  # Ctrl-C at the prompt or while `abort` waits
-        typer.echo("window: interrupted; nothing more was done.", err=True)
-        sys.exit(5)

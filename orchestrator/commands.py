@@ -5,7 +5,6 @@ cli -> config -> gates -> runner (machine + journal) -> phase.run(ctx).
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import secrets
@@ -21,12 +20,12 @@ import structlog
 from orchestrator import gates, log, pg
 from orchestrator.config import Settings
 from orchestrator.context import Context
-from orchestrator.errors import GateRefused, Interrupted, UsageError
+from orchestrator.errors import ConfigError, GateRefused, Interrupted, PhaseFailed, UsageError
 from orchestrator.journal import Journal, Run
 from orchestrator.lock import StateLock, TargetLock
 from orchestrator.machine import EXIT_CODES, PHASES, TERMINAL, State
 from orchestrator.proc import start_ticks
-from orchestrator.report import advice, process_alive, status, table
+from orchestrator.report import advice, status, table
 from orchestrator.runner import Runner, Signals, stop_orphans
 from phases import Registry, default_registry
 
@@ -62,7 +61,7 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
                               " `window resume` continues it, `window abort` rolls it back.")
         run_id = new_run_id()
         journal.create_run(run_id, [str(p) for p in PHASES], {
-            "user": getpass.getuser(), "host": socket.gethostname(),
+            "user": gates.who(), "host": socket.gethostname(),
             "git_commit": gates.git("rev-parse", "HEAD"),
             "target": str(target), "staging": str(staging)})
         return _drive(settings, journal, run_id, target=target, staging=staging,
@@ -81,7 +80,7 @@ def _resume(settings: Settings, registry: Registry | None) -> int:
         if run is None:
             raise UsageError(f"no unfinished window in {settings.state_dir}: nothing to resume.")
         _same_target(run, target)
-        stop_orphans(journal, run.run_id)
+        _stop_leftovers(journal, run.run_id, target, settings)
         return _drive(settings, journal, run.run_id, target=target, staging=staging,
                       registry=registry, event="window_resumed")
 
@@ -95,42 +94,67 @@ def abort(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
 def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
            registry: Registry | None) -> int:
     journal = Journal.open(settings.state_dir)
-    run = _unfinished(journal)
-    if run is None:
+    run = journal.latest_run()
+    if run is None or run.state in (State.COMPLETED, State.ABORTED, State.ROLLED_BACK):
         print("no unfinished window: nothing to roll back.")
         return 0
+    if run.state == State.NEEDS_ATTENTION:
+        print(advice(journal, run, settings))
+        return 4
     gates.confirm(settings, confirm, f"window {run.run_id} is in {run.state}: abort rolls"
                   " production back to its backup (before the banner: simply stops).", stdin)
-    journal.request_abort(run.run_id)
-    structlog.get_logger().warning("abort_requested", run_id=run.run_id, state=run.state)
-    final = _await_or_take_over(settings, journal, run, registry)
-    print(f"window {run.run_id} ended {final}.")
-    return 0 if final in (State.ROLLED_BACK, State.ABORTED, State.COMPLETED) else 4
-
-
-def _await_or_take_over(settings: Settings, journal: Journal, run: Run,
-                        registry: Registry | None) -> str:
-    """Wait for the live process to roll back; if there is none (or it dies), do it here."""
-    limit = time.time() + sum(settings.timeout(p) for p in PHASES) + ABORT_WAIT_SLACK_SECONDS
     lock = StateLock(settings.state_dir)
-    while time.time() < limit:
-        current = journal.run(run.run_id)
-        if current.state in TERMINAL:
-            return current.state
-        if lock.try_acquire():
-            lock.release()
-            if not process_alive(current):
-                target, staging = gates.databases(settings)
-                with _holding(settings, target) as own:
-                    stop_orphans(own, run.run_id)
-                    _drive(settings, own, run.run_id, target=target, staging=staging,
-                           registry=registry, event="window_abort_taken_over")
-                    return own.run(run.run_id).state
-        time.sleep(0.2)
+    if lock.try_acquire():  # no live process drives the window: roll back here
+        final = _take_over(settings, journal, run, lock, registry)
+    else:
+        journal.request_abort(run.run_id)
+        structlog.get_logger().warning("abort_requested", run_id=run.run_id, state=run.state)
+        final = _await_or_take_over(settings, journal, run, lock, registry)
+    if final == State.COMPLETED:
+        print(f"window {run.run_id} completed before the abort took effect.")
+    else:
+        print(f"window {run.run_id} ended {final}.")
+    return 4 if final == State.NEEDS_ATTENTION else 0
+
+
+def _take_over(settings: Settings, journal: Journal, run: Run, lock: StateLock,
+               registry: Registry | None) -> str:
+    """Abort a window no live process drives (it crashed): this process rolls it back."""
+    try:
+        target, staging = gates.databases(settings)
+        _same_target(run, target)
+        journal.request_abort(run.run_id)
+        structlog.get_logger().warning("abort_requested", run_id=run.run_id, state=run.state)
+        with _holding(settings, target, lock) as own:
+            _stop_leftovers(own, run.run_id, target, settings)
+            _drive(settings, own, run.run_id, target=target, staging=staging,
+                   registry=registry, event="window_abort_taken_over")
+            return own.run(run.run_id).state
+    finally:
+        lock.release()
+
+
+def _await_or_take_over(settings: Settings, journal: Journal, run: Run, lock: StateLock,
+                        registry: Registry | None) -> str:
+    """Wait for the live process to roll back; if it dies meanwhile, finish the job here."""
+    limit = time.time() + sum(settings.timeout(p) for p in PHASES) + ABORT_WAIT_SLACK_SECONDS
+    try:
+        while time.time() < limit:
+            current = journal.run(run.run_id)
+            if current.state in TERMINAL:
+                return current.state
+            if lock.try_acquire():
+                return _take_over(settings, journal, current, lock, registry)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        raise Interrupted("stopped waiting; the abort request stands and the running window"
+                          " will still roll back (`window status` follows it).") from None
     return journal.run(run.run_id).state
 
 
 def show_status(settings: Settings, as_json: bool) -> str:
+    if not (settings.state_dir / "journal.sqlite").is_file():
+        raise UsageError(f"no window has run from {settings.state_dir} yet.")
     journal = Journal.open(settings.state_dir)
     run = journal.latest_run()
     if run is None:
@@ -144,10 +168,14 @@ def show_status(settings: Settings, as_json: bool) -> str:
 @contextmanager
 def _audited(settings: Settings, command: str) -> Iterator[None]:
     """Every run, resume and abort leaves a trail, refusals included: who, where, what."""
-    log.audit.open(settings.state_dir / "audit.jsonl")
+    try:
+        log.audit.open(settings.state_dir / "audit.jsonl")
+    except OSError as exc:
+        raise ConfigError(f"the state folder {settings.state_dir} cannot be written"
+                          f" ({exc.strerror or exc}); set [window] state_dir.") from exc
     try:
         with structlog.contextvars.bound_contextvars(
-            cli_command=command, user=getpass.getuser(), host=socket.gethostname(),
+            cli_command=command, user=gates.who(), host=socket.gethostname(),
             git_commit=gates.git("rev-parse", "HEAD"),
         ):
             try:
@@ -161,11 +189,13 @@ def _audited(settings: Settings, command: str) -> Iterator[None]:
 
 
 @contextmanager
-def _holding(settings: Settings, target: pg.Db) -> Iterator[Journal]:
+def _holding(settings: Settings, target: pg.Db, held: StateLock | None = None
+             ) -> Iterator[Journal]:
     """Gate 4: this process alone drives this state folder and this target."""
-    state_lock, target_lock = StateLock(settings.state_dir), TargetLock(
-        target, settings.target.maintenance_db)
-    state_lock.acquire()
+    state_lock = held or StateLock(settings.state_dir)
+    target_lock = TargetLock(target, settings.target.maintenance_db)
+    if held is None:
+        state_lock.acquire()
     try:
         target_lock.acquire(time.time() + settings.target.connect_timeout)
         journal = Journal.open(settings.state_dir)
@@ -176,6 +206,21 @@ def _holding(settings: Settings, target: pg.Db) -> Iterator[Journal]:
             target_lock.release()
     finally:
         state_lock.release()
+
+
+def _stop_leftovers(journal: Journal, run_id: str, target: pg.Db, settings: Settings) -> None:
+    """What a dead window process left running: its children, then their server sessions
+    (a killed client's query runs on, holding its locks)."""
+    if not stop_orphans(journal, run_id):
+        return
+    try:
+        with pg.connect(target.on(settings.target.maintenance_db),
+                        time.time() + settings.target.connect_timeout) as conn:
+            ended = pg.terminate_sessions(conn, application_prefix=f"window/{run_id}/")
+    except PhaseFailed as exc:
+        structlog.get_logger().warning("sessions_not_ended", error=exc.message)
+        return
+    structlog.get_logger().info("orphan_sessions_ended", count=ended)
 
 
 def _unfinished(journal: Journal) -> Run | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import (
 )
 
 from orchestrator.errors import ConfigError
+from orchestrator.redact import redact, register_url
 
 # The runbook's timeline, in seconds: staging 15 min, backup 10, migrate 5, checks 5, restore 10.
 DEFAULT_TIMEOUTS: dict[str, float] = {
@@ -123,6 +125,15 @@ class HttpCheck(CheckBase):
     url: str
     expect_status: int = 200
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL, not {redact(value)!r}")
+        register_url(value)  # a token in the URL must never be printed
+        return value
+
 
 class SqlCheck(CheckBase):
     kind: Literal["sql"]
@@ -176,7 +187,9 @@ def load(path: Path) -> Settings:
 
 
 def from_mapping(raw: dict[str, Any], path: Path) -> Settings:
-    names = [check.get("name") for check in raw.get("checks", []) if isinstance(check, dict)]
+    checks = raw.get("checks", [])
+    names = [c.get("name") for c in checks if isinstance(c, dict)] if isinstance(checks, list) \
+        else []
     duplicated = sorted({str(n) for n in names if names.count(n) > 1})
     if duplicated:
         raise ConfigError(f"{path}: [[checks]] name {duplicated[0]!r} is used twice.")

@@ -3,6 +3,7 @@ way to run a command (journaled, in its own process group, bounded by the deadli
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import psycopg
 
 from orchestrator import pg, proc
 from orchestrator.config import Command, Settings
+from orchestrator.errors import AbortRequested
 from orchestrator.journal import Journal
 from orchestrator.log import get as get_logger
 
@@ -37,6 +39,17 @@ class Context:
     def for_phase(self, phase: str, deadline: float, poll: Callable[[], None]) -> Context:
         return replace(self, phase=phase, deadline=deadline, poll=poll,
                        log=get_logger().bind(phase=phase))
+
+    def shielded(self, seconds: float) -> Context:
+        """A copy for undoing what the phase did: a fresh deadline, deaf to abort requests
+        (signals still stop it)."""
+        poll = self.poll
+
+        def signals_only() -> None:
+            with contextlib.suppress(AbortRequested):
+                poll()
+
+        return replace(self, deadline=time.time() + seconds, poll=signals_only)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.time())

@@ -3,6 +3,7 @@ checkout, nobody else at the wheel. Each refusal is one sentence and exit 3."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import select
 import subprocess
@@ -15,7 +16,7 @@ import psycopg
 from orchestrator import pg
 from orchestrator.config import Settings
 from orchestrator.errors import GateRefused, WindowError
-from orchestrator.redact import register_url
+from orchestrator.redact import register, register_url
 
 TTY_PROMPT_SECONDS = 300.0
 PIPE_PROMPT_SECONDS = 10.0
@@ -30,9 +31,12 @@ def database(settings: Settings, variable: str, role: str,
                       f" ([{role}] url_env in {settings.config_dir / 'window.toml'}).")
     register_url(url)
     try:
-        return pg.Db.from_url(url)
+        db = pg.Db.from_url(url)
     except psycopg.ProgrammingError as exc:
         raise refusal(f"{variable} is not a valid PostgreSQL URL.") from exc
+    register(db.params.get("password"))  # ?password=... and keyword forms too
+    register(os.environ.get("PGPASSWORD"))
+    return db
 
 
 def databases(settings: Settings, refusal: type[WindowError] = GateRefused
@@ -66,10 +70,11 @@ def _read_line(stdin: TextIO) -> str | None:
     except (OSError, ValueError):
         return None
     wait = TTY_PROMPT_SECONDS if interactive else PIPE_PROMPT_SECONDS
-    ready, _, _ = select.select([fileno], [], [], wait)
-    if not ready:
+    try:
+        ready, _, _ = select.select([fileno], [], [], wait)
+        line = stdin.readline() if ready else ""
+    except KeyboardInterrupt:  # Ctrl-C at the prompt is a no
         return None
-    line = stdin.readline()
     return line.rstrip("\r\n") if line else None
 
 
@@ -79,6 +84,13 @@ def git_repo(settings: Settings) -> None:
     if git("rev-parse", "--is-inside-work-tree") != "true":
         raise GateRefused(f"the working directory {Path.cwd()} is not inside a git repository"
                           " ([window] require_git_repo = true).")
+
+
+def who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry
+        return f"uid {os.getuid()}"
 
 
 def git(*args: str) -> str | None:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.redact import redact
+from orchestrator.redact import redact, redact_value
 
+OUTPUT_LIMIT = 64 * 1024  # of each command's output, kept after redaction
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, created_at REAL NOT NULL, state TEXT NOT NULL,
@@ -140,12 +141,6 @@ class Journal:
         ).fetchone()
         return self.run(row["run_id"]) if row else None
 
-    def set_state(self, run_id: str, state: str, trigger: str, source: str) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE runs SET state = ? WHERE run_id = ?", (state, run_id))
-            self._event(db, run_id, "transition", source,
-                        {"trigger": trigger, "from": source, "to": state})
-
     def claim(self, run_id: str, pid: int, pid_start: str | None) -> None:
         """This process now drives the run (a fresh run, a resume or an abort)."""
         self._db.execute(
@@ -207,6 +202,21 @@ class Journal:
             )
             self._event(db, run_id, f"phase_{status}", name, {"error": error} if error else {})
 
+    def conclude_phase(self, run_id: str, name: str, status: str, error: str | None, *,
+                       trigger: str, state: str) -> None:
+        """A phase's end and the transition it causes, in one transaction."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE phases SET status = ?, finished_at = coalesce(?, finished_at),"
+                " error = coalesce(?, error) WHERE run_id = ? AND name = ?",
+                (status, None if status == "skipped" else time.time(),
+                 redact(error) if error else None, run_id, name),
+            )
+            self._event(db, run_id, f"phase_{status}", name, {"error": error} if error else {})
+            db.execute("UPDATE runs SET state = ? WHERE run_id = ?", (state, run_id))
+            self._event(db, run_id, "transition", name,
+                        {"trigger": trigger, "from": name, "to": state})
+
     def skip_pending(self, run_id: str) -> None:
         self._db.execute(
             "UPDATE phases SET status = 'skipped' WHERE run_id = ? AND status = 'pending'",
@@ -215,15 +225,13 @@ class Journal:
 
     # events, children, backup -------------------------------------------------------------
 
-    def event(self, run_id: str, kind: str, phase: str | None, detail: Mapping[str, Any]) -> None:
-        self._event(self._db, run_id, kind, phase, detail)
-
     @staticmethod
     def _event(db: sqlite3.Connection, run_id: str, kind: str, phase: str | None,
                detail: Mapping[str, Any]) -> None:
         db.execute(
             "INSERT INTO events (run_id, at, kind, phase, detail) VALUES (?, ?, ?, ?, ?)",
-            (run_id, time.time(), kind, phase, redact(json.dumps(detail, default=str))),
+            (run_id, time.time(), kind, phase,
+             json.dumps(redact_value(detail), default=str, ensure_ascii=False)),
         )
 
     def events(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
@@ -246,7 +254,7 @@ class Journal:
     def child_ended(self, child_id: int, exit_code: int | None, output: str) -> None:
         self._db.execute(
             "UPDATE children SET ended_at = ?, exit_code = ?, output = ? WHERE id = ?",
-            (time.time(), exit_code, redact(output), child_id),
+            (time.time(), exit_code, redact(output)[-OUTPUT_LIMIT:], child_id),
         )
 
     def live_children(self, run_id: str) -> list[Child]:
@@ -256,13 +264,6 @@ class Journal:
             (run_id,),
         ).fetchall()
         return [Child(**dict(row)) for row in rows]
-
-    def outputs(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT phase, label, exit_code, output FROM children WHERE run_id = ? ORDER BY id",
-            (run_id,),
-        ).fetchall()
-        return [dict(row) for row in rows]
 
     def set_backup(self, run_id: str, path: str, tables: Mapping[str, int]) -> None:
         with self._transaction() as db:

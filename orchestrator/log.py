@@ -15,17 +15,14 @@ from typing import Any, TextIO
 
 import structlog
 
-from orchestrator.redact import redact
+from orchestrator.redact import redact_value
 
 EventDict = MutableMapping[str, Any]
 
 
 def _redact_event(_logger: object, _name: str, event: EventDict) -> EventDict:
     for key, value in list(event.items()):
-        if isinstance(value, str):
-            event[key] = redact(value)
-        elif isinstance(value, list | dict | tuple):
-            event[key] = json.loads(redact(json.dumps(value, default=str)))
+        event[key] = redact_value(value)
     return event
 
 
@@ -78,6 +75,7 @@ def configure(stream: TextIO | None = None) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             _timestamp,
+            structlog.processors.format_exc_info,  # tracebacks become text, then get redacted
             _redact_event,
             audit,
             _console_view,

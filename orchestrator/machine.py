@@ -37,6 +37,9 @@ PHASES = [*FORWARD, *RECOVERY]
 TERMINAL = frozenset({S.COMPLETED, S.ABORTED, S.ROLLED_BACK, S.NEEDS_ATTENTION})
 BEFORE_PRODUCTION = (S.PREFLIGHT, S.STAGING_DRY_RUN, S.BACKUP)
 PRODUCTION_AT_RISK = (S.BANNER_ON, S.MIGRATE, S.POST_CHECK, S.BANNER_OFF)
+# Phases that keep their first deadline across restarts (time away counts against the window);
+# the banner and recovery phases get a fresh one whenever they are (re-)entered.
+KEEPS_DEADLINE = frozenset({S.PREFLIGHT, S.STAGING_DRY_RUN, S.BACKUP, S.MIGRATE, S.POST_CHECK})
 
 EXIT_CODES = {S.COMPLETED: 0, S.ROLLED_BACK: 1, S.ABORTED: 3, S.NEEDS_ATTENTION: 4}
 
@@ -58,8 +61,13 @@ def _transitions() -> list[dict[str, object]]:
     for trigger in ("failed", "timed_out"):
         table += [{"trigger": trigger, "source": s, "dest": d} for s, d in failure_dest.items()]
     table += [{"trigger": "abort", "source": list(BEFORE_PRODUCTION), "dest": S.ABORTED},
-              {"trigger": "abort", "source": list(PRODUCTION_AT_RISK), "dest": S.ROLLBACK}]
+              {"trigger": "abort", "source": list(PRODUCTION_AT_RISK), "dest": S.ROLLBACK},
+              # The banner went up but would not come down again: a person must look.
+              {"trigger": "stuck", "source": S.BANNER_ON, "dest": S.NEEDS_ATTENTION}]
     return table
+
+
+TRANSITIONS = _transitions()
 
 
 class Window:
@@ -71,7 +79,7 @@ class Window:
         self._machine = Machine(
             model=self,
             states=list(State),
-            transitions=_transitions(),
+            transitions=TRANSITIONS,
             initial=State(initial),
             auto_transitions=False,
             queued=True,
@@ -90,7 +98,7 @@ def build(initial: str = S.PREFLIGHT) -> Window:
 
 def can(state: str, trigger: str) -> bool:
     """Whether ``trigger`` leads anywhere from ``state`` (abort during rollback does not)."""
-    return any(t["trigger"] == trigger and state in _as_list(t["source"]) for t in _transitions())
+    return any(t["trigger"] == trigger and state in _as_list(t["source"]) for t in TRANSITIONS)
 
 
 def _as_list(source: object) -> list[str]:

@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -62,8 +62,13 @@ class Db:
         params = {**self.params, "dbname": dbname}
         return Db(make_conninfo(**params), params)
 
-    def conninfo(self) -> str:
-        return make_conninfo(**{**self.params, "connect_timeout": CONNECT_ATTEMPT_SECONDS})
+    def conninfo(self, statement_timeout: float | None = None) -> str:
+        params = {**self.params, "connect_timeout": CONNECT_ATTEMPT_SECONDS}
+        if statement_timeout is not None:
+            # The window's own SQL must not outlive its phase, lock waits included.
+            bound = f"-c statement_timeout={max(1000, int(statement_timeout * 1000))}"
+            params["options"] = f"{params.get('options', '')} {bound}".strip()
+        return make_conninfo(**params)
 
     def libpq_env(self) -> dict[str, str]:
         env = {_LIBPQ_ENV[k]: str(v) for k, v in self.params.items() if k in _LIBPQ_ENV}
@@ -93,7 +98,7 @@ def connect(db: Db, deadline: float, *, autocommit: bool = True,
     while True:
         attempts += 1
         try:
-            conn = psycopg.connect(db.conninfo(), autocommit=autocommit)
+            conn = psycopg.connect(db.conninfo(deadline - time.time()), autocommit=autocommit)
         except psycopg.OperationalError as exc:
             last = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
             if time.time() + delay >= deadline:
@@ -112,24 +117,40 @@ def server_major(conn: psycopg.Connection[Any]) -> int:
     return int(conn.info.server_version // 10000)
 
 
-def user_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
-    return [(schema, name) for schema, name in conn.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
+class Table(NamedTuple):
+    oid: int
+    schema: str
+    name: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def sql(self) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+
+
+def user_tables(conn: psycopg.Connection[Any]) -> list[Table]:
+    """Tables that hold rows: plain tables and partitions (a partitioned parent holds none
+    itself), outside the system schemas, not owned by an extension (pg_dump skips those)."""
+    return [Table(*row) for row in conn.execute(
+        "SELECT c.oid::int8, n.nspname, c.relname FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'"
         " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
         " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
-        " ORDER BY 1, 2"
+        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+        "                 AND d.objid = c.oid AND d.deptype = 'e')"
+        " ORDER BY 2, 3"
     ).fetchall()]
 
 
-def row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """Rows per user table, as ``schema.table``, in the connection's current snapshot."""
+def row_counts(conn: psycopg.Connection[Any], tables: list[Table] | None = None
+               ) -> dict[str, int]:
+    """Rows per table, as ``schema.table``, in the connection's current snapshot."""
     counts: dict[str, int] = {}
-    for schema, name in user_tables(conn):
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
-            sql.Identifier(schema), sql.Identifier(name))
-        row = conn.execute(query).fetchone()
-        counts[f"{schema}.{name}"] = int(row[0]) if row else 0
+    for table in user_tables(conn) if tables is None else tables:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.sql())).fetchone()
+        counts[table.qualified] = int(row[0]) if row else 0
     return counts
 
 
@@ -139,13 +160,16 @@ def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
 
 
 def terminate_sessions(conn: psycopg.Connection[Any], *, dbname: str | None = None,
-                       application_name: str | None = None) -> int:
-    """End other sessions on a database or with an application name; how many were ended."""
+                       application_name: str | None = None,
+                       application_prefix: str | None = None) -> int:
+    """End other sessions on a database, with an application name, or whose application
+    name starts with a prefix; how many were ended."""
     rows = conn.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
         " AND (%(db)s::text IS NULL OR datname = %(db)s)"
-        " AND (%(app)s::text IS NULL OR application_name = %(app)s)",
-        {"db": dbname, "app": application_name},
+        " AND (%(app)s::text IS NULL OR application_name = %(app)s)"
+        " AND (%(prefix)s::text IS NULL OR starts_with(application_name, %(prefix)s))",
+        {"db": dbname, "app": application_name, "prefix": application_prefix},
     ).fetchall()
     return len(rows)
 
@@ -156,19 +180,33 @@ def set_allow_connections(conn: psycopg.Connection[Any], name: str, allow: bool)
 
 
 def rename_database(conn: psycopg.Connection[Any], old: str, new: str, deadline: float) -> None:
-    """Rename ``old`` to ``new``: block new sessions, end the rest, retry while some linger."""
+    """Rename ``old`` to ``new``: block new sessions, end the rest, retry while some linger.
+    Whatever happens, the database (under whichever name it now has) takes connections
+    again: a failed rename must not leave production refusing everyone."""
     set_allow_connections(conn, old, allow=False)
-    while True:
-        terminate_sessions(conn, dbname=old)
-        try:
-            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                sql.Identifier(old), sql.Identifier(new)))
-            break
-        except psycopg.errors.ObjectInUse:
-            if time.time() >= deadline:
-                raise
-            time.sleep(0.2)
-    set_allow_connections(conn, new, allow=True)
+    try:
+        while True:
+            terminate_sessions(conn, dbname=old)
+            try:
+                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(old), sql.Identifier(new)))
+                break
+            except psycopg.errors.ObjectInUse:
+                if time.time() >= deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        set_allow_connections(conn, new if database_exists(conn, new) else old, allow=True)
+
+
+def reopen_closed(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
+    """Let connections into any of ``names`` a crashed rename left closed; which were."""
+    rows = conn.execute(
+        "SELECT datname FROM pg_database WHERE datname = ANY(%s) AND NOT datallowconn",
+        (names,)).fetchall()
+    for (name,) in rows:
+        set_allow_connections(conn, name, allow=True)
+    return [name for (name,) in rows]
 
 
 def create_database_like(conn: psycopg.Connection[Any], name: str, like: str) -> None:
@@ -186,18 +224,56 @@ def create_database_like(conn: psycopg.Connection[Any], name: str, like: str) ->
              sql.Literal(collate), sql.Literal(ctype)))
 
 
+def copy_database_properties(conn: psycopg.Connection[Any], source: str, target: str
+                             ) -> list[str]:
+    """Grants and ``ALTER DATABASE ... SET`` settings of ``source``, onto ``target``: a
+    restore without ``--create`` brings neither. The settings that could not be copied."""
+    acl = conn.execute(
+        "SELECT a.grantee = 0, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable"
+        " FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s", (source,)).fetchall()
+    if acl:
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
+            sql.Identifier(target)))
+    for public, grantee, privilege, grantable in acl:
+        conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+            sql.SQL(privilege), sql.Identifier(target),
+            sql.SQL("PUBLIC") if public else sql.Identifier(grantee),
+            sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+    skipped = []
+    for role, setting in conn.execute(
+        "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END,"
+        " unnest(s.setconfig) FROM pg_db_role_setting s"
+        " JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s", (source,)
+    ).fetchall():
+        key, value = setting.split("=", 1)
+        scope = sql.SQL("DATABASE {}").format(sql.Identifier(target)) if role is None else \
+            sql.SQL("ROLE {} IN DATABASE {}").format(sql.Identifier(role), sql.Identifier(target))
+        try:
+            # set_config parses the stored text exactly as the server did; FROM CURRENT
+            # then stores it, list-valued settings such as search_path included.
+            conn.execute("SELECT set_config(%s, %s, false)", (key, value))
+            conn.execute(sql.SQL("ALTER {} SET {} FROM CURRENT").format(
+                scope, sql.Identifier(key)))
+        except psycopg.Error:
+            skipped.append(setting if role is None else f"{setting} (role {role})")
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(sql.SQL("RESET {}").format(sql.Identifier(key)))
+    return skipped
+
+
 def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
         sql.Identifier(name)))
 
 
 def fingerprints(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, str]]:
-    """Rows and an md5 of every row's text, per user table: equal means equal contents."""
+    """Rows and an md5 of every row's text, per table: equal means equal contents."""
     result: dict[str, tuple[int, str]] = {}
-    for schema, name in user_tables(conn):
+    for table in user_tables(conn):
         query = sql.SQL(
             "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))"
-            " FROM {}.{} AS t").format(sql.Identifier(schema), sql.Identifier(name))
+            " FROM {} AS t").format(table.sql())
         row = conn.execute(query).fetchone()
-        result[f"{schema}.{name}"] = (int(row[0]), str(row[1])) if row else (0, "")
+        result[table.qualified] = (int(row[0]), str(row[1])) if row else (0, "")
     return result

@@ -8,6 +8,7 @@ deadline, or on abort or interrupt, the whole group is terminated, then killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Command
-from orchestrator.errors import PhaseTimeout
+from orchestrator.errors import PhaseFailed, PhaseTimeout
 
-OUTPUT_LIMIT = 64 * 1024
+OUTPUT_LIMIT = 128 * 1024  # kept per stream; the journal keeps less, after redaction
 POLL_SECONDS = 0.1
 GRACE_SECONDS = 3.0
 
@@ -33,7 +34,7 @@ class Result:
 
     @property
     def output(self) -> str:
-        return (self.stdout + self.stderr)[-OUTPUT_LIMIT:]
+        return self.stdout + self.stderr
 
 
 @dataclass(frozen=True)
@@ -65,17 +66,22 @@ def start_ticks(pid: int) -> str | None:
 def run(command: Command, *, env: Mapping[str, str], cwd: Path, deadline: float,
         hooks: Hooks = Hooks(), label: str = "") -> Result:
     """Run to completion, or raise PhaseTimeout / whatever ``hooks.poll`` raises."""
-    child = subprocess.Popen(
-        argv(command), cwd=cwd, env=dict(env), start_new_session=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    try:
+        child = subprocess.Popen(
+            argv(command), cwd=cwd, env=dict(env), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise PhaseFailed(f"cannot start `{label or describe(command)}` in {cwd}:"
+                          f" {exc.strerror or exc}") from exc
     child_id = hooks.started(child.pid, child.pid, start_ticks(child.pid))
     stdout, stderr = _Collector(child.stdout), _Collector(child.stderr)
     try:
         _wait(child, deadline, hooks.poll, label or describe(command))
     except BaseException:
         stop_group(child.pid)
-        child.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # unkillable: do not hang on it
+            child.wait(timeout=GRACE_SECONDS)
         hooks.ended(child_id, child.returncode, stdout.text() + stderr.text())
         raise
     result = Result(child.returncode, stdout.text(), stderr.text())
@@ -124,6 +130,7 @@ class _Collector:
     def __init__(self, pipe: object) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
+        self._cut = False
         self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
         self._thread.start()
 
@@ -132,10 +139,13 @@ class _Collector:
         while chunk := read(65536):
             self._chunks.append(chunk)
             self._size += len(chunk)
-            while self._size > 2 * OUTPUT_LIMIT and len(self._chunks) > 1:
+            while self._size > OUTPUT_LIMIT and len(self._chunks) > 1:
                 self._size -= len(self._chunks.pop(0))
+                self._cut = True
 
     def text(self) -> str:
         # A grandchild that kept the pipe open must not hold the window: wait briefly only.
         self._thread.join(timeout=1.0)
-        return b"".join(self._chunks)[-OUTPUT_LIMIT:].decode("utf-8", "replace")
+        text = b"".join(self._chunks).decode("utf-8", "replace")
+        # A cut can fall inside a URL, where redaction would no longer recognise it.
+        return text.split("\n", 1)[-1] if self._cut else text

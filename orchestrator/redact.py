@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Mapping
+from typing import Any
 
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@\s]+)(?=@)")
-_KEYWORD_PASSWORD = re.compile(r"(?i)(?P<head>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)")
+_KEYWORD_PASSWORD = re.compile(r"(?i)(?P<head>\b\w*password\s*[=:]\s*)(?P<pw>'[^']*'|[^\s'\"]+)")
 _known: set[str] = set()
 
 
@@ -40,3 +42,14 @@ def redact(text: str) -> str:
     text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
     return _KEYWORD_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
 
+
+def redact_value(value: Any) -> Any:
+    """``redact`` applied to every string inside lists and mappings (before any encoding,
+    so an escaped character cannot hide a password from it)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(item) for item in value]
+    return value

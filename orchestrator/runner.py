@@ -19,11 +19,12 @@ from orchestrator import machine, pg, proc
 from orchestrator.context import Context
 from orchestrator.errors import AbortRequested, Interrupted, PhaseError
 from orchestrator.journal import Journal
-from orchestrator.machine import FORWARD, TERMINAL
+from orchestrator.machine import KEEPS_DEADLINE, TERMINAL
 from phases import Registry
 
 ABORT_POLL_SECONDS = 0.25
-STATUS_BY_EVENT = {"failed": "failed", "timed_out": "timed_out", "abort": "failed"}
+STATUS_BY_EVENT = {"failed": "failed", "timed_out": "timed_out", "abort": "failed",
+                   "stuck": "failed"}
 
 
 @dataclass
@@ -67,6 +68,16 @@ def stop_orphans(journal: Journal, run_id: str) -> list[str]:
     return stopped
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a phase ended: the status journaled for it and the event fired at the machine."""
+
+    status: str
+    trigger: str
+    error: str | None = None
+    summary: str = ""
+
+
 class Runner:
     def __init__(self, base: Context, registry: Registry, signals: Signals) -> None:
         self.base = base
@@ -80,14 +91,18 @@ class Runner:
     def drive(self) -> str:
         window = machine.build(self.journal.run(self.run_id).state)
         while window.state not in TERMINAL:
-            self._state = str(window.state)
-            self.signals.check()
-            trigger = self._run_phase(self._state) if not self._abort_due() else "abort"
-            source = self._state
-            window.fire(trigger)
-            self.journal.set_state(self.run_id, str(window.state), trigger, source)
-            structlog.get_logger().info("state_changed", source=source, trigger=trigger,
-                                        state=str(window.state))
+            self._state = source = str(window.state)
+            if interrupt := self.signals.pending():
+                self.journal.set_interrupted(self.run_id)
+                raise interrupt
+            outcome = self._abort_now(source) if self._abort_due() else self._run_phase(source)
+            window.fire(outcome.trigger)
+            # The phase's end and the transition commit together: a crash between the two
+            # would replay a phase that already finished.
+            self.journal.conclude_phase(self.run_id, source, outcome.status, outcome.error,
+                                        trigger=outcome.trigger, state=str(window.state))
+            structlog.get_logger().info("state_changed", source=source,
+                                        trigger=outcome.trigger, state=str(window.state))
         self.journal.skip_pending(self.run_id)
         return str(window.state)
 
@@ -103,40 +118,54 @@ class Runner:
         self._next_abort_check = now + ABORT_POLL_SECONDS
         return machine.can(self._state, "abort") and self.journal.abort_requested(self.run_id)
 
+    def _abort_now(self, name: str) -> Outcome:
+        """An abort found between phases (or on a crashed run): the phase never ran again."""
+        was = self.journal.phase(self.run_id, name).status
+        status = "interrupted" if was in ("running", "interrupted") else "skipped"
+        return Outcome(status, "abort", "aborted by the operator (`window abort`)")
+
     def _deadline(self, name: str) -> float:
-        """Forward phases keep the deadline they were given, across restarts; recovery phases
-        (and banner_off) get a fresh one when re-entered, as giving up on them helps no one."""
+        """Phases that only move forward keep the deadline they were given, across restarts:
+        time away counts against the window. Re-running a banner command or a recovery step
+        gets a fresh one, as giving up on those helps no one."""
         row = self.journal.phase(self.run_id, name)
-        if name in FORWARD and name != "banner_off" and row.deadline and row.attempts:
+        if name in KEEPS_DEADLINE and row.deadline and row.attempts:
             return row.deadline
         return time.time() + self.base.settings.timeout(name)
 
-    def _run_phase(self, name: str) -> str:
+    def _run_phase(self, name: str) -> Outcome:
         deadline = self._deadline(name)
-        self.journal.start_phase(self.run_id, name, deadline, self.base.settings.timeout(name))
-        ctx = self.base.for_phase(name, deadline, self.poll)
+        timeout = self.base.settings.timeout(name)
+        self.journal.start_phase(self.run_id, name, deadline, timeout)
         log = structlog.get_logger().bind(phase=name)
-        log.info("phase_started", timeout_s=self.base.settings.timeout(name))
+        log.info("phase_started", timeout_s=timeout)
         started = time.monotonic()
+        outcome = self._attempt(name, deadline, log)
+        took = round(time.monotonic() - started, 3)
+        if outcome.error:
+            log.error(f"phase_{outcome.status}", error=outcome.error, duration_s=took)
+        else:
+            log.info("phase_succeeded", summary=outcome.summary, duration_s=took)
+        return outcome
+
+    def _attempt(self, name: str, deadline: float,
+                 log: structlog.typing.FilteringBoundLogger) -> Outcome:
         if time.time() >= deadline:
-            return self._ended(log, name, "timed_out",
-                               "its deadline passed while the window was stopped", started)
+            return Outcome("timed_out", "timed_out",
+                           "its deadline passed while the window was stopped")
         try:
-            result = self.registry[name].run(ctx)
+            result = self.registry[name].run(self.base.for_phase(name, deadline, self.poll))
         except Interrupted as exc:
             self._interrupted(log, name, exc)
         except Exception as exc:
             if interrupt := self.signals.pending():  # a cancelled query, after a signal
                 self._interrupted(log, name, interrupt)
             if isinstance(exc, PhaseError):
-                return self._ended(log, name, exc.event, exc.message, started)
+                return Outcome(STATUS_BY_EVENT[exc.event], exc.event, exc.message)
             # A bug or an unconverted error must not skip the rollback.
             log.exception("phase_crashed")
-            return self._ended(log, name, "failed", f"{type(exc).__name__}: {exc}", started)
-        self.journal.finish_phase(self.run_id, name, "succeeded")
-        log.info("phase_succeeded", summary=result.summary,
-                 duration_s=round(time.monotonic() - started, 3))
-        return "succeeded"
+            return Outcome("failed", "failed", f"{type(exc).__name__}: {exc}")
+        return Outcome("succeeded", "succeeded", summary=result.summary)
 
     def _interrupted(self, log: structlog.typing.FilteringBoundLogger, name: str,
                      exc: Interrupted) -> NoReturn:
@@ -144,11 +173,3 @@ class Runner:
         self.journal.set_interrupted(self.run_id)
         log.warning("phase_interrupted", reason=exc.message)
         raise exc
-
-    def _ended(self, log: structlog.typing.FilteringBoundLogger, name: str, event: str,
-               message: str, started: float) -> str:
-        status = STATUS_BY_EVENT[event]
-        self.journal.finish_phase(self.run_id, name, status, message)
-        log.error(f"phase_{status}", error=message,
-                  duration_s=round(time.monotonic() - started, 3))
-        return event

@@ -44,11 +44,12 @@ class Backup:
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
             row = conn.execute("SELECT pg_export_snapshot()").fetchone()
             snapshot = str(row[0]) if row else ""
-            counts = pg.row_counts(conn)
+            tables = pg.user_tables(conn)
+            counts = pg.row_counts(conn, tables)
             major = pg.server_major(conn)
             self._dump(ctx, path, snapshot, major)
             conn.rollback()
-        self._check_contents(ctx, path, counts, major)
+        self._check_contents(ctx, path, tables, major)
         ctx.journal.set_backup(ctx.run_id, str(path), counts)
         ctx.log.info("backup_taken", path=str(path), tables=len(counts),
                      rows=sum(counts.values()))
@@ -66,15 +67,17 @@ class Backup:
             raise PhaseFailed(f"pg_dump exited {result.exit_code}: {tail(result.output)}")
 
     @staticmethod
-    def _check_contents(ctx: Context, path: Path, counts: dict[str, int], major: int) -> None:
+    def _check_contents(ctx: Context, path: Path, tables: list[pg.Table], major: int) -> None:
         command = [str(pgtools.find("pg_restore", major)), "--list", str(path)]
         result = ctx.run_command(command, db=ctx.target, env=tool_env(ctx, ctx.target),
                                  label="pg_restore --list")
         if result.exit_code != 0:
             raise PhaseFailed(f"the archive's table of contents does not read: "
                               f"{tail(result.output)}")
-        listed = {" ".join(line.split()[-3:-1]) for line in result.stdout.splitlines()
-                  if " TABLE DATA " in line}
-        missing = [t for t in counts if " ".join(t.split(".", 1)) not in listed]
+        # "3348; 0 16394 TABLE DATA public orders owner": the third field is the table's oid,
+        # which, unlike the names, cannot contain spaces.
+        listed = {int(line.split()[2]) for line in result.stdout.splitlines()
+                  if " TABLE DATA " in line and not line.startswith(";")}
+        missing = [t.qualified for t in tables if t.oid not in listed]
         if missing:
             raise PhaseFailed(f"the archive lacks data for {', '.join(missing)}")

@@ -12,7 +12,7 @@ import time
 
 from orchestrator.config import Command
 from orchestrator.context import Context
-from orchestrator.errors import PhaseError, PhaseFailed
+from orchestrator.errors import PhaseError, PhaseFailed, PhaseStuck
 from phases.base import PhaseResult
 from phases.migrate import tail
 
@@ -31,36 +31,41 @@ class BannerOn:
     def run(self, ctx: Context) -> PhaseResult:
         try:
             _switch(ctx, ctx.settings.banner.on, "on")
-        except PhaseError:
-            self._take_down(ctx)
+        except PhaseError as exc:
+            self._take_down(ctx, exc)
             raise
         ctx.log.info("banner_raised")
         return PhaseResult("banner on")
 
     @staticmethod
-    def _take_down(ctx: Context) -> None:
+    def _take_down(ctx: Context, cause: PhaseError) -> None:
+        """A banner that may be half up comes down before the window aborts; if it will not,
+        the window needs a person rather than a quiet 'aborted'."""
+        undo = ctx.shielded(ctx.settings.timeout("banner_off"))
         try:
-            _switch(ctx, ctx.settings.banner.off, "off")
+            _switch(undo, ctx.settings.banner.off, "off")
         except PhaseError as exc:
-            ctx.log.error("banner_not_lowered", error=exc.message)  # noqa: TRY400 - no trace
+            raise PhaseStuck(f"{cause.message}; then the banner could not be taken down:"
+                             f" {exc.message}") from exc
 
 
 class BannerOff:
     name = "banner_off"
 
     def run(self, ctx: Context) -> PhaseResult:
-        for attempt in range(1, OFF_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             try:
                 _switch(ctx, ctx.settings.banner.off, "off")
+                break
             except PhaseFailed as exc:
                 ctx.log.warning("banner_off_failed", attempt=attempt, error=exc.message)
                 if attempt == OFF_ATTEMPTS or ctx.remaining() < attempt:
                     raise
                 time.sleep(attempt)
-            else:
-                ctx.log.info("banner_lowered")
-                return PhaseResult("banner off")
-        raise PhaseFailed("banner off did not succeed")  # unreachable: the loop raises or returns
+                attempt += 1
+        ctx.log.info("banner_lowered")
+        return PhaseResult("banner off")
 
 
 class RollbackBannerOff(BannerOff):

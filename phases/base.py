@@ -7,7 +7,7 @@ raising ``PhaseFailed`` or ``PhaseTimeout``. It never touches the state machine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,14 +50,5 @@ class Registry:
             raise ValueError(f"phase {phase.name!r} is registered twice")
         self._phases[phase.name] = phase
 
-    def replace(self, phase: Phase) -> Registry:
-        """A copy with ``phase`` standing in for the one of the same name (tests)."""
-        copy = Registry()
-        copy._phases = {**self._phases, phase.name: phase}
-        return copy
-
     def __getitem__(self, name: str) -> Phase:
         return self._phases[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._phases)

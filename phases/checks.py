@@ -6,6 +6,7 @@ time fails; the phase running out of time is a phase timeout.
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -72,7 +73,8 @@ def _http(check: HttpCheck, deadline: float) -> tuple[bool, str]:
             status = answer.status
     except urllib.error.HTTPError as exc:
         status = exc.code
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+    except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException,
+            ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return False, f"{check.url} did not answer: {reason}"
     return status == check.expect_status, f"HTTP {status} (expected {check.expect_status})"

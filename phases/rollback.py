@@ -47,6 +47,8 @@ class Rollback:
         name = ctx.target.dbname
         retained, copy = retained_name(name, ctx.run_id), restore_name(name, ctx.run_id)
         with ctx.maintenance(ctx.target) as conn:
+            if reopened := pg.reopen_closed(conn, [name, retained, copy]):
+                ctx.log.warning("connections_reopened", databases=reopened)
             if pg.database_exists(conn, retained) and not pg.database_exists(conn, copy):
                 if pg.database_exists(conn, name):  # the swap already happened
                     self._verify(ctx, ctx.target, expected)
@@ -71,8 +73,10 @@ class Rollback:
     def _restore(ctx: Context, conn: psycopg.Connection[Any], archive: Path, copy: str,
                  like: str) -> None:
         pg.drop_database(conn, copy)  # a restore interrupted mid-way starts over
-        pg.create_database_like(conn, copy, like=like if pg.database_exists(conn, like)
-                                else ctx.settings.target.maintenance_db)
+        source = like if pg.database_exists(conn, like) else ctx.settings.target.maintenance_db
+        pg.create_database_like(conn, copy, like=source)
+        if skipped := pg.copy_database_properties(conn, source, copy):
+            ctx.log.warning("database_settings_not_copied", settings=skipped)
         target = ctx.target.on(copy)
         command = [str(pgtools.find("pg_restore", pg.server_major(conn))),
                    f"--jobs={ctx.settings.backup.jobs}", "--exit-on-error",

@@ -180,3 +180,35 @@ def test_http_check_failing_on_staging_stops_before_production(
     assert time.monotonic() - started < 30
     assert reason in shop.phase("staging_dry_run")["error"]
     assert shop.banner_log() == []
+
+
+def test_banner_that_fails_to_go_up_is_taken_down(shop: Shop) -> None:
+    shop.configure(banner_on="echo on >> banner.log; exit 1")
+    before = shop.fingerprint()
+    done = shop.run_window()
+    assert done.returncode == 3, done.stderr
+    assert shop.banner_log() == ["on", "off"]
+    assert shop.status()["state"] == "aborted"
+    assert shop.fingerprint() == before
+
+
+def test_banner_stuck_up_needs_attention(shop: Shop) -> None:
+    shop.configure(banner_on="echo on >> banner.log; exit 1",
+                   banner_off="echo off >> banner.log; exit 1")
+    done = shop.run_window()
+    assert done.returncode == 4, done.stderr
+    assert shop.status()["state"] == "needs_attention"
+    assert "NEEDS ATTENTION" in done.stdout
+
+
+def test_banner_off_failing_after_a_good_migration_needs_attention(shop: Shop) -> None:
+    shop.configure(banner_off="echo off >> banner.log; exit 1")
+    done = shop.run_window()
+    assert done.returncode == 4, done.stderr
+    assert shop.banner_log() == ["on", "off", "off", "off"]  # retried
+    assert shop.has_column("orders", "status"), "a good migration is never rolled back"
+    assert "only the banner is still up" in done.stdout
+    assert shop.phase("rollback")["status"] == "skipped"
+    aborted = shop.window("abort", "--confirm", demo.PHRASE)
+    assert aborted.returncode == 4
+    assert "only the banner is still up" in aborted.stdout

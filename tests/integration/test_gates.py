@@ -124,3 +124,20 @@ def test_plan_without_the_variables_is_a_usage_error(shop: Shop) -> None:
     done = shop.window("plan")
     assert done.returncode == 2
     assert "DATABASE_URL_STAGING" in done.stderr
+
+
+def test_unwritable_state_folder_is_a_config_error(shop: Shop) -> None:
+    (shop.folder / "notadir").write_text("")
+    shop.config.write_text(shop.config.read_text().replace(
+        'confirm_phrase = "DEMO-PROD-OK"',
+        'confirm_phrase = "DEMO-PROD-OK"\nstate_dir = "notadir/state"'))
+    assert_refused(shop, shop.run_window(), 2, "state folder")
+
+
+def test_missing_workdir_fails_the_rehearsal_without_a_traceback(shop: Shop) -> None:
+    shop.config.write_text(shop.config.read_text().replace(
+        "[migrate]\n", '[migrate]\nworkdir = "frontend"\n'))
+    done = shop.run_window()
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "cannot start" in shop.phase("staging_dry_run")["error"]

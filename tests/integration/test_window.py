@@ -61,8 +61,30 @@ def test_migration_failing_on_staging_never_touches_production(shop: Shop) -> No
     assert shop.phase("backup")["status"] == "skipped"
 
 
+DATABASE_PROPERTIES = (
+    "SELECT (SELECT array_agg(c ORDER BY c) FROM pg_db_role_setting s, unnest(s.setconfig) c"
+    "        WHERE s.setdatabase = d.oid), datacl::text[] FROM pg_database d"
+    " WHERE datname = current_database()"
+)
+
+
 def test_half_applied_migration_is_rolled_back_and_evidence_kept(shop: Shop) -> None:
     add_free_sample(shop.prod_url)
+    # What a restore without --create forgets, and table shapes that trip naive checks.
+    shop.cluster.psql(
+        f"ALTER DATABASE {shop.prod_db} SET search_path = public, \"$user\";"
+        f" ALTER DATABASE {shop.prod_db} SET statement_timeout = '42s';"
+        f" ALTER DATABASE {shop.prod_db} SET work_mem = '8MB';"
+        f" REVOKE ALL ON DATABASE {shop.prod_db} FROM PUBLIC;"
+        f" GRANT CONNECT ON DATABASE {shop.prod_db} TO pg_monitor")
+    with psycopg.connect(shop.prod_url, autocommit=True) as conn:
+        conn.execute('CREATE TABLE events (id int, at date) PARTITION BY RANGE (at);'
+                     " CREATE TABLE events_2026 PARTITION OF events"
+                     " FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
+                     " INSERT INTO events SELECT i, '2026-03-01' FROM generate_series(1, 50) i;"
+                     ' CREATE TABLE "audit log" (line text);'
+                     """ INSERT INTO "audit log" VALUES ('a b'), ('c');""")
+        properties = conn.execute(DATABASE_PROPERTIES).fetchone()
     shop.configure(demo.BAD_MIGRATION)
     before, schema = shop.fingerprint(), shop.schema()
 
@@ -78,6 +100,10 @@ def test_half_applied_migration_is_rolled_back_and_evidence_kept(shop: Shop) -> 
     assert shop.sql("SELECT to_regclass('coupons') IS NOT NULL",
                     shop.cluster.url(retained[0])) is True
     assert shop.databases(f"{shop.prod_db}_window_%") == []
+    with psycopg.connect(shop.prod_url, autocommit=True) as conn:
+        assert conn.execute(DATABASE_PROPERTIES).fetchone() == properties
+    assert shop.status()["backup"]["tables"]["public.events_2026"] == 50
+    assert shop.status()["backup"]["tables"]["public.audit log"] == 2
 
 
 def test_failing_post_check_rolls_back(shop: Shop) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from orchestrator import config
 from orchestrator.errors import ConfigError
+from orchestrator.redact import redact
 
 MINIMAL: dict[str, Any] = {
     "window": {"confirm_phrase": "DIXIS-PROD-OK"},
@@ -102,3 +103,18 @@ def test_defaults_file_matches_the_code() -> None:
     documented = tomllib.loads((ROOT / "config" / "defaults.toml").read_text())["timeouts"]
     assert documented == config.DEFAULT_TIMEOUTS
     assert config.TimeoutsSection().model_dump() == config.DEFAULT_TIMEOUTS
+
+
+def test_http_check_url_must_be_http() -> None:
+    with pytest.raises(ConfigError, match=r"checks\[0\]\.url: must be an http"):
+        load(checks=[{"name": "h", "kind": "http", "url": "localhost/healthz"}])
+
+
+def test_http_check_token_is_registered_for_redaction() -> None:
+    load(checks=[{"name": "h", "kind": "http", "url": "https://ops:T0KEN-xyz@127.0.0.1:1/h"}])
+    assert "T0KEN-xyz" not in redact("nonnumeric port: 'T0KEN-xyz@127.0.0.1'")
+
+
+def test_checks_must_be_a_list() -> None:
+    with pytest.raises(ConfigError, match="checks"):
+        load(checks=1)

@@ -23,3 +23,14 @@ def test_keyword_conninfo_passwords_are_masked() -> None:
 def test_text_without_secrets_is_unchanged() -> None:
     assert redact.redact("ALTER TABLE orders ADD COLUMN status text") == (
         "ALTER TABLE orders ADD COLUMN status text")
+
+
+def test_password_variables_are_masked() -> None:
+    assert redact.redact("PGPASSWORD=s3cret psql") == "PGPASSWORD=*** psql"
+    assert redact.redact("db_password: s3cret") == "db_password: ***"
+
+
+def test_nested_values_are_masked_before_encoding() -> None:
+    redact.register("pä\"ss")
+    assert redact.redact_value({"a": ["x pä\"ss y", 3], "b": ("pä\"ss",)}) == {
+        "a": ["x *** y", 3], "b": ["***"]}

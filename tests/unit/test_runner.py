@@ -98,7 +98,8 @@ def test_abort_request_is_noticed_while_a_phase_polls(tmp_path: Path) -> None:
 
 def test_forward_deadline_survives_a_restart(tmp_path: Path) -> None:
     runner, journal = engine(tmp_path)
-    journal.set_state("r1", "migrate", "succeeded", "banner_on")
+    journal.conclude_phase("r1", "banner_on", "succeeded", None, trigger="succeeded",
+                           state="migrate")
     journal.start_phase("r1", "migrate", time.time() - 1, 1)  # a crash left it running
     assert runner.drive() == "rolled_back"
     assert statuses(journal)["migrate"] == "timed_out"
