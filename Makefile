@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration lint typecheck demo clean
+.PHONY: help install test test-unit test-integration lint typecheck demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -27,13 +27,16 @@ test-integration: $(STAMP) ## Only the tests against a private PostgreSQL cluste
 	$(PY) -m pytest tests/integration
 
 lint: $(STAMP) ## ruff over the code and the tests
-	$(VENV)/bin/ruff check orchestrator phases tests
+	$(VENV)/bin/ruff check orchestrator phases tests bench
 
 typecheck: $(STAMP) ## mypy --strict over orchestrator/ and phases/
 	$(VENV)/bin/mypy
 
 demo: $(STAMP) ## Two windows against a throwaway local PostgreSQL: one completes, one rolls back
 	$(VENV)/bin/window demo
+
+bench: $(STAMP) ## Backup and rollback against raw pg_dump/pg_restore on a 1 GB database (BENCH_GB=...)
+	$(PY) -m bench.run
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -90,7 +90,15 @@ class StagingSection(Section):
 class BackupSection(Section):
     dir: str = "backups"
     jobs: int = Field(default=2, ge=1, le=64)
-    compress: str = "1"  # gzip level 1: far faster than the default 6, and valid on every pg_dump
+    # pg_dump --compress; "auto" is lz4 where pg_dump is 16+, else gzip level 1 (far faster
+    # than the default 6).
+    compress: str = "auto"
+    # "restore": restore into a standby copy and compare checksums (the copy then makes
+    # rollback a rename); "list": only read the archive's table of contents (no room for a copy).
+    verify: Literal["restore", "list"] = "restore"
+    on_write_gap: Literal["warn", "stop"] = "warn"
+    # The server's write statistics lag behind commits by about a second.
+    write_stats_settle: Duration = 1.0
 
 
 class BannerSection(Section):

@@ -72,9 +72,9 @@ def create_shop(cluster: Cluster, dbname: str) -> str:
     return url
 
 
-def fingerprint(url: str) -> dict[str, tuple[int, str]]:
+def fingerprint(url: str) -> dict[str, dict[str, Any]]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return pg.fingerprints(conn)
+        return pg.describe_tables(conn)
 
 
 def write_project(folder: Path, migration_sql: str, **overrides: Any) -> Path:
@@ -140,12 +140,13 @@ def _window(config: Path, env: dict[str, str]) -> int:
                           check=False).returncode
 
 
-def _compare(before: dict[str, tuple[int, str]], after: dict[str, tuple[int, str]]) -> bool:
+def _compare(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> bool:
     print(f"\n{'table':<22} {'rows before':>12} {'rows after':>12}  checksum")
+    missing = {"rows": 0, "checksum": "-"}
     for table in sorted({*before, *after}):
-        b, a = before.get(table, (0, "-")), after.get(table, (0, "-"))
+        b, a = before.get(table, missing), after.get(table, missing)
         verdict = "same" if a == b else "DIFFERENT"
-        print(f"{table:<22} {b[0]:>12} {a[0]:>12}  {b[1][:12]} {verdict}")
+        print(f"{table:<22} {b['rows']:>12} {a['rows']:>12}  {b['checksum'][:14]:<14} {verdict}")
     return before == after
 
 

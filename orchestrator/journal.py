@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, created_at REAL NOT NULL, state TEXT NOT NULL,
     interrupted INTEGER NOT NULL DEFAULT 0, pid INTEGER, pid_start TEXT,
     user TEXT, host TEXT, git_commit TEXT, target TEXT, staging TEXT,
-    backup_path TEXT, abort_requested_at REAL, exit_code INTEGER, finished_at REAL
+    abort_requested_at REAL, exit_code INTEGER, finished_at REAL
 );
 CREATE TABLE IF NOT EXISTS phases (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
@@ -41,9 +41,9 @@ CREATE TABLE IF NOT EXISTS children (
     pid INTEGER NOT NULL, pgid INTEGER NOT NULL, start_ticks TEXT,
     started_at REAL NOT NULL, ended_at REAL, exit_code INTEGER, output TEXT
 );
-CREATE TABLE IF NOT EXISTS backup_tables (
-    run_id TEXT NOT NULL, table_name TEXT NOT NULL, rows INTEGER NOT NULL,
-    PRIMARY KEY (run_id, table_name)
+CREATE TABLE IF NOT EXISTS facts (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (run_id, key)
 );
 """
 
@@ -61,7 +61,6 @@ class Run:
     git_commit: str | None
     target: str | None
     staging: str | None
-    backup_path: str | None
     abort_requested_at: float | None
     exit_code: int | None
     finished_at: float | None
@@ -265,18 +264,17 @@ class Journal:
         ).fetchall()
         return [Child(**dict(row)) for row in rows]
 
-    def set_backup(self, run_id: str, path: str, tables: Mapping[str, int]) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE runs SET backup_path = ? WHERE run_id = ?", (path, run_id))
-            db.execute("DELETE FROM backup_tables WHERE run_id = ?", (run_id,))
-            db.executemany(
-                "INSERT INTO backup_tables (run_id, table_name, rows) VALUES (?, ?, ?)",
-                [(run_id, name, rows) for name, rows in tables.items()],
-            )
+    def put(self, run_id: str, key: str, value: Mapping[str, Any]) -> None:
+        """Record what a phase learned (the backup, the write counters, the rollback), whole,
+        replacing what was recorded under ``key`` before."""
+        self._db.execute(
+            "INSERT INTO facts (run_id, key, value, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, at = excluded.at",
+            (run_id, key, json.dumps(redact_value(value), default=str, ensure_ascii=False),
+             time.time()),
+        )
 
-    def backup_tables(self, run_id: str) -> dict[str, int]:
-        rows = self._db.execute(
-            "SELECT table_name, rows FROM backup_tables WHERE run_id = ? ORDER BY table_name",
-            (run_id,),
-        ).fetchall()
-        return {row["table_name"]: row["rows"] for row in rows}
+    def get(self, run_id: str, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT value FROM facts WHERE run_id = ? AND key = ?",
+                               (run_id, key)).fetchone()
+        return json.loads(row["value"]) if row else None

@@ -16,7 +16,7 @@ from orchestrator.errors import PhaseFailed
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 
 
-def _major(program: Path) -> int | None:
+def major(program: Path) -> int | None:
     try:
         out = subprocess.run([str(program), "--version"], capture_output=True, text=True,
                              timeout=10, check=False).stdout
@@ -37,8 +37,8 @@ def candidates(name: str) -> list[Path]:
 
 def find(name: str, min_major: int = 0) -> Path:
     for program in candidates(name):
-        major = _major(program)
-        if major is not None and major >= min_major:
+        found = major(program)
+        if found is not None and found >= min_major:
             return program
     need = f" {min_major} or newer" if min_major else ""
     raise PhaseFailed(f"{name}{need} was not found on PATH or under {DEBIAN_ROOT}")

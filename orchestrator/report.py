@@ -34,8 +34,15 @@ def status(journal: Journal, run: Run) -> dict[str, Any]:
         "target": run.target,
         "staging": run.staging,
         "phases": phases,
-        "backup": {"path": run.backup_path, "tables": journal.backup_tables(run.run_id)},
+        "backup": _backup(journal.get(run.run_id, "backup")),
+        "rollback": journal.get(run.run_id, "rollback"),
     }
+
+
+def _backup(facts: dict[str, Any] | None) -> dict[str, Any]:
+    facts = facts or {}
+    keys = ("path", "size_bytes", "verified", "verification", "standby", "s3_uri", "compress")
+    return {**{key: facts.get(key) for key in keys}, "tables": facts.get("tables", {})}
 
 
 def _phase(row: PhaseRow, crashed: bool) -> dict[str, Any]:
@@ -71,8 +78,17 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"      {phase['error']}")
     backup = report["backup"]
     if backup["path"]:
-        rows = sum(backup["tables"].values())
-        lines += ["", f"  backup {backup['path']}: {len(backup['tables'])} tables, {rows} rows"]
+        rows = sum(t["rows"] for t in backup["tables"].values())
+        proof = "verified by restore" if backup["verified"] else "table of contents read"
+        lines += ["", f"  backup {backup['path']}: {len(backup['tables'])} tables, {rows} rows,"
+                      f" {backup['size_bytes']} bytes, {proof}"]
+    if rollback := report["rollback"]:
+        lines.append(f"  rollback by {rollback['method']} in {rollback['duration_s']:.2f}s;"
+                     f" the failed database is kept as {rollback['retained_database']}")
+        if rollback["write_gap"]:
+            gap = ", ".join(f"{t} ~{n}" for t, n in rollback["write_gap"].items())
+            lines.append(f"  writes after the backup, discarded (still in the kept database):"
+                         f" {gap}")
     return "\n".join(lines)
 
 
@@ -88,10 +104,11 @@ def advice(journal: Journal, run: Run, settings: Settings) -> str:
         situation = ("Production was restored from the backup and verified; only the banner is"
                      f" still up. Take it down by hand: {off}")
     else:
+        backup = (journal.get(run.run_id, "backup") or {}).get("path")
         situation = (
             "Production could not be restored automatically: it may hold a half-applied"
-            " migration. Keep the banner up. The verified backup is the directory archive"
-            f" {run.backup_path} (row counts in `window status --json`). Restore it by hand"
+            " migration. Keep the banner up. The backup is the directory archive"
+            f" {backup} (row counts in `window status --json`). Restore it by hand"
             " into a new database (createdb, then pg_restore --jobs N --exit-on-error"
             " --dbname NEW ARCHIVE), compare the row counts, rename the broken database"
             f" away (keep it: it holds the evidence), rename NEW to {run.target}, then: {off}")

@@ -23,6 +23,7 @@ from orchestrator.machine import KEEPS_DEADLINE, TERMINAL
 from phases import Registry
 
 ABORT_POLL_SECONDS = 0.25
+FINISH_SECONDS = 120.0
 STATUS_BY_EVENT = {"failed": "failed", "timed_out": "timed_out", "abort": "failed",
                    "stuck": "failed"}
 
@@ -104,7 +105,17 @@ class Runner:
             structlog.get_logger().info("state_changed", source=source,
                                         trigger=outcome.trigger, state=str(window.state))
         self.journal.skip_pending(self.run_id)
+        self._finish(str(window.state))
         return str(window.state)
+
+    def _finish(self, state: str) -> None:
+        for phase in self.registry.finishing():
+            name = getattr(phase, "name", type(phase).__name__)
+            ctx = self.base.for_phase(name, time.time() + FINISH_SECONDS, self.signals.check)
+            try:
+                phase.finish(ctx, state)
+            except Exception as exc:  # tidying up must never change how the window ended
+                ctx.log.warning("finish_failed", error=str(exc))
 
     def poll(self) -> None:
         self.signals.check()

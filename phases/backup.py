@@ -1,27 +1,49 @@
-"""Backup: a parallel directory-format dump of production, described exactly.
+"""Backup: a parallel dump of production, proven restorable before the banner goes up.
 
 A REPEATABLE READ transaction exports its snapshot and stays open while ``pg_dump --snapshot``
-dumps that same snapshot, so the row counts taken in the transaction describe exactly what the
-archive holds. The archive's table of contents must read back and hold every counted table.
-Re-entering the phase (after an interrupt) starts the dump over in an empty folder.
+dumps exactly that snapshot; meanwhile, on a thread, the same transaction counts and
+checksums every table, so the figures describe exactly what the archive holds. A sha256
+manifest is written beside the archive. Then (``verify = "restore"``) the archive is restored
+into a standby copy, ``<db>_window_<run_id>``, whose checksums must equal the snapshot's; the
+copy is marked verified and closed to connections, and kept until the window ends: rollback
+becomes a rename. Re-entering the phase starts over.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any, TypeVar
 
-from psycopg import IsolationLevel
+import psycopg
+from psycopg import IsolationLevel, sql
 
-from orchestrator import pg, pgtools
+from orchestrator import archive, pg, pgtools
 from orchestrator.context import Context
 from orchestrator.errors import PhaseFailed
 from phases.base import PhaseResult
 from phases.migrate import tail
 
+NAME_LIMIT = 63  # PostgreSQL's identifier length
+T = TypeVar("T")
+
 
 def archive_path(ctx: Context) -> Path:
     return ctx.settings.path(ctx.settings.backup.dir) / ctx.run_id
+
+
+def standby_name(dbname: str, run_id: str) -> str:
+    return suffixed(dbname, f"_window_{run_id}")
+
+
+def suffixed(dbname: str, suffix: str) -> str:
+    return dbname[: NAME_LIMIT - len(suffix)] + suffix
 
 
 def tool_env(ctx: Context, db: pg.Db) -> dict[str, str]:
@@ -32,39 +54,148 @@ def tool_env(ctx: Context, db: pg.Db) -> dict[str, str]:
     return env
 
 
+def marker(run_id: str, tables: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()[:16]
+    return f"window {run_id} verified {digest}"
+
+
+def is_marked(conn: psycopg.Connection[Any], name: str, expected: str) -> bool:
+    row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database"
+                       " WHERE datname = %s", (name,)).fetchone()
+    return row is not None and row[0] == expected
+
+
+def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], source: Path,
+                              name: str, like: str) -> float:
+    """A fresh database ``name`` holding the archive (checked against its manifest first);
+    the seconds pg_restore took."""
+    archive.verify(source, ctx.settings.backup.jobs)
+    pg.drop_database(conn, name)  # a restore interrupted mid-way starts over
+    pg.create_database_like(conn, name, like=like)
+    if skipped := pg.copy_database_properties(conn, like, name):
+        ctx.log.warning("database_settings_not_copied", settings=skipped)
+    target = ctx.target.on(name)
+    command = [str(pgtools.find("pg_restore", pg.server_major(conn))),
+               f"--jobs={ctx.settings.backup.jobs}", "--exit-on-error", f"--dbname={name}",
+               str(source)]
+    started = time.monotonic()
+    result = ctx.run_command(command, db=target, env=tool_env(ctx, target), label="pg_restore")
+    if result.exit_code != 0:
+        raise PhaseFailed(f"pg_restore into {name} exited {result.exit_code}:"
+                          f" {tail(result.output)}")
+    return time.monotonic() - started
+
+
+def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, Any]) -> None:
+    """Rows and checksums of ``db`` equal the backup's, table by table, or PhaseFailed."""
+    with ctx.connect(db) as conn:
+        actual = pg.describe_tables(conn)
+    wrong = sorted(t for t in {*expected, *actual} if expected.get(t) != actual.get(t))
+    if wrong:
+        shown = "; ".join(f"{t}: backup {expected.get(t)}, copy {actual.get(t)}"
+                          for t in wrong[:5])
+        raise PhaseFailed(f"the restored copy {db} differs from the backup: {shown}")
+
+
+@contextmanager
+def meanwhile(conn: psycopg.Connection[Any], work: Callable[[], T]) -> Iterator[Future[T]]:
+    """Run ``work`` (queries on ``conn``) on a thread while the caller does something else;
+    if the caller fails, cancel the query rather than wait for it."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(work)
+        try:
+            yield future
+        except BaseException:
+            with suppress(psycopg.Error):
+                conn.cancel_safe(timeout=2.0)
+            raise
+
+
 class Backup:
     name = "backup"
 
     def run(self, ctx: Context) -> PhaseResult:
         path = archive_path(ctx)
-        if path.exists():
-            shutil.rmtree(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._start_over(ctx, path)
         with ctx.connect(ctx.target, autocommit=False) as conn:
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
             row = conn.execute("SELECT pg_export_snapshot()").fetchone()
             snapshot = str(row[0]) if row else ""
+            writes = pg.write_counters(conn)
             tables = pg.user_tables(conn)
-            counts = pg.row_counts(conn, tables)
             major = pg.server_major(conn)
-            self._dump(ctx, path, snapshot, major)
+            with meanwhile(conn, lambda: pg.describe_tables(conn, tables)) as described:
+                compress = self._dump(ctx, path, snapshot, major)
+            figures = described.result()
             conn.rollback()
         self._check_contents(ctx, path, tables, major)
-        ctx.journal.set_backup(ctx.run_id, str(path), counts)
-        ctx.log.info("backup_taken", path=str(path), tables=len(counts),
-                     rows=sum(counts.values()))
-        return PhaseResult(f"{len(counts)} tables dumped to {path}", {"tables": counts})
+        manifest = archive.write_manifest(path, ctx.settings.backup.jobs)
+        facts: dict[str, Any] = {
+            "path": str(path), "manifest": str(manifest), "size_bytes": archive.size_bytes(path),
+            "verified": False, "verification": ctx.settings.backup.verify, "standby": None,
+            "tables": figures, "writes": writes, "compress": compress,
+        }
+        ctx.journal.put(ctx.run_id, "backup", facts)  # checkpoint before the long proof
+        if ctx.settings.backup.verify == "restore":
+            facts.update(verified=True, standby=self._prove(ctx, path, figures))
+            ctx.journal.put(ctx.run_id, "backup", facts)
+        rows = sum(t["rows"] for t in figures.values())
+        return PhaseResult(f"{len(figures)} tables, {rows} rows, {facts['size_bytes']} bytes in"
+                           f" {path}" + (", verified by restore" if facts["verified"] else ""))
+
+    def finish(self, ctx: Context, state: str) -> None:
+        """After a completed or aborted window the standby copy has served its purpose; after
+        a rollback it is production, and after needs_attention a person may want it."""
+        if state not in ("completed", "aborted"):
+            return
+        name = standby_name(ctx.target.dbname, ctx.run_id)
+        with ctx.maintenance(ctx.target) as conn:
+            if pg.database_exists(conn, name):
+                pg.drop_database(conn, name)
+                ctx.log.info("standby_dropped", database=name)
 
     @staticmethod
-    def _dump(ctx: Context, path: Path, snapshot: str, major: int) -> None:
+    def _start_over(ctx: Context, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        archive.manifest_path(path).unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _prove(self, ctx: Context, path: Path, figures: dict[str, Any]) -> str:
+        name = standby_name(ctx.target.dbname, ctx.run_id)
+        with ctx.maintenance(ctx.target) as conn:
+            took = restore_into_new_database(ctx, conn, path, name, like=ctx.target.dbname)
+            ctx.log.info("backup_restored", database=name, duration_s=round(took, 3))
+            started = time.monotonic()
+            compare_with_backup(ctx, ctx.target.on(name), figures)
+            ctx.log.info("backup_verified", database=name,
+                         duration_s=round(time.monotonic() - started, 3))
+            # The mark says "this copy was verified"; closed, nobody can change it since.
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(name), sql.Literal(marker(ctx.run_id, figures))))
+            pg.set_allow_connections(conn, name, allow=False)
+        return name
+
+    @staticmethod
+    def _compression(ctx: Context, dump: Path) -> str:
+        chosen = ctx.settings.backup.compress
+        if chosen != "auto":
+            return chosen
+        return "lz4" if (pgtools.major(dump) or 0) >= 16 else "1"
+
+    def _dump(self, ctx: Context, path: Path, snapshot: str, major: int) -> str:
         settings = ctx.settings.backup
-        command = [str(pgtools.find("pg_dump", major)), "--format=directory",
-                   f"--jobs={settings.jobs}", f"--snapshot={snapshot}",
-                   f"--compress={settings.compress}", f"--file={path}"]
+        dump = pgtools.find("pg_dump", major)
+        compress = self._compression(ctx, dump)
+        command = [str(dump), "--format=directory", f"--jobs={settings.jobs}",
+                   f"--snapshot={snapshot}", f"--compress={compress}", f"--file={path}"]
+        started = time.monotonic()
         result = ctx.run_command(command, db=ctx.target, env=tool_env(ctx, ctx.target),
                                  label="pg_dump")
         if result.exit_code != 0:
             raise PhaseFailed(f"pg_dump exited {result.exit_code}: {tail(result.output)}")
+        ctx.log.info("backup_dumped", duration_s=round(time.monotonic() - started, 3),
+                     size_bytes=archive.size_bytes(path), compress=compress)
+        return compress
 
     @staticmethod
     def _check_contents(ctx: Context, path: Path, tables: list[pg.Table], major: int) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import time
 
+import psycopg
+
+from orchestrator import pg
 from orchestrator.config import Command
 from orchestrator.context import Context
 from orchestrator.errors import PhaseError, PhaseFailed, PhaseStuck
@@ -35,7 +38,19 @@ class BannerOn:
             self._take_down(ctx, exc)
             raise
         ctx.log.info("banner_raised")
+        self._count_writes(ctx)
         return PhaseResult("banner on")
+
+    @staticmethod
+    def _count_writes(ctx: Context) -> None:
+        """The write counters once users are held off: with the backup's, they tell what a
+        rollback would discard."""
+        time.sleep(ctx.settings.backup.write_stats_settle)
+        try:
+            with ctx.connect(ctx.target) as conn:
+                ctx.journal.put(ctx.run_id, "writes_at_banner", pg.write_counters(conn))
+        except (PhaseFailed, psycopg.Error) as exc:  # a report, not a reason to stop
+            ctx.log.warning("write_counters_unavailable", error=str(exc))
 
     @staticmethod
     def _take_down(ctx: Context, cause: PhaseError) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.context import Context
 
@@ -24,6 +24,13 @@ class Phase(Protocol):
     name: str
 
     def run(self, ctx: Context) -> PhaseResult: ...
+
+
+@runtime_checkable
+class Finishing(Protocol):
+    """A phase that tidies up once the window has ended (``state`` is the final state)."""
+
+    def finish(self, ctx: Context, state: str) -> None: ...
 
 
 class FakePhase:
@@ -52,3 +59,6 @@ class Registry:
 
     def __getitem__(self, name: str) -> Phase:
         return self._phases[name]
+
+    def finishing(self) -> list[Finishing]:
+        return [p for p in self._phases.values() if isinstance(p, Finishing)]

@@ -1,99 +1,104 @@
 """Rollback: production ends up holding exactly what the backup holds, and the evidence stays.
 
-``pg_restore --clean`` would leave behind every object the migration created, so the backup is
-restored into a new database, its row counts are checked against the backup's, and then the
-names are swapped: production becomes ``<db>_failed_<run_id>`` (kept, never dropped) and the
-restored copy becomes production. Each step looks at what exists first, so a rollback that was
-interrupted anywhere picks up where it stopped; a half-finished restore starts over.
+``pg_restore --clean`` would leave behind every object the migration created, so production
+is never restored in place. The backup phase left a verified standby copy: rollback renames
+production to ``<db>_failed_<run_id>`` (kept, never dropped) and the copy to production, then
+checks the copy's verification mark (not a recount: the time must not grow with the data).
+Without a usable copy, the archive is checked against its manifest, restored into a new
+database, compared with the backup's checksums, and swapped in the same way. Each step looks
+at what exists first, so a rollback interrupted anywhere picks up where it stopped.
+
+Writes that reached production after the backup's snapshot are lost by any restore; the
+rollback says which tables took them (they stay in the retained database).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from orchestrator import pg, pgtools
+from orchestrator import pg
 from orchestrator.context import Context
 from orchestrator.errors import PhaseFailed
-from phases.backup import tool_env
+from phases.backup import (
+    compare_with_backup,
+    is_marked,
+    marker,
+    restore_into_new_database,
+    standby_name,
+    suffixed,
+)
 from phases.base import PhaseResult
-from phases.migrate import tail
-
-NAME_LIMIT = 63  # PostgreSQL's identifier length
 
 
 def retained_name(dbname: str, run_id: str) -> str:
-    return _suffixed(dbname, f"_failed_{run_id}")
+    return suffixed(dbname, f"_failed_{run_id}")
 
 
-def restore_name(dbname: str, run_id: str) -> str:
-    return _suffixed(dbname, f"_window_{run_id}")
-
-
-def _suffixed(dbname: str, suffix: str) -> str:
-    return dbname[: NAME_LIMIT - len(suffix)] + suffix
+def write_gap(ctx: Context, backup: dict[str, Any]) -> dict[str, int] | None:
+    """Rows written per table between the backup's snapshot and the banner going up, or None
+    when the banner never came up cleanly enough to measure."""
+    after = ctx.journal.get(ctx.run_id, "writes_at_banner")
+    if after is None:
+        return None
+    before = backup["writes"]["tables"]
+    gap = {t: n - before.get(t, 0) for t, n in after["tables"].items()}
+    return {t: n for t, n in sorted(gap.items()) if n > 0}
 
 
 class Rollback:
     name = "rollback"
 
     def run(self, ctx: Context) -> PhaseResult:
-        run = ctx.journal.run(ctx.run_id)
-        expected = ctx.journal.backup_tables(ctx.run_id)
-        if not run.backup_path or not Path(run.backup_path).is_dir():
-            raise PhaseFailed(f"no backup archive to restore from ({run.backup_path})")
+        backup = ctx.journal.get(ctx.run_id, "backup")
+        if backup is None:
+            raise PhaseFailed("no backup was recorded for this window: nothing to restore from")
+        started = time.monotonic()
+        gap = write_gap(ctx, backup)
         name = ctx.target.dbname
-        retained, copy = retained_name(name, ctx.run_id), restore_name(name, ctx.run_id)
+        retained = retained_name(name, ctx.run_id)
+        copy = standby_name(name, ctx.run_id)
+        mark = marker(ctx.run_id, backup["tables"])
         with ctx.maintenance(ctx.target) as conn:
-            if reopened := pg.reopen_closed(conn, [name, retained, copy]):
+            if reopened := pg.reopen_closed(conn, [name, retained]):
                 ctx.log.warning("connections_reopened", databases=reopened)
-            if pg.database_exists(conn, retained) and not pg.database_exists(conn, copy):
-                if pg.database_exists(conn, name):  # the swap already happened
-                    self._verify(ctx, ctx.target, expected)
-                    return self._done(ctx, retained)
-                raise PhaseFailed(f"neither {name} nor its restored copy exists")
-            if not pg.database_exists(conn, retained):
-                self._restore(ctx, conn, Path(run.backup_path), copy, like=name)
-            self._verify(ctx, ctx.target.on(copy), expected)
-            if pg.database_exists(conn, name):
-                pg.rename_database(conn, name, retained, ctx.deadline)
-                ctx.log.info("production_retained", database=retained)
-            pg.rename_database(conn, copy, name, ctx.deadline)
-        return self._done(ctx, retained)
+            method = self._swap(ctx, conn, backup, mark, (name, retained, copy))
+            if not is_marked(conn, name, mark):
+                raise PhaseFailed(f"{name} is not the copy verified against the backup")
+        facts = {"method": method, "duration_s": round(time.monotonic() - started, 3),
+                 "retained_database": retained, "write_gap": gap}
+        ctx.journal.put(ctx.run_id, "rollback", facts)
+        ctx.log.info("production_restored", database=name, **facts)
+        if gap:
+            ctx.log.warning("writes_discarded", tables=gap, kept_in=retained)
+        return PhaseResult(f"production restored by {method}; failed database kept as"
+                           f" {retained}", facts)
+
+    def _swap(self, ctx: Context, conn: psycopg.Connection[Any], backup: dict[str, Any],
+              mark: str, names: tuple[str, str, str]) -> str:
+        name, retained, copy = names
+        exists = {n: pg.database_exists(conn, n) for n in names}
+        if exists[name] and exists[retained] and not exists[copy]:
+            return str((ctx.journal.get(ctx.run_id, "rollback") or {}).get("method", "swap"))
+        method = "swap"
+        if not is_marked(conn, copy, mark):
+            method = "restore"
+            self._restore(ctx, conn, backup, copy, like=name if exists[name] else retained)
+            conn.execute(psycopg.sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                psycopg.sql.Identifier(copy), psycopg.sql.Literal(mark)))
+        if exists[name]:
+            pg.rename_database(conn, name, retained, ctx.deadline)
+            ctx.log.info("production_retained", database=retained)
+        pg.rename_database(conn, copy, name, ctx.deadline)
+        return method
 
     @staticmethod
-    def _done(ctx: Context, retained: str) -> PhaseResult:
-        ctx.log.info("production_restored", database=ctx.target.dbname, retained=retained)
-        return PhaseResult(f"production restored; failed database kept as {retained}",
-                           {"retained_database": retained})
-
-    @staticmethod
-    def _restore(ctx: Context, conn: psycopg.Connection[Any], archive: Path, copy: str,
-                 like: str) -> None:
-        pg.drop_database(conn, copy)  # a restore interrupted mid-way starts over
-        source = like if pg.database_exists(conn, like) else ctx.settings.target.maintenance_db
-        pg.create_database_like(conn, copy, like=source)
-        if skipped := pg.copy_database_properties(conn, source, copy):
-            ctx.log.warning("database_settings_not_copied", settings=skipped)
-        target = ctx.target.on(copy)
-        command = [str(pgtools.find("pg_restore", pg.server_major(conn))),
-                   f"--jobs={ctx.settings.backup.jobs}", "--exit-on-error",
-                   f"--dbname={copy}", str(archive)]
-        result = ctx.run_command(command, db=target, env=tool_env(ctx, target),
-                                 label="pg_restore")
-        if result.exit_code != 0:
-            raise PhaseFailed(f"pg_restore exited {result.exit_code}: {tail(result.output)}")
-        ctx.log.info("backup_restored", database=copy)
-
-    @staticmethod
-    def _verify(ctx: Context, db: pg.Db, expected: dict[str, int]) -> None:
-        with ctx.connect(db) as conn:
-            actual = pg.row_counts(conn)
-        wrong = {t: (expected.get(t), actual.get(t)) for t in {*expected, *actual}
-                 if expected.get(t) != actual.get(t)}
-        if wrong:
-            shown = ", ".join(f"{t} backup {e} restored {a}" for t, (e, a) in sorted(wrong.items()))
-            raise PhaseFailed(f"restored copy {db} differs from the backup: {shown}")
-        ctx.log.info("restore_verified", database=str(db), tables=len(expected))
+    def _restore(ctx: Context, conn: psycopg.Connection[Any], backup: dict[str, Any],
+                 copy: str, like: str) -> None:
+        ctx.log.warning("standby_unusable", database=copy, falling_back_to=backup["path"])
+        took = restore_into_new_database(ctx, conn, Path(backup["path"]), copy, like)
+        ctx.log.info("backup_restored", database=copy, duration_s=round(took, 3))
+        compare_with_backup(ctx, ctx.target.on(copy), backup["tables"])

@@ -86,7 +86,7 @@ class Shop:
     def phase(self, name: str) -> dict[str, Any]:
         return next(p for p in self.status()["phases"] if p["name"] == name)
 
-    def fingerprint(self, url: str | None = None) -> dict[str, tuple[int, str]]:
+    def fingerprint(self, url: str | None = None) -> dict[str, dict[str, Any]]:
         return demo.fingerprint(url or self.prod_url)
 
     def schema(self, dbname: str | None = None) -> str:

@@ -40,8 +40,13 @@ def test_happy_path_migrates_staging_then_production(shop: Shop) -> None:
     assert all(p["timeout_s"] for p in status["phases"][:7])
     archive = Path(status["backup"]["path"])
     assert (archive / "toc.dat").is_file()
-    assert status["backup"]["tables"] == {
+    tables = status["backup"]["tables"]
+    assert {t: v["rows"] for t, v in tables.items()} == {
         "public.order_items": 6000, "public.orders": 2000, "public.products": 200}
+    assert status["backup"]["verified"] is True
+    assert status["backup"]["size_bytes"] > 0
+    assert shop.fingerprint() != tables, "migrated since the backup"
+    assert shop.databases(f"{shop.prod_db}_window_%") == [], "the standby is dropped"
 
 
 def test_migration_failing_on_staging_never_touches_production(shop: Shop) -> None:
@@ -102,8 +107,10 @@ def test_half_applied_migration_is_rolled_back_and_evidence_kept(shop: Shop) -> 
     assert shop.databases(f"{shop.prod_db}_window_%") == []
     with psycopg.connect(shop.prod_url, autocommit=True) as conn:
         assert conn.execute(DATABASE_PROPERTIES).fetchone() == properties
-    assert shop.status()["backup"]["tables"]["public.events_2026"] == 50
-    assert shop.status()["backup"]["tables"]["public.audit log"] == 2
+    tables = shop.status()["backup"]["tables"]
+    assert tables["public.events_2026"]["rows"] == 50
+    assert tables["public.audit log"]["rows"] == 2
+    assert shop.status()["rollback"]["method"] == "swap"
 
 
 def test_failing_post_check_rolls_back(shop: Shop) -> None:
