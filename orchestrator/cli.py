@@ -63,11 +63,17 @@ def resume(config: ConfigOption = Path("window.toml")) -> None:
 
 
 @app.command()
-def abort(config: ConfigOption = Path("window.toml"), confirm: ConfirmOption = None) -> None:
+def abort(
+    config: ConfigOption = Path("window.toml"),
+    confirm: ConfirmOption = None,
+    accept_data_loss: Annotated[bool, typer.Option(
+        "--accept-data-loss",
+        help="Restore a rollback that paused on writes made after the backup.")] = False,
+) -> None:
     """Roll the running (or crashed) window back; before the banner, just stop it."""
     from orchestrator import commands
 
-    _exit(commands.abort(_settings(config), confirm))
+    _exit(commands.abort(_settings(config), confirm, accept_data_loss=accept_data_loss))
 
 
 @app.command()
@@ -87,6 +93,29 @@ def plan(config: ConfigOption = Path("window.toml")) -> None:
     from orchestrator import plan as planner
 
     typer.echo(planner.describe(_settings(config)))
+
+
+@app.command()
+def backups(config: ConfigOption = Path("window.toml")) -> None:
+    """Backups with size, age, verified or not, and where; retained _failed_ databases."""
+    from orchestrator import commands
+
+    typer.echo(commands.show_backups(_settings(config)))
+
+
+@app.command()
+def prune(
+    config: ConfigOption = Path("window.toml"),
+    confirm: ConfirmOption = None,
+    keep: Annotated[int | None, typer.Option(min=0, help="Keep the newest N archives.")] = None,
+    failed_databases: Annotated[bool, typer.Option(
+        "--failed-databases", help="Drop retained <db>_failed_<run_id> databases.")] = False,
+) -> None:
+    """Delete old archives and/or retained failed databases, behind the phrase."""
+    from orchestrator import commands
+
+    _exit(commands.prune(_settings(config), confirm, keep=keep,
+                         failed_databases=failed_databases))
 
 
 @app.command()

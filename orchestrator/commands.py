@@ -17,7 +17,7 @@ from typing import TextIO
 
 import structlog
 
-from orchestrator import gates, log, pg
+from orchestrator import gates, housekeeping, log, machine, pg
 from orchestrator.config import Settings
 from orchestrator.context import Context
 from orchestrator.errors import ConfigError, GateRefused, Interrupted, PhaseFailed, UsageError
@@ -86,25 +86,32 @@ def _resume(settings: Settings, registry: Registry | None) -> int:
 
 
 def abort(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
-          registry: Registry | None = None) -> int:
+          registry: Registry | None = None, accept_data_loss: bool = False) -> int:
     with _audited(settings, "abort"):
-        return _abort(settings, confirm, stdin, registry)
+        return _abort(settings, confirm, stdin, registry, accept_data_loss)
 
 
 def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
-           registry: Registry | None) -> int:
+           registry: Registry | None, accept_data_loss: bool) -> int:
     journal = Journal.open(settings.state_dir)
     run = journal.latest_run()
     if run is None or run.state in (State.COMPLETED, State.ABORTED, State.ROLLED_BACK):
         print("no unfinished window: nothing to roll back.")
         return 0
-    if run.state == State.NEEDS_ATTENTION:
+    paused = journal.get(run.run_id, "rollback_paused")
+    if run.state == State.NEEDS_ATTENTION and not (paused and accept_data_loss):
         print(advice(journal, run, settings))
         return 4
     gates.confirm(settings, confirm, f"window {run.run_id} is in {run.state}: abort rolls"
                   " production back to its backup (before the banner: simply stops).", stdin)
     lock = StateLock(settings.state_dir)
-    if lock.try_acquire():  # no live process drives the window: roll back here
+    if run.state == State.NEEDS_ATTENTION:  # a rollback paused on the write gap
+        lock.acquire()
+        journal.put(run.run_id, "data_loss_accepted", {"by": gates.who(), "write_gap": paused})
+        journal.transition(run.run_id, run.state, "accept_data_loss",
+                           machine.build(run.state).fire("accept_data_loss"))
+        final = _take_over(settings, journal, journal.run(run.run_id), lock, registry)
+    elif lock.try_acquire():  # no live process drives the window: roll back here
         final = _take_over(settings, journal, run, lock, registry)
     else:
         journal.request_abort(run.run_id)
@@ -152,12 +159,43 @@ def _await_or_take_over(settings: Settings, journal: Journal, run: Run, lock: St
     return journal.run(run.run_id).state
 
 
+def show_backups(settings: Settings) -> str:
+    target = None
+    if os.environ.get(settings.target.url_env):
+        target = gates.database(settings, settings.target.url_env, "target", UsageError)
+    return housekeeping.listing(settings, _existing_journal(settings), target)
+
+
+def prune(settings: Settings, confirm: str | None, *, keep: int | None,
+          failed_databases: bool, stdin: TextIO | None = None) -> int:
+    if keep is None and not failed_databases:
+        raise UsageError("say what to prune: --keep N (archives) and/or --failed-databases.")
+    with _audited(settings, "prune"):
+        target = gates.database(settings, settings.target.url_env, "target") \
+            if failed_databases else None
+        gates.confirm(settings, confirm, "prune deletes backup archives"
+                      f"{' and retained _failed_ databases' if failed_databases else ''}.",
+                      stdin)
+        journal = _existing_journal(settings)
+        logger = structlog.get_logger()
+        if keep is not None:
+            for path in housekeeping.prune_archives(settings, journal, keep):
+                logger.info("archive_pruned", path=str(path))
+        if target is not None:
+            for name in housekeeping.prune_failed_databases(settings, journal, target):
+                logger.info("failed_database_dropped", database=name)
+    return 0
+
+
+def _existing_journal(settings: Settings) -> Journal | None:
+    path = settings.state_dir / "journal.sqlite"
+    return Journal(path) if path.is_file() else None
+
+
 def show_status(settings: Settings, as_json: bool) -> str:
-    if not (settings.state_dir / "journal.sqlite").is_file():
-        raise UsageError(f"no window has run from {settings.state_dir} yet.")
-    journal = Journal.open(settings.state_dir)
-    run = journal.latest_run()
-    if run is None:
+    journal = _existing_journal(settings)
+    run = journal.latest_run() if journal else None
+    if journal is None or run is None:
         raise UsageError(f"no window has run from {settings.state_dir} yet.")
     report = status(journal, run)
     if as_json:

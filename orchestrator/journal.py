@@ -135,10 +135,15 @@ class Journal:
         return Run(**{**dict(row), "interrupted": bool(row["interrupted"])})
 
     def latest_run(self) -> Run | None:
-        row = self._db.execute(
-            "SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1"
-        ).fetchone()
-        return self.run(row["run_id"]) if row else None
+        runs = self.runs(limit=1)
+        return runs[0] if runs else None
+
+    def runs(self, limit: int = -1) -> list[Run]:
+        """Newest first."""
+        rows = self._db.execute(
+            "SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [self.run(row["run_id"]) for row in rows]
 
     def claim(self, run_id: str, pid: int, pid_start: str | None) -> None:
         """This process now drives the run (a fresh run, a resume or an abort)."""
@@ -212,9 +217,18 @@ class Journal:
                  redact(error) if error else None, run_id, name),
             )
             self._event(db, run_id, f"phase_{status}", name, {"error": error} if error else {})
-            db.execute("UPDATE runs SET state = ? WHERE run_id = ?", (state, run_id))
-            self._event(db, run_id, "transition", name,
-                        {"trigger": trigger, "from": name, "to": state})
+            self._transition(db, run_id, name, trigger, state)
+
+    def transition(self, run_id: str, source: str, trigger: str, state: str) -> None:
+        with self._transaction() as db:
+            self._transition(db, run_id, source, trigger, state)
+
+    def _transition(self, db: sqlite3.Connection, run_id: str, source: str, trigger: str,
+                    state: str) -> None:
+        db.execute("UPDATE runs SET state = ?, exit_code = NULL, finished_at = NULL"
+                   " WHERE run_id = ?", (state, run_id))
+        self._event(db, run_id, "transition", source,
+                    {"trigger": trigger, "from": source, "to": state})
 
     def skip_pending(self, run_id: str) -> None:
         self._db.execute(

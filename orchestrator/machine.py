@@ -63,7 +63,9 @@ def _transitions() -> list[dict[str, object]]:
     table += [{"trigger": "abort", "source": list(BEFORE_PRODUCTION), "dest": S.ABORTED},
               {"trigger": "abort", "source": list(PRODUCTION_AT_RISK), "dest": S.ROLLBACK},
               # The banner went up but would not come down again: a person must look.
-              {"trigger": "stuck", "source": S.BANNER_ON, "dest": S.NEEDS_ATTENTION}]
+              {"trigger": "stuck", "source": S.BANNER_ON, "dest": S.NEEDS_ATTENTION},
+              # A rollback paused on writes it would discard, until someone accepts the loss.
+              {"trigger": "accept_data_loss", "source": S.NEEDS_ATTENTION, "dest": S.ROLLBACK}]
     return table
 
 

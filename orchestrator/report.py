@@ -92,12 +92,28 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _paused(run: Run, gap: dict[str, int], off: str) -> str:
+    shown = ", ".join(f"{t} ~{n}" for t, n in gap.items())
+    tables = " ".join(f"--table={t}" for t in gap)
+    return (
+        f"The rollback paused: production took writes after the backup ({shown} rows) and a"
+        " restore would discard them. Production is untouched and the banner is up. Either:\n"
+        f"  1. save those rows first: pg_dump --data-only {tables} \"$DATABASE_URL\""
+        f" > window-{run.run_id}-writes.sql\n"
+        "  2. then restore, accepting the loss: window abort --accept-data-loss --confirm"
+        " <phrase>  (the current database is kept, renamed, with those rows)\n"
+        f"  or fix forward by hand and take the banner down yourself: {off}")
+
+
 def advice(journal: Journal, run: Run, settings: Settings) -> str:
     """What the engineer must do by hand when the window ends in ``needs_attention``."""
     failed = [p for p in journal.phases(run.run_id) if p.status in ("failed", "timed_out")]
     last = failed[-1].name if failed else "rollback"
     off = proc.describe(settings.banner.off)
-    if last == "banner_off":
+    paused = journal.get(run.run_id, "rollback_paused")
+    if paused and last == "rollback":
+        situation = _paused(run, paused["write_gap"], off)
+    elif last == "banner_off":
         situation = ("The migration succeeded and passed every check; only the banner is still"
                      f" up. Take it down by hand: {off}")
     elif last == "rollback_banner_off":

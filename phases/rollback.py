@@ -58,6 +58,7 @@ class Rollback:
             raise PhaseFailed("no backup was recorded for this window: nothing to restore from")
         started = time.monotonic()
         gap = write_gap(ctx, backup)
+        self._pause_for_gap(ctx, gap)
         name = ctx.target.dbname
         retained = retained_name(name, ctx.run_id)
         copy = standby_name(name, ctx.run_id)
@@ -76,6 +77,20 @@ class Rollback:
             ctx.log.warning("writes_discarded", tables=gap, kept_in=retained)
         return PhaseResult(f"production restored by {method}; failed database kept as"
                            f" {retained}", facts)
+
+    @staticmethod
+    def _pause_for_gap(ctx: Context, gap: dict[str, int] | None) -> None:
+        """With ``on_write_gap = "stop"``, writes a restore would discard stop the rollback
+        before it touches production, until someone accepts the loss."""
+        if not gap or ctx.settings.backup.on_write_gap != "stop":
+            return
+        if ctx.journal.get(ctx.run_id, "data_loss_accepted"):
+            ctx.log.warning("data_loss_accepted", tables=gap)
+            return
+        ctx.journal.put(ctx.run_id, "rollback_paused", {"write_gap": gap})
+        shown = ", ".join(f"{t} ~{n} rows" for t, n in gap.items())
+        raise PhaseFailed(f"paused before restoring: production took writes after the backup"
+                          f" ({shown}) that a restore would discard")
 
     def _swap(self, ctx: Context, conn: psycopg.Connection[Any], backup: dict[str, Any],
               mark: str, names: tuple[str, str, str]) -> str:

@@ -1,0 +1,111 @@
+"""Backups proven before the banner goes up; rollback by swap, or by restore from a checked
+archive; the writes a rollback would discard, reported or paused on."""
+
+from __future__ import annotations
+
+import json
+
+from orchestrator import demo
+from tests.integration.conftest import Shop
+
+# On production only: the migration's first statement lands, then it fails.
+FAIL_ON_PRODUCTION = """
+psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" || exit 1
+[ "$WINDOW_PHASE" = migrate ] || exit 0
+{extra}
+exit 1
+"""
+DROP_STANDBY = ('psql -X -q "${DATABASE_URL%/*}/postgres" -c'
+                ' "DROP DATABASE \\"${DB}_window_${WINDOW_RUN_ID}\\" WITH (FORCE)"')
+TAMPER = 'printf garbage >> "backups/$WINDOW_RUN_ID/toc.dat"'
+LATE_WRITES = ('psql -X -q "$DATABASE_URL" -c "INSERT INTO orders (customer)'
+               ' SELECT \'late\' FROM generate_series(1, 5)" && ')
+
+
+def failing_migration(shop: Shop, *extra: str, **overrides: str) -> None:
+    script = FAIL_ON_PRODUCTION.format(extra="\n".join(extra))
+    shop.configure(demo.GOOD_MIGRATION, migrate="DB=" + shop.prod_db + " sh migrate.sh",
+                   **overrides)
+    (shop.folder / "migrate.sh").write_text(script)
+
+
+def test_backup_checksums_describe_production_before_the_migration(shop: Shop) -> None:
+    before = shop.fingerprint()
+    done = shop.run_window()
+    assert done.returncode == 0, done.stderr
+    backup = shop.status()["backup"]
+    assert backup["tables"] == before
+    assert backup["verified"] is True
+    manifest = (shop.folder / "backups" / f"{shop.status()['run_id']}.sha256").read_text()
+    assert "toc.dat" in manifest
+    events = [json.loads(line)["event"] for line in
+              (shop.folder / ".window" / "audit.jsonl").read_text().splitlines()]
+    assert {"backup_dumped", "backup_restored", "backup_verified", "standby_dropped"} <= set(
+        events)
+
+
+def test_rollback_restores_from_the_archive_when_the_standby_is_gone(shop: Shop) -> None:
+    failing_migration(shop, DROP_STANDBY)
+    before, schema = shop.fingerprint(), shop.schema()
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert shop.status()["rollback"]["method"] == "restore"
+    assert shop.fingerprint() == before
+    assert shop.schema() == schema
+    assert len(shop.databases(f"{shop.prod_db}_failed_%")) == 1
+    assert shop.banner_log() == ["on", "off"]
+
+
+def test_tampered_archive_is_refused_before_any_restore(shop: Shop) -> None:
+    failing_migration(shop, DROP_STANDBY, TAMPER)
+
+    done = shop.run_window()
+
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert shop.status()["state"] == "needs_attention"
+    assert "toc.dat" in shop.phase("rollback")["error"]
+    assert "manifest" in shop.phase("rollback")["error"]
+    assert shop.banner_log() == ["on"], "the banner stays up over a database nobody restored"
+    assert shop.has_column("orders", "status"), "production was not touched"
+    assert shop.databases(f"{shop.prod_db}_failed_%") == []
+
+
+def test_write_gap_is_reported_and_kept(shop: Shop) -> None:
+    failing_migration(shop, banner_on=LATE_WRITES + "echo on >> banner.log")
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stderr
+    rollback = shop.status()["rollback"]
+    assert rollback["write_gap"] == {"public.orders": 5}
+    assert "writes_discarded" in done.stderr
+    assert "public.orders ~5" in done.stdout
+    kept = shop.cluster.url(rollback["retained_database"])
+    assert shop.sql("SELECT count(*) FROM orders WHERE customer = 'late'", kept) == 5
+    assert shop.sql("SELECT count(*) FROM orders WHERE customer = 'late'") == 0
+
+
+def test_write_gap_stop_pauses_until_the_loss_is_accepted(shop: Shop) -> None:
+    failing_migration(shop, banner_on=LATE_WRITES + "echo on >> banner.log")
+    shop.config.write_text(shop.config.read_text().replace(
+        "jobs = 2\n", 'jobs = 2\non_write_gap = "stop"\n'))
+
+    paused = shop.run_window()
+
+    assert paused.returncode == 4, paused.stderr
+    assert shop.status()["state"] == "needs_attention"
+    assert shop.banner_log() == ["on"]
+    assert "window abort --accept-data-loss" in paused.stdout
+    assert "pg_dump --data-only --table=public.orders" in paused.stdout
+    assert shop.sql("SELECT count(*) FROM orders WHERE customer = 'late'") == 5
+
+    plain = shop.window("abort", "--confirm", demo.PHRASE)
+    assert plain.returncode == 4, "without --accept-data-loss nothing changes"
+    accepted = shop.window("abort", "--accept-data-loss", "--confirm", demo.PHRASE)
+
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert shop.status()["state"] == "rolled_back"
+    assert shop.banner_log() == ["on", "off"]
+    assert shop.sql("SELECT count(*) FROM orders WHERE customer = 'late'") == 0

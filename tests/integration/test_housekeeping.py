@@ -1,0 +1,44 @@
+"""`window backups` and `window prune`."""
+
+from __future__ import annotations
+
+from orchestrator import demo
+from tests.integration.conftest import Shop
+from tests.integration.test_window import add_free_sample
+
+
+def two_windows(shop: Shop) -> None:
+    assert shop.run_window().returncode == 0
+    add_free_sample(shop.prod_url)
+    shop.configure(demo.BAD_MIGRATION)
+    assert shop.run_window().returncode == 1
+
+
+def test_backups_lists_archives_and_failed_databases(shop: Shop) -> None:
+    two_windows(shop)
+
+    listing = shop.window("backups")
+
+    assert listing.returncode == 0, listing.stderr
+    archives = [line for line in listing.stdout.splitlines() if "  yes  " in line]
+    assert len(archives) == 2
+    assert all("disk" in line and ("MiB" in line or "KiB" in line) for line in archives)
+    assert f"{shop.prod_db}_failed_" in listing.stdout
+
+
+def test_prune_keeps_the_newest_and_drops_failed_databases(shop: Shop) -> None:
+    two_windows(shop)
+    newest = shop.status()["run_id"]
+
+    refused = shop.window("prune", "--keep", "1", "--confirm", "nope")
+    assert refused.returncode == 3
+    nothing = shop.window("prune", "--confirm", demo.PHRASE)
+    assert nothing.returncode == 2
+
+    done = shop.window("prune", "--keep", "1", "--failed-databases", "--confirm", demo.PHRASE)
+
+    assert done.returncode == 0, done.stderr
+    left = sorted(p.name for p in (shop.folder / "backups").iterdir())
+    assert left == [newest, f"{newest}.sha256"]
+    assert shop.databases(f"{shop.prod_db}_failed_%") == []
+    assert "archive_pruned" in done.stderr and "failed_database_dropped" in done.stderr
