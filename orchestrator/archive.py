@@ -8,12 +8,16 @@ first, not half-way through a rollback.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from orchestrator.errors import PhaseFailed
 
 CHUNK = 1024 * 1024
+_MANIFEST_LINE = re.compile(
+    r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>(?!\.\.?$)[^/\x00]+)")
 
 
 def manifest_path(archive: Path) -> Path:
@@ -47,15 +51,28 @@ def write_manifest(archive: Path, jobs: int = 2) -> Path:
 
 
 def read_manifest(manifest: Path) -> dict[str, str]:
+    """``sha256sum`` lines, name -> hex digest. Names must be plain file names: a manifest
+    that came from elsewhere (S3) must not be able to write outside its archive."""
     try:
-        lines = manifest.read_text().splitlines()
+        lines = manifest.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
         raise PhaseFailed(f"the archive's manifest {manifest} cannot be read: {exc}") from exc
     entries: dict[str, str] = {}
-    for line in filter(str.strip, lines):
-        digest, name = line.split("  ", 1)
-        entries[name] = digest
+    for number, line in enumerate(lines, 1):
+        if match := _MANIFEST_LINE.fullmatch(line):
+            entries[match["name"]] = match["digest"].lower()
+        elif line.strip():
+            raise PhaseFailed(f"line {number} of {manifest} is not '<sha256>  <file name>'")
+    if not entries:
+        raise PhaseFailed(f"the manifest {manifest} names no files")
     return entries
+
+
+def same_names(expected: Iterable[str], present: Iterable[str], where: str) -> None:
+    missing, extra = sorted(set(expected) - set(present)), sorted(set(present) - set(expected))
+    if missing or extra:
+        raise PhaseFailed(f"{where} does not match its manifest"
+                          f" (missing {missing or 'none'}, unexpected {extra or 'none'})")
 
 
 def verify(archive: Path, jobs: int = 2) -> None:
@@ -64,11 +81,7 @@ def verify(archive: Path, jobs: int = 2) -> None:
     if not archive.is_dir():
         raise PhaseFailed(f"the archive {archive} is missing")
     present = sorted(f.name for f in archive.iterdir() if f.is_file())
-    extra = sorted(set(present) - set(expected))
-    missing = sorted(set(expected) - set(present))
-    if missing or extra:
-        raise PhaseFailed(f"the archive {archive} does not match its manifest"
-                          f" (missing {missing or 'none'}, unexpected {extra or 'none'})")
+    same_names(expected, present, f"the archive {archive}")
     actual = _digests(archive, present, jobs)
     bad = [name for name in present if actual[name] != expected[name]]
     if bad:

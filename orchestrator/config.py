@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from orchestrator.errors import ConfigError
@@ -87,7 +88,14 @@ class StagingSection(Section):
     url_env: str = "DATABASE_URL_STAGING"
 
 
+class RdsSection(Section):
+    instance_id: str
+
+
 class BackupSection(Section):
+    # "pg_dump": an archive proven by restore; "rds_snapshot": an RDS snapshot of the instance
+    # (rollback restores it to a new instance and says what to switch).
+    method: Literal["pg_dump", "rds_snapshot"] = "pg_dump"
     dir: str = "backups"
     jobs: int = Field(default=2, ge=1, le=64)
     # pg_dump --compress; "auto" is lz4 where pg_dump is 16+, else gzip level 1 (far faster
@@ -99,6 +107,23 @@ class BackupSection(Section):
     on_write_gap: Literal["warn", "stop"] = "warn"
     # The server's write statistics lag behind commits by about a second.
     write_stats_settle: Duration = 1.0
+    # Also keep the archive and its manifest off the machine (verified after upload).
+    s3_uri: str | None = None
+    rds: RdsSection | None = None
+
+    @field_validator("s3_uri")
+    @classmethod
+    def _s3(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?",
+                                                  value):
+            raise ValueError(f"must look like s3://bucket/prefix, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _rds_needs_an_instance(self) -> BackupSection:
+        if self.method == "rds_snapshot" and self.rds is None:
+            raise ValueError('method = "rds_snapshot" needs [backup.rds] instance_id')
+        return self
 
 
 class BannerSection(Section):

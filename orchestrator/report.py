@@ -113,6 +113,9 @@ def advice(journal: Journal, run: Run, settings: Settings) -> str:
     paused = journal.get(run.run_id, "rollback_paused")
     if paused and last == "rollback":
         situation = _paused(run, paused["write_gap"], off)
+    elif (rollback := journal.get(run.run_id, "rollback") or {}).get("instructions"):
+        situation = (f"{failed[-1].error if failed else ''}.\n{rollback['instructions']}\n"
+                     f"Once production points at the restored instance: {off}")
     elif last == "banner_off":
         situation = ("The migration succeeded and passed every check; only the banner is still"
                      f" up. Take it down by hand: {off}")

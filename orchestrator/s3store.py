@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.exceptions import RetriesExceededError
 
+from orchestrator.archive import read_manifest, same_names
 from orchestrator.errors import ConfigError, PhaseFailed, PhaseTimeout
 from orchestrator.redact import redact
 
@@ -65,7 +66,6 @@ TRANSFER = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PAR
 _SHA256 = {"ChecksumAlgorithm": "SHA256"}
 _URI = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?")
 _SEGMENT = re.compile(r"(?!\.\.?$)[^\s/]+")
-_MANIFEST_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>(?!\.\.?$)[^/\x00]+)")
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 Poll = Callable[[], None]
 
@@ -137,9 +137,10 @@ def upload_archive(archive: Path, manifest: Path, s3_uri: str, *, deadline: floa
     """Upload the archive and verify it, then its manifest; the archive's S3 URI."""
     place = _Place.of(*parse_s3_uri(s3_uri), archive.name)
     _check_deadline(deadline, f"starting to upload {archive}")
-    expected = _read_manifest(manifest)
+    expected = read_manifest(manifest)
     with _boundary(f"reading {archive}"):
-        _same_names(expected, [p.name for p in archive.iterdir() if p.is_file()], str(archive))
+        present = [p.name for p in archive.iterdir() if p.is_file()]
+        same_names(expected, present, str(archive))
     s3 = client or make_client()
     _transfer(s3, f"uploading {archive} to {place.uri}", deadline, poll, lambda manager: [
         manager.upload(str(archive / name), place.bucket, place.folder + name, _SHA256)
@@ -158,9 +159,9 @@ def verify_archive(archive: Path, manifest: Path, archive_uri: str, *, deadline:
     PhaseFailed names every object that is missing, unexpected or different."""
     place = _Place.parse(archive_uri)
     _check_deadline(deadline, f"starting to verify {archive_uri}")
-    expected = _read_manifest(manifest)
+    expected = read_manifest(manifest)
     s3 = client or make_client()
-    _same_names(expected, _names_under(s3, place), place.uri)
+    same_names(expected, _names_under(s3, place), place.uri)
     objects = place.files(archive, expected)
     objects[place.manifest_key] = (manifest, _sha256(manifest, deadline))
     _verify_objects(s3, place, objects, deadline, poll)
@@ -217,8 +218,8 @@ def _fetch(s3: S3Client, place: _Place, archive: Path, deadline: float, poll: Po
     manifest = archive.with_name(f"{archive.name}.sha256")
     _transfer(s3, f"downloading {place.manifest_key}", deadline, poll, lambda manager: [
         manager.download(place.bucket, place.manifest_key, str(manifest))])
-    expected = _read_manifest(manifest)
-    _same_names(expected, _names_under(s3, place), place.uri)
+    expected = read_manifest(manifest)
+    same_names(expected, _names_under(s3, place), place.uri)
     _transfer(s3, f"downloading {place.uri}", deadline, poll, lambda manager: [
         manager.download(place.bucket, place.folder + n, str(archive / n)) for n in expected])
     _run_parallel([functools.partial(_check_file, archive / name, digest,
@@ -330,29 +331,6 @@ def _local_digests(path: Path, part_size: int | None, deadline: float
                 parts.append(part.digest())
                 part, filled = hashlib.sha256(), 0
     return whole.hexdigest(), [*parts, part.digest()] if filled else parts
-
-
-def _read_manifest(manifest: Path) -> dict[str, str]:
-    """``sha256sum`` lines, name -> hex digest. Names must be plain file names: a downloaded
-    manifest must not be able to write outside its archive."""
-    with _boundary(f"reading {manifest}"):
-        lines = manifest.read_text(encoding="utf-8", errors="replace").splitlines()
-    entries: dict[str, str] = {}
-    for number, line in enumerate(lines, 1):
-        if match := _MANIFEST_LINE.fullmatch(line):
-            entries[match["name"]] = match["digest"].lower()
-        elif line.strip():
-            raise PhaseFailed(f"line {number} of {manifest} is not '<sha256>  <file name>'")
-    if not entries:
-        raise PhaseFailed(f"the manifest {manifest} names no files")
-    return entries
-
-
-def _same_names(expected: Iterable[str], present: Iterable[str], where: str) -> None:
-    missing, extra = sorted(set(expected) - set(present)), sorted(set(present) - set(expected))
-    if missing or extra:
-        raise PhaseFailed(f"{where} does not match its manifest"
-                          f" (missing {missing or 'none'}, unexpected {extra or 'none'})")
 
 
 def _names_under(s3: S3Client, place: _Place) -> list[str]:

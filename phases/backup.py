@@ -111,10 +111,38 @@ def meanwhile(conn: psycopg.Connection[Any], work: Callable[[], T]) -> Iterator[
             raise
 
 
+def trusted_archive(ctx: Context, facts: dict[str, Any]) -> Path:
+    """The backup's archive, checked against its manifest. A missing or damaged local copy is
+    fetched again from S3 when the backup was uploaded (a window resumed on another machine);
+    a damaged one is kept aside, never deleted."""
+    path = Path(facts["path"])
+    try:
+        archive.verify(path, ctx.settings.backup.jobs)
+    except PhaseFailed:
+        if not facts.get("s3_uri"):
+            raise
+        if path.exists():
+            aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+            path.rename(aside)
+            ctx.log.warning("archive_set_aside", path=str(aside))
+        archive.manifest_path(path).unlink(missing_ok=True)
+        from orchestrator import s3store  # boto3 only when S3 is used
+
+        started = time.monotonic()
+        s3store.download_archive(facts["s3_uri"], path.parent, deadline=ctx.deadline,
+                                 poll=ctx.poll)
+        ctx.log.info("archive_downloaded", uri=facts["s3_uri"],
+                     duration_s=round(time.monotonic() - started, 3))
+        archive.verify(path, ctx.settings.backup.jobs)
+    return path
+
+
 class Backup:
     name = "backup"
 
     def run(self, ctx: Context) -> PhaseResult:
+        if ctx.settings.backup.method == "rds_snapshot":
+            return self._snapshot(ctx)
         path = archive_path(ctx)
         self._start_over(ctx, path)
         with ctx.connect(ctx.target, autocommit=False) as conn:
@@ -139,9 +167,38 @@ class Backup:
         if ctx.settings.backup.verify == "restore":
             facts.update(verified=True, standby=self._prove(ctx, path, figures))
             ctx.journal.put(ctx.run_id, "backup", facts)
+        if ctx.settings.backup.s3_uri:
+            facts["s3_uri"] = self._upload(ctx, path, manifest)
+            ctx.journal.put(ctx.run_id, "backup", facts)
         rows = sum(t["rows"] for t in figures.values())
         return PhaseResult(f"{len(figures)} tables, {rows} rows, {facts['size_bytes']} bytes in"
                            f" {path}" + (", verified by restore" if facts["verified"] else ""))
+
+    @staticmethod
+    def _upload(ctx: Context, path: Path, manifest: Path) -> str:
+        from orchestrator import s3store  # boto3 only when S3 is used
+
+        started = time.monotonic()
+        uri = s3store.upload_archive(path, manifest, str(ctx.settings.backup.s3_uri),
+                                     deadline=ctx.deadline, poll=ctx.poll)
+        ctx.log.info("backup_uploaded", uri=uri, duration_s=round(time.monotonic() - started, 3))
+        return uri
+
+    @staticmethod
+    def _snapshot(ctx: Context) -> PhaseResult:
+        """``method = "rds_snapshot"``: the instance's own snapshot is the backup."""
+        from orchestrator import rds  # boto3 only when RDS is used
+
+        instance = ctx.settings.backup.rds.instance_id if ctx.settings.backup.rds else ""
+        with ctx.connect(ctx.target) as conn:
+            writes = pg.write_counters(conn)
+        snapshot = rds.create_snapshot(instance, f"window-{ctx.run_id.replace('_', '-')}",
+                                       deadline=ctx.deadline, poll=ctx.poll)
+        ctx.journal.put(ctx.run_id, "backup", {
+            "method": "rds_snapshot", "instance_id": instance, "snapshot": snapshot,
+            "path": None, "verified": False, "tables": {}, "writes": writes})
+        ctx.log.info("snapshot_taken", instance=instance, snapshot=snapshot["snapshot_id"])
+        return PhaseResult(f"RDS snapshot {snapshot['snapshot_id']} of {instance} available")
 
     def finish(self, ctx: Context, state: str) -> None:
         """After a completed or aborted window the standby copy has served its purpose; after

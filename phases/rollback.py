@@ -15,8 +15,7 @@ rollback says which tables took them (they stay in the retained database).
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
@@ -30,6 +29,7 @@ from phases.backup import (
     restore_into_new_database,
     standby_name,
     suffixed,
+    trusted_archive,
 )
 from phases.base import PhaseResult
 
@@ -59,6 +59,8 @@ class Rollback:
         started = time.monotonic()
         gap = write_gap(ctx, backup)
         self._pause_for_gap(ctx, gap)
+        if backup.get("method") == "rds_snapshot":
+            self._from_snapshot(ctx, backup, gap, started)
         name = ctx.target.dbname
         retained = retained_name(name, ctx.run_id)
         copy = standby_name(name, ctx.run_id)
@@ -92,6 +94,27 @@ class Rollback:
         raise PhaseFailed(f"paused before restoring: production took writes after the backup"
                           f" ({shown}) that a restore would discard")
 
+    @staticmethod
+    def _from_snapshot(ctx: Context, backup: dict[str, Any], gap: dict[str, int] | None,
+                       started: float) -> NoReturn:
+        """An RDS snapshot restores to a new instance, with a new endpoint: the window cannot
+        point the application at it, so it says exactly what to switch and keeps the banner up
+        (needs attention) rather than show users the broken database."""
+        from orchestrator import rds  # boto3 only when RDS is used
+
+        snapshot = backup["snapshot"]["snapshot_id"]
+        new_id = f"{backup['instance_id']}-rollback-{ctx.run_id.replace('_', '-')}"[:63]
+        restored = rds.restore_snapshot(snapshot, new_id, deadline=ctx.deadline, poll=ctx.poll)
+        steps = rds.switch_instructions(rds.describe_instance(backup["instance_id"]), restored)
+        facts = {"method": "rds_snapshot", "duration_s": round(time.monotonic() - started, 3),
+                 "retained_database": backup["instance_id"], "write_gap": gap,
+                 "new_instance": restored, "instructions": steps}
+        ctx.journal.put(ctx.run_id, "rollback", facts)
+        ctx.log.warning("snapshot_restored", instance=new_id, endpoint=restored.get("address"))
+        raise PhaseFailed(f"snapshot {snapshot} was restored to the new instance {new_id}"
+                          f" ({restored.get('address')}:{restored.get('port')}); switch the"
+                          " application to it, then take the banner down")
+
     def _swap(self, ctx: Context, conn: psycopg.Connection[Any], backup: dict[str, Any],
               mark: str, names: tuple[str, str, str]) -> str:
         name, retained, copy = names
@@ -114,6 +137,6 @@ class Rollback:
     def _restore(ctx: Context, conn: psycopg.Connection[Any], backup: dict[str, Any],
                  copy: str, like: str) -> None:
         ctx.log.warning("standby_unusable", database=copy, falling_back_to=backup["path"])
-        took = restore_into_new_database(ctx, conn, Path(backup["path"]), copy, like)
+        took = restore_into_new_database(ctx, conn, trusted_archive(ctx, backup), copy, like)
         ctx.log.info("backup_restored", database=copy, duration_s=round(took, 3))
         compare_with_backup(ctx, ctx.target.on(copy), backup["tables"])

@@ -21,9 +21,10 @@ def test_backups_lists_archives_and_failed_databases(shop: Shop) -> None:
 
     assert listing.returncode == 0, listing.stderr
     archives = [line for line in listing.stdout.splitlines() if "  yes  " in line]
-    assert len(archives) == 2
-    assert all("disk" in line and ("MiB" in line or "KiB" in line) for line in archives)
-    assert f"{shop.prod_db}_failed_" in listing.stdout
+    assert len(archives) == 2, listing.stdout
+    assert all("disk" in line and ("MiB" in line or "KiB" in line) for line in archives), (
+        listing.stdout)
+    assert f"{shop.prod_db}_failed_" in listing.stdout, listing.stdout
 
 
 def test_prune_keeps_the_newest_and_drops_failed_databases(shop: Shop) -> None:
