@@ -70,7 +70,8 @@ class Context:
 
     def run_command(self, command: Command, *, db: pg.Db, cwd: Path | None = None,
                     deadline: float | None = None, env: dict[str, str] | None = None,
-                    label: str | None = None) -> proc.Result:
+                    label: str | None = None,
+                    progress: Callable[[str], None] | None = None) -> proc.Result:
         """Run a user's or a tool's command, journaled so a later process can find it."""
         text = label or proc.describe(command)
         hooks = proc.Hooks(
@@ -78,6 +79,7 @@ class Context:
                 self.run_id, self.phase, text, pid=pid, pgid=pgid, start_ticks=ticks),
             ended=self.journal.child_ended,
             poll=self.poll,
+            line=progress,
         )
         self.log.info("command_started", command=text)
         started = time.monotonic()

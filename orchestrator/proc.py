@@ -44,6 +44,7 @@ class Hooks:
     started: Callable[[int, int, str | None], int] = lambda _pid, _pgid, _ticks: 0
     ended: Callable[[int, int | None, str], None] = lambda _id, _code, _out: None
     poll: Callable[[], None] = lambda: None  # raises to stop the child (abort, interrupt)
+    line: Callable[[str], None] | None = None  # each line of stderr as it arrives
 
 
 def argv(command: Command) -> list[str]:
@@ -75,7 +76,7 @@ def run(command: Command, *, env: Mapping[str, str], cwd: Path, deadline: float,
         raise PhaseFailed(f"cannot start `{label or describe(command)}` in {cwd}:"
                           f" {exc.strerror or exc}") from exc
     child_id = hooks.started(child.pid, child.pid, start_ticks(child.pid))
-    stdout, stderr = _Collector(child.stdout), _Collector(child.stderr)
+    stdout, stderr = _Collector(child.stdout), _Collector(child.stderr, hooks.line)
     try:
         _wait(child, deadline, hooks.poll, label or describe(command))
     except BaseException:
@@ -127,7 +128,9 @@ def group_alive(pgid: int) -> bool:
 class _Collector:
     """Reads one pipe on a thread so a chatty child can never block on a full pipe."""
 
-    def __init__(self, pipe: object) -> None:
+    def __init__(self, pipe: object, line: Callable[[str], None] | None = None) -> None:
+        self._line = line
+        self._partial = b""
         self._chunks: list[bytes] = []
         self._size = 0
         self._cut = False
@@ -137,6 +140,10 @@ class _Collector:
     def _read(self, pipe: object) -> None:
         read = pipe.read1  # type: ignore[attr-defined]
         while chunk := read(65536):
+            if self._line is not None:
+                *lines, self._partial = (self._partial + chunk).split(b"\n")
+                for line in lines:
+                    self._line(line.decode("utf-8", "replace"))
             self._chunks.append(chunk)
             self._size += len(chunk)
             while self._size > OUTPUT_LIMIT and len(self._chunks) > 1:

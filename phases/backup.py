@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import psycopg
 from psycopg import IsolationLevel, sql
@@ -54,6 +55,31 @@ def tool_env(ctx: Context, db: pg.Db) -> dict[str, str]:
     return env
 
 
+class TableProgress:
+    """``pg_dump`` / ``pg_restore --verbose`` lines counted against the number of tables, shown
+    on one terminal line; off a terminal (CI, pipes) it stays silent and asks for no
+    ``--verbose`` at all."""
+
+    DUMPED = "dumping contents of table"  # pg_dump, once per table (also with --jobs)
+    RESTORED = "TABLE DATA"  # pg_restore: "finished item 3342 TABLE DATA orders"
+
+    def __init__(self, what: str, total: int, marker: str, stream: TextIO | None = None
+                 ) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() and total > 0
+        self.what, self.total, self.done, self.marker = what, total, 0, marker
+
+    def flags(self) -> list[str]:
+        return ["--verbose"] if self.enabled else []
+
+    def __call__(self, line: str) -> None:
+        if self.marker in line and (self.marker == self.DUMPED or "finished item" in line):
+            self.done = min(self.total, self.done + 1)
+            end = "\n" if self.done == self.total else ""
+            self.stream.write(f"\r  {self.what}: {self.done}/{self.total} tables{end}")
+            self.stream.flush()
+
+
 def marker(run_id: str, tables: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()[:16]
     return f"window {run_id} verified {digest}"
@@ -66,7 +92,7 @@ def is_marked(conn: psycopg.Connection[Any], name: str, expected: str) -> bool:
 
 
 def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], source: Path,
-                              name: str, like: str) -> float:
+                              name: str, *, like: str, tables: int = 0) -> float:
     """A fresh database ``name`` holding the archive (checked against its manifest first);
     the seconds pg_restore took."""
     archive.verify(source, ctx.settings.backup.jobs)
@@ -75,11 +101,13 @@ def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], sourc
     if skipped := pg.copy_database_properties(conn, like, name):
         ctx.log.warning("database_settings_not_copied", settings=skipped)
     target = ctx.target.on(name)
+    progress = TableProgress(f"restoring into {name}", tables, TableProgress.RESTORED)
     command = [str(pgtools.find("pg_restore", pg.server_major(conn))),
                f"--jobs={ctx.settings.backup.jobs}", "--exit-on-error", f"--dbname={name}",
-               str(source)]
+               *progress.flags(), str(source)]
     started = time.monotonic()
-    result = ctx.run_command(command, db=target, env=tool_env(ctx, target), label="pg_restore")
+    result = ctx.run_command(command, db=target, env=tool_env(ctx, target), label="pg_restore",
+                             progress=progress if progress.enabled else None)
     if result.exit_code != 0:
         raise PhaseFailed(f"pg_restore into {name} exited {result.exit_code}:"
                           f" {tail(result.output)}")
@@ -153,7 +181,7 @@ class Backup:
             tables = pg.user_tables(conn)
             major = pg.server_major(conn)
             with meanwhile(conn, lambda: pg.describe_tables(conn, tables)) as described:
-                compress = self._dump(ctx, path, snapshot, major)
+                compress = self._dump(ctx, path, snapshot, major, len(tables))
             figures = described.result()
             conn.rollback()
         self._check_contents(ctx, path, tables, major)
@@ -220,7 +248,8 @@ class Backup:
     def _prove(self, ctx: Context, path: Path, figures: dict[str, Any]) -> str:
         name = standby_name(ctx.target.dbname, ctx.run_id)
         with ctx.maintenance(ctx.target) as conn:
-            took = restore_into_new_database(ctx, conn, path, name, like=ctx.target.dbname)
+            took = restore_into_new_database(ctx, conn, path, name, like=ctx.target.dbname,
+                                             tables=len(figures))
             ctx.log.info("backup_restored", database=name, duration_s=round(took, 3))
             started = time.monotonic()
             compare_with_backup(ctx, ctx.target.on(name), figures)
@@ -239,15 +268,17 @@ class Backup:
             return chosen
         return "lz4" if (pgtools.major(dump) or 0) >= 16 else "1"
 
-    def _dump(self, ctx: Context, path: Path, snapshot: str, major: int) -> str:
+    def _dump(self, ctx: Context, path: Path, snapshot: str, major: int, tables: int) -> str:
         settings = ctx.settings.backup
         dump = pgtools.find("pg_dump", major)
         compress = self._compression(ctx, dump)
+        progress = TableProgress("dumping", tables, TableProgress.DUMPED)
         command = [str(dump), "--format=directory", f"--jobs={settings.jobs}",
-                   f"--snapshot={snapshot}", f"--compress={compress}", f"--file={path}"]
+                   f"--snapshot={snapshot}", f"--compress={compress}", f"--file={path}",
+                   *progress.flags()]
         started = time.monotonic()
         result = ctx.run_command(command, db=ctx.target, env=tool_env(ctx, ctx.target),
-                                 label="pg_dump")
+                                 label="pg_dump", progress=progress if progress.enabled else None)
         if result.exit_code != 0:
             raise PhaseFailed(f"pg_dump exited {result.exit_code}: {tail(result.output)}")
         ctx.log.info("backup_dumped", duration_s=round(time.monotonic() - started, 3),

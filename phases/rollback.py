@@ -137,6 +137,7 @@ class Rollback:
     def _restore(ctx: Context, conn: psycopg.Connection[Any], backup: dict[str, Any],
                  copy: str, like: str) -> None:
         ctx.log.warning("standby_unusable", database=copy, falling_back_to=backup["path"])
-        took = restore_into_new_database(ctx, conn, trusted_archive(ctx, backup), copy, like)
+        took = restore_into_new_database(ctx, conn, trusted_archive(ctx, backup), copy, like=like,
+                                         tables=len(backup["tables"]))
         ctx.log.info("backup_restored", database=copy, duration_s=round(took, 3))
         compare_with_backup(ctx, ctx.target.on(copy), backup["tables"])
