@@ -79,7 +79,8 @@ def build_databases(cluster: Cluster, gigabytes: float) -> tuple[Database, str]:
 def measure_raw(cluster: Cluster, production: Database, workdir: Path) -> raw.RawTimings:
     print("\nTiming the raw tools ...", flush=True)
     timings = raw.measure(cluster, PRODUCTION, workdir, production.major)
-    print(f"pg_dump --format=directory --jobs={raw.JOBS} --compress=1: {timings.dump_s:.2f} s,"
+    print(f"pg_dump --format=directory --jobs={raw.JOBS} --compress=1: {timings.dump_s:.2f} s"
+          f" (median of {raw.DUMP_RUNS}),"
           f" archive {report.size(timings.archive_bytes)}")
     print(f"pg_restore --jobs={raw.JOBS} --exit-on-error into a new database:"
           f" {timings.restore_s:.2f} s", flush=True)

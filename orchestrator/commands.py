@@ -37,7 +37,8 @@ def new_run_id() -> str:
 
 
 def summary(settings: Settings, target: pg.Db, staging: pg.Db) -> str:
-    phases = ", ".join(f"{p} {settings.timeout(p):g}s" for p in PHASES)
+    phases = ", ".join(f"{p} {settings.timeout(p):g}s"
+                       for p in machine.phases(settings.backup.when))
     return (f"window {settings.window.name!r} will migrate production {target}"
             f" after rehearsing on staging {staging}.\n"
             f"  backup to {settings.path(settings.backup.dir)}\n  phases: {phases}")
@@ -60,7 +61,7 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
             raise GateRefused(f"window {unfinished.run_id} is unfinished ({unfinished.state}):"
                               " `window resume` continues it, `window abort` rolls it back.")
         run_id = new_run_id()
-        journal.create_run(run_id, [str(p) for p in PHASES], {
+        journal.create_run(run_id, [str(p) for p in machine.phases(settings.backup.when)], {
             "user": gates.who(), "host": socket.gethostname(),
             "git_commit": gates.git("rev-parse", "HEAD"),
             "target": str(target), "staging": str(staging)})
@@ -109,7 +110,8 @@ def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
         lock.acquire()
         journal.put(run.run_id, "data_loss_accepted", {"by": gates.who(), "write_gap": paused})
         journal.transition(run.run_id, run.state, "accept_data_loss",
-                           machine.build(run.state).fire("accept_data_loss"))
+                           machine.build(run.state, settings.backup.when)
+                           .fire("accept_data_loss"))
         final = _take_over(settings, journal, journal.run(run.run_id), lock, registry)
     elif lock.try_acquire():  # no live process drives the window: roll back here
         final = _take_over(settings, journal, run, lock, registry)

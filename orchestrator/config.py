@@ -105,6 +105,9 @@ class BackupSection(Section):
     # rollback a rename); "list": only read the archive's table of contents (no room for a copy).
     verify: Literal["restore", "list"] = "restore"
     on_write_gap: Literal["warn", "stop"] = "warn"
+    # "after_banner" raises the banner before the backup: no write is lost by a rollback, but
+    # users wait through the backup and its proof too.
+    when: Literal["before_banner", "after_banner"] = "before_banner"
     # The server's write statistics lag behind commits by about a second.
     write_stats_settle: Duration = 1.0
     # Also keep the archive and its manifest off the machine (verified after upload).

@@ -6,8 +6,7 @@
     ├── GateRefused             3  a safety gate said no before anything ran
     ├── PhaseError              a phase did not succeed (the runner turns it into an event)
     │   ├── PhaseFailed
-    │   ├── PhaseTimeout
-    │   └── PhaseStuck         failed and could not undo itself: needs attention
+    │   └── PhaseTimeout
     ├── AbortRequested          the operator asked for a rollback while a phase ran
     └── Interrupted             5  SIGINT / SIGTERM: the journal says interrupted
 
@@ -56,12 +55,6 @@ class PhaseFailed(PhaseError):
 
 class PhaseTimeout(PhaseError):
     event = "timed_out"
-
-
-class PhaseStuck(PhaseError):
-    """The phase failed and could not undo what it did (a banner that will not come down)."""
-
-    event = "stuck"
 
 
 class AbortRequested(PhaseError):

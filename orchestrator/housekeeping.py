@@ -15,6 +15,7 @@ from typing import Any
 
 from orchestrator import archive, pg
 from orchestrator.config import Settings
+from orchestrator.errors import PhaseFailed
 from orchestrator.journal import Journal
 from orchestrator.machine import TERMINAL
 
@@ -64,6 +65,8 @@ def listing(settings: Settings, journal: Journal | None, target: pg.Db | None) -
                                                 else ""))
     if len(lines) == 1:
         lines.append(f"(no archives in {settings.path(settings.backup.dir)})")
+    if settings.backup.s3_uri:
+        lines += ["", *_on_s3(settings.backup.s3_uri)]
     if target is None:
         lines += ["", f"(set ${settings.target.url_env} to list retained _failed_ databases)"]
         return "\n".join(lines)
@@ -73,6 +76,19 @@ def listing(settings: Settings, journal: Journal | None, target: pg.Db | None) -
     lines += ["", f"retained failed databases on {target.host}:{target.port}:"]
     lines += [f"  {name:<40} {_size(size):>10}" for name, size in kept] or ["  (none)"]
     return "\n".join(lines)
+
+
+def _on_s3(uri: str) -> list[str]:
+    from orchestrator import s3store  # boto3 only when S3 is configured
+
+    try:
+        found = s3store.list_archives(uri)
+    except PhaseFailed as exc:
+        return [f"archives on {uri}: cannot list them ({exc.message})"]
+    lines = [f"archives on {uri}:"]
+    lines += [f"  {a['name']:<26} {_size(a['size_bytes']):>10}  {a['last_modified'][:19]}"
+              + ("" if a["complete"] else "  (upload unfinished: no manifest)") for a in found]
+    return lines if found else [*lines, "  (none)"]
 
 
 def prune_archives(settings: Settings, journal: Journal | None, keep: int) -> list[Path]:

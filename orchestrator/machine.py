@@ -8,6 +8,7 @@ rebuilds the machine with ``initial=`` the journal's state.
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 
 from transitions import Machine
@@ -30,13 +31,12 @@ class State(StrEnum):
 
 
 S = State
+BEFORE_BANNER = "before_banner"
 FORWARD = [S.PREFLIGHT, S.STAGING_DRY_RUN, S.BACKUP, S.BANNER_ON, S.MIGRATE, S.POST_CHECK,
            S.BANNER_OFF]
 RECOVERY = [S.ROLLBACK, S.ROLLBACK_BANNER_OFF]
 PHASES = [*FORWARD, *RECOVERY]
 TERMINAL = frozenset({S.COMPLETED, S.ABORTED, S.ROLLED_BACK, S.NEEDS_ATTENTION})
-BEFORE_PRODUCTION = (S.PREFLIGHT, S.STAGING_DRY_RUN, S.BACKUP)
-PRODUCTION_AT_RISK = (S.BANNER_ON, S.MIGRATE, S.POST_CHECK, S.BANNER_OFF)
 # Phases that keep their first deadline across restarts (time away counts against the window);
 # the banner and recovery phases get a fresh one whenever they are (re-)entered.
 KEEPS_DEADLINE = frozenset({S.PREFLIGHT, S.STAGING_DRY_RUN, S.BACKUP, S.MIGRATE, S.POST_CHECK})
@@ -44,14 +44,34 @@ KEEPS_DEADLINE = frozenset({S.PREFLIGHT, S.STAGING_DRY_RUN, S.BACKUP, S.MIGRATE,
 EXIT_CODES = {S.COMPLETED: 0, S.ROLLED_BACK: 1, S.ABORTED: 3, S.NEEDS_ATTENTION: 4}
 
 
-def _transitions() -> list[dict[str, object]]:
-    table: list[dict[str, object]] = []
-    for here, after in zip([*FORWARD, *RECOVERY], [*FORWARD[1:], S.COMPLETED,
-                                                   S.ROLLBACK_BANNER_OFF, S.ROLLED_BACK],
-                           strict=True):
-        table.append({"trigger": "succeeded", "source": here, "dest": after})
+def forward(when: str = BEFORE_BANNER) -> list[State]:
+    """The forward phases in order: ``[backup] when = "after_banner"`` raises the banner first,
+    so no write can land between the backup and the migration (at the cost of downtime)."""
+    if when == BEFORE_BANNER:
+        return list(FORWARD)
+    return [S.PREFLIGHT, S.STAGING_DRY_RUN, S.BANNER_ON, S.BACKUP, S.MIGRATE, S.POST_CHECK,
+            S.BANNER_OFF]
+
+
+def phases(when: str = BEFORE_BANNER) -> list[State]:
+    return [*forward(when), *RECOVERY]
+
+
+@functools.cache
+def transitions(when: str = BEFORE_BANNER) -> tuple[dict[str, object], ...]:
+    """Everything before ``migrate`` fails into ``aborted`` (production unchanged); an abort
+    does too until the backup exists, and rolls back after it. A phase that cannot undo
+    itself (a banner that will not come down) is ``stuck``: a person must look."""
+    order = forward(when)
+    before_migrate = order[:order.index(S.MIGRATE)]
+    through_backup = order[:order.index(S.BACKUP) + 1]
+    table: list[dict[str, object]] = [
+        {"trigger": "succeeded", "source": here, "dest": after}
+        for here, after in zip([*order, *RECOVERY],
+                               [*order[1:], S.COMPLETED, S.ROLLBACK_BANNER_OFF, S.ROLLED_BACK],
+                               strict=True)]
     failure_dest = {
-        **dict.fromkeys((*BEFORE_PRODUCTION, S.BANNER_ON), S.ABORTED),
+        **dict.fromkeys(before_migrate, S.ABORTED),
         S.MIGRATE: S.ROLLBACK,
         S.POST_CHECK: S.ROLLBACK,
         S.BANNER_OFF: S.NEEDS_ATTENTION,
@@ -60,16 +80,15 @@ def _transitions() -> list[dict[str, object]]:
     }
     for trigger in ("failed", "timed_out"):
         table += [{"trigger": trigger, "source": s, "dest": d} for s, d in failure_dest.items()]
-    table += [{"trigger": "abort", "source": list(BEFORE_PRODUCTION), "dest": S.ABORTED},
-              {"trigger": "abort", "source": list(PRODUCTION_AT_RISK), "dest": S.ROLLBACK},
-              # The banner went up but would not come down again: a person must look.
-              {"trigger": "stuck", "source": S.BANNER_ON, "dest": S.NEEDS_ATTENTION},
-              # A rollback paused on writes it would discard, until someone accepts the loss.
-              {"trigger": "accept_data_loss", "source": S.NEEDS_ATTENTION, "dest": S.ROLLBACK}]
-    return table
-
-
-TRANSITIONS = _transitions()
+    table += [
+        {"trigger": "abort", "source": through_backup, "dest": S.ABORTED},
+        {"trigger": "abort", "source": [s for s in order if s not in through_backup],
+         "dest": S.ROLLBACK},
+        {"trigger": "stuck", "source": before_migrate, "dest": S.NEEDS_ATTENTION},
+        # A rollback paused on writes it would discard, until someone accepts the loss.
+        {"trigger": "accept_data_loss", "source": S.NEEDS_ATTENTION, "dest": S.ROLLBACK},
+    ]
+    return tuple(table)
 
 
 class Window:
@@ -77,11 +96,11 @@ class Window:
 
     state: str
 
-    def __init__(self, initial: str) -> None:
+    def __init__(self, initial: str, when: str = BEFORE_BANNER) -> None:
         self._machine = Machine(
             model=self,
             states=list(State),
-            transitions=TRANSITIONS,
+            transitions=list(transitions(when)),
             initial=State(initial),
             auto_transitions=False,
             queued=True,
@@ -94,13 +113,21 @@ class Window:
         return str(self.state)
 
 
-def build(initial: str = S.PREFLIGHT) -> Window:
-    return Window(initial)
+def build(initial: str = S.PREFLIGHT, when: str = BEFORE_BANNER) -> Window:
+    return Window(initial, when)
 
 
-def can(state: str, trigger: str) -> bool:
+def destination(state: str, trigger: str, when: str = BEFORE_BANNER) -> str | None:
+    """Where ``trigger`` leads from ``state``, without moving anything."""
+    for t in transitions(when):
+        if t["trigger"] == trigger and state in _as_list(t["source"]):
+            return str(t["dest"])
+    return None
+
+
+def can(state: str, trigger: str, when: str = BEFORE_BANNER) -> bool:
     """Whether ``trigger`` leads anywhere from ``state`` (abort during rollback does not)."""
-    return any(t["trigger"] == trigger and state in _as_list(t["source"]) for t in TRANSITIONS)
+    return destination(state, trigger, when) is not None
 
 
 def _as_list(source: object) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from orchestrator import gates, proc
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.machine import FORWARD, RECOVERY
+from orchestrator.machine import RECOVERY, forward
 from orchestrator.redact import redact
 
 
@@ -23,7 +23,7 @@ def describe(settings: Settings) -> str:
         f"  migrate     {redact(proc.describe(settings.migrate.command))}",
         "",
         "  phases (timeout):",
-        *[f"    {p:<20} {settings.timeout(p):>6g}s" for p in FORWARD],
+        *[f"    {p:<20} {settings.timeout(p):>6g}s" for p in forward(settings.backup.when)],
         "  on failure after the banner is up:",
         *[f"    {p:<20} {settings.timeout(p):>6g}s" for p in RECOVERY],
         "",

@@ -19,13 +19,12 @@ from orchestrator import machine, pg, proc
 from orchestrator.context import Context
 from orchestrator.errors import AbortRequested, Interrupted, PhaseError
 from orchestrator.journal import Journal
-from orchestrator.machine import KEEPS_DEADLINE, TERMINAL
+from orchestrator.machine import KEEPS_DEADLINE, TERMINAL, State
 from phases import Registry
 
 ABORT_POLL_SECONDS = 0.25
 FINISH_SECONDS = 120.0
-STATUS_BY_EVENT = {"failed": "failed", "timed_out": "timed_out", "abort": "failed",
-                   "stuck": "failed"}
+STATUS_BY_EVENT = {"failed": "failed", "timed_out": "timed_out", "abort": "failed"}
 
 
 @dataclass
@@ -86,17 +85,20 @@ class Runner:
         self.run_id = base.run_id
         self.registry = registry
         self.signals = signals
+        self.when = base.settings.backup.when
         self._state = ""
         self._next_abort_check = 0.0
 
     def drive(self) -> str:
-        window = machine.build(self.journal.run(self.run_id).state)
+        window = machine.build(self.journal.run(self.run_id).state, self.when)
         while window.state not in TERMINAL:
             self._state = source = str(window.state)
             if interrupt := self.signals.pending():
                 self.journal.set_interrupted(self.run_id)
                 raise interrupt
             outcome = self._abort_now(source) if self._abort_due() else self._run_phase(source)
+            if machine.destination(source, outcome.trigger, self.when) == State.ABORTED:
+                outcome = self._lower_banner(outcome)
             window.fire(outcome.trigger)
             # The phase's end and the transition commit together: a crash between the two
             # would replay a phase that already finished.
@@ -127,7 +129,26 @@ class Runner:
         if now < self._next_abort_check:
             return False
         self._next_abort_check = now + ABORT_POLL_SECONDS
-        return machine.can(self._state, "abort") and self.journal.abort_requested(self.run_id)
+        return machine.can(self._state, "abort", self.when) and \
+            self.journal.abort_requested(self.run_id)
+
+    def _lower_banner(self, outcome: Outcome) -> Outcome:
+        """Production is untouched, but a banner that went up (even half-way) must come down
+        before the window calls itself aborted; if it will not, a person must look."""
+        if not self.journal.phase(self.run_id, State.BANNER_ON).attempts:
+            return outcome
+        name = State.BANNER_OFF
+        ctx = self.base.for_phase(name, time.time() + self.base.settings.timeout(name),
+                                  self.signals.check)
+        try:
+            self.registry[name].run(ctx)
+        except PhaseError as exc:
+            ctx.log.error("banner_not_lowered", error=exc.message)
+            return Outcome(outcome.status, "stuck",
+                           f"{outcome.error}; then the banner could not be taken down:"
+                           f" {exc.message}")
+        ctx.log.info("banner_lowered_before_abort")
+        return outcome
 
     def _abort_now(self, name: str) -> Outcome:
         """An abort found between phases (or on a crashed run): the phase never ran again."""

@@ -1,8 +1,8 @@
 """Backup: a parallel dump of production, proven restorable before the banner goes up.
 
 A REPEATABLE READ transaction exports its snapshot and stays open while ``pg_dump --snapshot``
-dumps exactly that snapshot; meanwhile, on a thread, the same transaction counts and
-checksums every table, so the figures describe exactly what the archive holds. A sha256
+dumps exactly that snapshot; then workers that import the same snapshot count and checksum
+every table, so the figures describe exactly what the archive holds. A sha256
 manifest is written beside the archive. Then (``verify = "restore"``) the archive is restored
 into a standby copy, ``<db>_window_<run_id>``, whose checksums must equal the snapshot's; the
 copy is marked verified and closed to connections, and kept until the window ends: rollback
@@ -16,11 +16,9 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 import psycopg
 from psycopg import IsolationLevel, sql
@@ -32,7 +30,6 @@ from phases.base import PhaseResult
 from phases.migrate import tail
 
 NAME_LIMIT = 63  # PostgreSQL's identifier length
-T = TypeVar("T")
 
 
 def archive_path(ctx: Context) -> Path:
@@ -114,29 +111,36 @@ def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], sourc
     return time.monotonic() - started
 
 
-def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, Any]) -> None:
-    """Rows and checksums of ``db`` equal the backup's, table by table, or PhaseFailed."""
+def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str | None = None,
+             checksums: bool = True) -> dict[str, dict[str, Any]]:
+    """``pg.describe_table`` for every table, ``[backup] jobs`` at a time, each worker on its
+    own connection; with ``snapshot``, each worker reads that exported snapshot."""
+
+    def one(table: pg.Table) -> tuple[str, dict[str, Any]]:
+        with ctx.connect(db, autocommit=snapshot is None) as conn:
+            if snapshot is not None:
+                conn.isolation_level = IsolationLevel.REPEATABLE_READ
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                    sql.Literal(snapshot)))
+            return table.qualified, pg.describe_table(conn, table, checksums=checksums)
+
+    with ThreadPoolExecutor(max_workers=ctx.settings.backup.jobs) as pool:
+        return dict(pool.map(one, tables))
+
+
+def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, Any], *,
+                        checksums: bool = True) -> None:
+    """Rows (and checksums) of ``db`` equal the backup's, table by table, or PhaseFailed."""
     with ctx.connect(db) as conn:
-        actual = pg.describe_tables(conn)
+        tables = pg.user_tables(conn)
+    actual = describe(ctx, db, tables, checksums=checksums)
+    if not checksums:
+        expected = {t: {"rows": v["rows"]} for t, v in expected.items()}
     wrong = sorted(t for t in {*expected, *actual} if expected.get(t) != actual.get(t))
     if wrong:
         shown = "; ".join(f"{t}: backup {expected.get(t)}, copy {actual.get(t)}"
                           for t in wrong[:5])
         raise PhaseFailed(f"the restored copy {db} differs from the backup: {shown}")
-
-
-@contextmanager
-def meanwhile(conn: psycopg.Connection[Any], work: Callable[[], T]) -> Iterator[Future[T]]:
-    """Run ``work`` (queries on ``conn``) on a thread while the caller does something else;
-    if the caller fails, cancel the query rather than wait for it."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(work)
-        try:
-            yield future
-        except BaseException:
-            with suppress(psycopg.Error):
-                conn.cancel_safe(timeout=2.0)
-            raise
 
 
 def trusted_archive(ctx: Context, facts: dict[str, Any]) -> Path:
@@ -180,9 +184,13 @@ class Backup:
             writes = pg.write_counters(conn)
             tables = pg.user_tables(conn)
             major = pg.server_major(conn)
-            with meanwhile(conn, lambda: pg.describe_tables(conn, tables)) as described:
-                compress = self._dump(ctx, path, snapshot, major, len(tables))
-            figures = described.result()
+            compress = self._dump(ctx, path, snapshot, major, len(tables))
+            # The snapshot stays exported while this transaction is open: the figures describe
+            # exactly what pg_dump read, computed after it so the two never share the CPU.
+            started = time.monotonic()
+            figures = describe(ctx, ctx.target, tables, snapshot=snapshot)
+            ctx.log.info("snapshot_described", tables=len(figures),
+                         duration_s=round(time.monotonic() - started, 3))
             conn.rollback()
         self._check_contents(ctx, path, tables, major)
         manifest = archive.write_manifest(path, ctx.settings.backup.jobs)

@@ -15,7 +15,7 @@ import psycopg
 from orchestrator import pg
 from orchestrator.config import Command
 from orchestrator.context import Context
-from orchestrator.errors import PhaseError, PhaseFailed, PhaseStuck
+from orchestrator.errors import PhaseFailed
 from phases.base import PhaseResult
 from phases.migrate import tail
 
@@ -29,16 +29,16 @@ def _switch(ctx: Context, command: Command, what: str) -> None:
 
 
 class BannerOn:
+    """Raises the banner. If it fails half-way, the runner takes it down again before the
+    window aborts (as for every abort once the banner may be up)."""
+
     name = "banner_on"
 
     def run(self, ctx: Context) -> PhaseResult:
-        try:
-            _switch(ctx, ctx.settings.banner.on, "on")
-        except PhaseError as exc:
-            self._take_down(ctx, exc)
-            raise
+        _switch(ctx, ctx.settings.banner.on, "on")
         ctx.log.info("banner_raised")
-        self._count_writes(ctx)
+        if ctx.settings.backup.when == "before_banner":
+            self._count_writes(ctx)
         return PhaseResult("banner on")
 
     @staticmethod
@@ -51,17 +51,6 @@ class BannerOn:
                 ctx.journal.put(ctx.run_id, "writes_at_banner", pg.write_counters(conn))
         except (PhaseFailed, psycopg.Error) as exc:  # a report, not a reason to stop
             ctx.log.warning("write_counters_unavailable", error=str(exc))
-
-    @staticmethod
-    def _take_down(ctx: Context, cause: PhaseError) -> None:
-        """A banner that may be half up comes down before the window aborts; if it will not,
-        the window needs a person rather than a quiet 'aborted'."""
-        undo = ctx.shielded(ctx.settings.timeout("banner_off"))
-        try:
-            _switch(undo, ctx.settings.banner.off, "off")
-        except PhaseError as exc:
-            raise PhaseStuck(f"{cause.message}; then the banner could not be taken down:"
-                             f" {exc.message}") from exc
 
 
 class BannerOff:

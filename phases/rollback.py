@@ -140,4 +140,7 @@ class Rollback:
         took = restore_into_new_database(ctx, conn, trusted_archive(ctx, backup), copy, like=like,
                                          tables=len(backup["tables"]))
         ctx.log.info("backup_restored", database=copy, duration_s=round(took, 3))
-        compare_with_backup(ctx, ctx.target.on(copy), backup["tables"])
+        # An archive already proven by restore, unchanged since (its manifest), restores to
+        # the same data: counting rows is check enough. An unproven one is checksummed.
+        compare_with_backup(ctx, ctx.target.on(copy), backup["tables"],
+                            checksums=not backup.get("verified"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import psycopg
+
 from orchestrator import demo
 from tests.integration.conftest import Shop
 
@@ -109,3 +111,40 @@ def test_write_gap_stop_pauses_until_the_loss_is_accepted(shop: Shop) -> None:
     assert shop.status()["state"] == "rolled_back"
     assert shop.banner_log() == ["on", "off"]
     assert shop.sql("SELECT count(*) FROM orders WHERE customer = 'late'") == 0
+
+
+def after_banner(shop: Shop) -> None:
+    shop.config.write_text(shop.config.read_text().replace(
+        "jobs = 2\n", 'jobs = 2\nwhen = "after_banner"\n'))
+
+
+def test_after_banner_keeps_the_writes_a_rollback_would_lose(shop: Shop) -> None:
+    failing_migration(shop, banner_on=LATE_WRITES + "echo on >> banner.log")
+    after_banner(shop)
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stderr
+    phases = {p["name"]: p for p in shop.status()["phases"]}
+    assert phases["banner_on"]["started_at"] <= phases["backup"]["started_at"]
+    assert [p["name"] for p in shop.status()["phases"]][2:4] == ["banner_on", "backup"]
+    assert shop.status()["rollback"]["write_gap"] is None
+    assert shop.sql("SELECT count(*) FROM orders WHERE customer = 'late'") == 5
+    assert shop.banner_log() == ["on", "off"]
+
+
+def test_after_banner_a_failed_backup_takes_the_banner_down(shop: Shop) -> None:
+    after_banner(shop)
+    shop.config.write_text(shop.config.read_text().replace("[timeouts]\n",
+                                                           '[timeouts]\nbackup = "2s"\n'))
+    locker = psycopg.connect(shop.prod_url)
+    locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+    try:
+        done = shop.run_window()
+    finally:
+        locker.close()
+
+    assert done.returncode == 3, done.stderr
+    assert shop.status()["state"] == "aborted"
+    assert shop.banner_log() == ["on", "off"]
+    assert "banner_lowered_before_abort" in done.stderr

@@ -37,7 +37,9 @@ def test_archive_is_uploaded_and_verified(shop: Shop, aws_env: str) -> None:  # 
     local = {f"shop/{run_id}/{p.name}" for p in (shop.folder / "backups" / run_id).iterdir()}
     assert keys == local | {f"shop/{run_id}.sha256"}
     assert "backup_uploaded" in done.stderr
-    assert f"s3://{BUCKET}/shop/{run_id}" in shop.window("backups").stdout
+    listing = shop.window("backups").stdout
+    assert f"s3://{BUCKET}/shop/{run_id}" in listing
+    assert f"archives on s3://{BUCKET}/shop:\n  {run_id}" in listing
 
 
 def test_rollback_fetches_the_archive_from_s3_when_the_local_copy_is_gone(

@@ -87,8 +87,8 @@ def test_half_applied_migration_is_rolled_back_and_evidence_kept(shop: Shop) -> 
                      " CREATE TABLE events_2026 PARTITION OF events"
                      " FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
                      " INSERT INTO events SELECT i, '2026-03-01' FROM generate_series(1, 50) i;"
-                     ' CREATE TABLE "audit log" (line text);'
-                     """ INSERT INTO "audit log" VALUES ('a b'), ('c');""")
+                     ' CREATE TABLE "audit log" (line text, payload json);'  # json: no hash
+                     """ INSERT INTO "audit log" VALUES ('a b', '{"x": 1}'), ('c', null);""")
         properties = conn.execute(DATABASE_PROPERTIES).fetchone()
     shop.configure(demo.BAD_MIGRATION)
     before, schema = shop.fingerprint(), shop.schema()

@@ -63,3 +63,26 @@ def test_exit_codes_cover_every_terminal_state() -> None:
     assert set(machine.EXIT_CODES) == machine.TERMINAL
     assert machine.EXIT_CODES[State.ROLLED_BACK] == 1
     assert machine.EXIT_CODES[State.NEEDS_ATTENTION] == 4
+
+
+def test_after_banner_order_raises_the_banner_before_the_backup() -> None:
+    assert machine.forward("after_banner")[2:4] == ["banner_on", "backup"]
+    window = machine.build("preflight", "after_banner")
+    seen = [str(window.state)]
+    while window.state not in machine.TERMINAL:
+        seen.append(window.fire("succeeded"))
+    assert seen[2:5] == ["banner_on", "backup", "migrate"]
+
+
+@pytest.mark.parametrize("when", ["before_banner", "after_banner"])
+def test_nothing_before_migrate_rolls_back_when_it_fails(when: str) -> None:
+    for state in machine.forward(when)[:4]:
+        assert machine.destination(state, "failed", when) == "aborted"
+        assert machine.destination(state, "stuck", when) == "needs_attention"
+
+
+def test_abort_rolls_back_only_once_a_backup_exists() -> None:
+    assert machine.destination("banner_on", "abort", "before_banner") == "rollback"
+    assert machine.destination("banner_on", "abort", "after_banner") == "aborted"
+    assert machine.destination("backup", "abort", "after_banner") == "aborted"
+    assert machine.destination("migrate", "abort", "after_banner") == "rollback"
