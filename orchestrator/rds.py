@@ -15,25 +15,21 @@ crash waits on the instance it already started (tagged ``window:restored-from``)
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
+from orchestrator import aws
 from orchestrator.errors import PhaseFailed, PhaseTimeout
-from orchestrator.redact import redact
 
 if TYPE_CHECKING:
     from mypy_boto3_rds import RDSClient
     from mypy_boto3_rds.type_defs import DBInstanceTypeDef, DBSnapshotTypeDef
 
-DEFAULT_REGION = "us-east-1"
 RESTORED_FROM_TAG = "window:restored-from"
 NAME_LIMIT = 63  # RDS instance identifiers
 # Statuses an instance or snapshot does not come back from by waiting.
@@ -47,16 +43,9 @@ Poll = Callable[[], None]
 
 
 def make_client() -> RDSClient:
-    """An RDS client for this machine's credentials; ``AWS_ENDPOINT_URL_RDS`` or
-    ``AWS_ENDPOINT_URL`` (moto) replaces AWS's own endpoint."""
-    endpoint = None
-    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_RDS") or os.environ.get("AWS_ENDPOINT_URL")
-    session = boto3.session.Session()
     config = Config(connect_timeout=10, read_timeout=30,
                     retries={"mode": "standard", "max_attempts": 3})
-    region = os.environ.get("AWS_REGION") or session.region_name or DEFAULT_REGION
-    return session.client("rds", endpoint_url=endpoint, region_name=region, config=config)
+    return cast("RDSClient", aws.client("rds", config))
 
 
 def create_snapshot(instance_id: str, snapshot_id: str, *, deadline: float,
@@ -64,9 +53,9 @@ def create_snapshot(instance_id: str, snapshot_id: str, *, deadline: float,
                     poll: Poll = lambda: None) -> dict[str, Any]:
     """Snapshot the instance and wait until the snapshot is available: its id, arn, status,
     instance and creation time (ISO 8601)."""
-    _check_deadline(deadline, f"starting snapshot {snapshot_id}")
+    aws.check_deadline(deadline, f"before starting snapshot {snapshot_id}")
     rds = client or make_client()
-    with _boundary(f"snapshotting {instance_id} as {snapshot_id}"):
+    with aws.boundary(f"snapshotting {instance_id} as {snapshot_id}"):
         try:
             rds.create_db_snapshot(DBInstanceIdentifier=instance_id,
                                    DBSnapshotIdentifier=snapshot_id)
@@ -88,9 +77,9 @@ def restore_snapshot(snapshot_id: str, new_instance_id: str, *, deadline: float,
                      poll: Poll = lambda: None) -> dict[str, Any]:
     """Restore the snapshot into a new instance set up like the one it was taken from, and
     wait until it is available: its instance_id, address, port, status, arn, snapshot_id."""
-    _check_deadline(deadline, f"starting to restore {snapshot_id}")
+    aws.check_deadline(deadline, f"before starting to restore {snapshot_id}")
     rds = client or make_client()
-    with _boundary(f"restoring {snapshot_id} into {new_instance_id}"):
+    with aws.boundary(f"restoring {snapshot_id} into {new_instance_id}"):
         snapshot = _snapshot(rds, snapshot_id)
         if snapshot["Status"] != "available":
             raise PhaseFailed(f"snapshot {snapshot_id} is {snapshot['Status']!r}, not available")
@@ -114,7 +103,7 @@ def describe_instance(instance_id: str, *, client: RDSClient | None = None) -> d
     """instance_id, address, port, status and arn of an instance, as ``restore_snapshot``
     returns them: the other half of ``switch_instructions``."""
     rds = client or make_client()
-    with _boundary(f"describing {instance_id}"):
+    with aws.boundary(f"describing {instance_id}"):
         return _endpoint(_instance(rds, instance_id))
 
 
@@ -234,21 +223,3 @@ def _region_of(instance: Mapping[str, Any]) -> str:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _check_deadline(deadline: float, doing: str) -> None:
-    if time.time() >= deadline:
-        raise PhaseTimeout(f"the deadline passed before {doing}")
-
-
-@contextlib.contextmanager
-def _boundary(doing: str) -> Iterator[None]:
-    """botocore errors become one PhaseFailed sentence, secrets masked."""
-    try:
-        yield
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise PhaseFailed(redact(f"{doing} failed: {error.get('Code', 'error')}"
-                                 f" {error.get('Message', '')}".strip())) from exc
-    except BotoCoreError as exc:
-        raise PhaseFailed(redact(f"{doing} failed: {exc}")) from exc

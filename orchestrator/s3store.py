@@ -29,24 +29,23 @@ import base64
 import contextlib
 import functools
 import hashlib
-import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from s3transfer.exceptions import RetriesExceededError
 
+from orchestrator import aws
 from orchestrator.archive import read_manifest, same_names
-from orchestrator.errors import ConfigError, PhaseFailed, PhaseTimeout
+from orchestrator.errors import ConfigError, PhaseFailed
 from orchestrator.redact import redact
 
 if TYPE_CHECKING:
@@ -56,11 +55,11 @@ if TYPE_CHECKING:
     from s3transfer.manager import TransferManager
 
 MIB = 1024 * 1024
+_boundary = functools.partial(aws.boundary, also=(RetriesExceededError, OSError))
 PART_SIZE = 8 * MIB  # s3transfer doubles it for a file that would need over 10,000 parts
 WORKERS = 8
 POLL_SECONDS = 0.05
 READ_TIMEOUT = 60
-DEFAULT_REGION = "us-east-1"
 TRANSFER = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
                           max_concurrency=WORKERS, preferred_transfer_client="classic")
 _SHA256 = {"ChecksumAlgorithm": "SHA256"}
@@ -107,19 +106,10 @@ class _Place:
 
 
 def make_client() -> S3Client:
-    """An S3 client for this machine's credentials; ``AWS_ENDPOINT_URL_S3`` or
-    ``AWS_ENDPOINT_URL`` (an S3-compatible store, moto) replaces AWS's own endpoint."""
-    endpoint = None
-    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    session = boto3.session.Session()
     config = Config(connect_timeout=10, read_timeout=READ_TIMEOUT,
                     max_pool_connections=2 * WORKERS,
-                    retries={"mode": "standard", "max_attempts": 3},
-                    # Custom endpoints rarely serve bucket.<host> names; all serve paths.
-                    s3={"addressing_style": "path" if endpoint else "auto"})
-    region = os.environ.get("AWS_REGION") or session.region_name or DEFAULT_REGION
-    return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+                    retries={"mode": "standard", "max_attempts": 3})
+    return cast("S3Client", aws.client("s3", config))
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -136,7 +126,7 @@ def upload_archive(archive: Path, manifest: Path, s3_uri: str, *, deadline: floa
                    client: S3Client | None = None, poll: Poll = lambda: None) -> str:
     """Upload the archive and verify it, then its manifest; the archive's S3 URI."""
     place = _Place.of(*parse_s3_uri(s3_uri), archive.name)
-    _check_deadline(deadline, f"starting to upload {archive}")
+    aws.check_deadline(deadline, f"before starting to upload {archive}")
     expected = read_manifest(manifest)
     with _boundary(f"reading {archive}"):
         present = [p.name for p in archive.iterdir() if p.is_file()]
@@ -158,7 +148,7 @@ def verify_archive(archive: Path, manifest: Path, archive_uri: str, *, deadline:
     """S3 holds exactly the manifest's files with its digests, and the manifest itself;
     PhaseFailed names every object that is missing, unexpected or different."""
     place = _Place.parse(archive_uri)
-    _check_deadline(deadline, f"starting to verify {archive_uri}")
+    aws.check_deadline(deadline, f"before starting to verify {archive_uri}")
     expected = read_manifest(manifest)
     s3 = client or make_client()
     same_names(expected, _names_under(s3, place), place.uri)
@@ -172,7 +162,7 @@ def download_archive(s3_uri_of_archive: str, dest: Path, *, deadline: float,
                      ) -> tuple[Path, Path]:
     """Fetch the archive and its manifest into ``dest``, every file checked; their paths."""
     place = _Place.parse(s3_uri_of_archive)
-    _check_deadline(deadline, f"starting to download {place.uri}")
+    aws.check_deadline(deadline, f"before starting to download {place.uri}")
     archive, manifest = dest / place.name, dest / f"{place.name}.sha256"
     if archive.exists() or manifest.exists():
         raise PhaseFailed(f"{archive} already exists: download into another folder")
@@ -291,7 +281,7 @@ def _remote_sha256(s3: S3Client, bucket: str, key: str, deadline: float) -> str:
     digest = hashlib.sha256()
     with contextlib.closing(s3.get_object(Bucket=bucket, Key=key)["Body"]) as body:
         for chunk in body.iter_chunks(MIB):
-            _check_deadline(deadline, f"hashing s3://{bucket}/{key}")
+            aws.check_deadline(deadline, f"while hashing s3://{bucket}/{key}")
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -323,7 +313,7 @@ def _local_digests(path: Path, part_size: int | None, deadline: float
     whole, part, filled, parts = hashlib.sha256(), hashlib.sha256(), 0, []
     with _boundary(f"reading {path}"), path.open("rb") as stream:
         while chunk := stream.read(MIB if part_size is None else min(MIB, part_size - filled)):
-            _check_deadline(deadline, f"hashing {path}")
+            aws.check_deadline(deadline, f"while hashing {path}")
             whole.update(chunk)
             part.update(chunk)
             filled += len(chunk)
@@ -376,23 +366,5 @@ def _run_parallel(jobs: Sequence[Callable[[], None]], doing: str, deadline: floa
 def _await(futures: Sequence[_Pending], doing: str, deadline: float, poll: Poll) -> None:
     while not all(future.done() for future in futures):
         poll()
-        _check_deadline(deadline, doing)
+        aws.check_deadline(deadline, f"while {doing}")
         time.sleep(POLL_SECONDS)
-
-
-def _check_deadline(deadline: float, doing: str) -> None:
-    if time.time() >= deadline:
-        raise PhaseTimeout(f"the deadline passed while {doing}")
-
-
-@contextlib.contextmanager
-def _boundary(doing: str) -> Iterator[None]:
-    """botocore, s3transfer and file errors become one PhaseFailed sentence, secrets masked."""
-    try:
-        yield
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise PhaseFailed(redact(f"{doing} failed: {error.get('Code', 'error')}"
-                                 f" {error.get('Message', '')}".strip())) from exc
-    except (BotoCoreError, RetriesExceededError, OSError) as exc:
-        raise PhaseFailed(redact(f"{doing} failed: {exc}")) from exc
