@@ -64,7 +64,8 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
         journal.create_run(run_id, [str(p) for p in machine.phases(settings.backup.when)], {
             "user": gates.who(), "host": socket.gethostname(),
             "git_commit": gates.git("rev-parse", "HEAD"),
-            "target": str(target), "staging": str(staging)})
+            "target": str(target), "staging": str(staging),
+            "backup_when": settings.backup.when})
         return _drive(settings, journal, run_id, target=target, staging=staging,
                       registry=registry, event="window_started")
 
@@ -108,10 +109,14 @@ def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
     lock = StateLock(settings.state_dir)
     if run.state == State.NEEDS_ATTENTION:  # a rollback paused on the write gap
         lock.acquire()
+        run = journal.run(run.run_id)  # as it is now that this process holds the window
+        if run.state != State.NEEDS_ATTENTION:
+            lock.release()
+            print(f"window {run.run_id} is {run.state} now: nothing to accept.")
+            return 0
         journal.put(run.run_id, "data_loss_accepted", {"by": gates.who(), "write_gap": paused})
         journal.transition(run.run_id, run.state, "accept_data_loss",
-                           machine.build(run.state, settings.backup.when)
-                           .fire("accept_data_loss"))
+                           machine.build(run.state, run.backup_when).fire("accept_data_loss"))
         final = _take_over(settings, journal, journal.run(run.run_id), lock, registry)
     elif lock.try_acquire():  # no live process drives the window: roll back here
         final = _take_over(settings, journal, run, lock, registry)

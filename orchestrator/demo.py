@@ -154,7 +154,8 @@ def main(keep: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="window-demo-"))
     cluster = Cluster()
     try:
-        print(f"Starting a throwaway PostgreSQL in {cluster.root} ...", flush=True)
+        print(f"Working in {workdir}; starting a throwaway PostgreSQL in {cluster.root} ...",
+              flush=True)
         cluster.init().start()
         staging_url = create_shop(cluster, "shop_staging")
         prod_url = create_shop(cluster, "shop")

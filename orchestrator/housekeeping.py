@@ -17,7 +17,7 @@ from orchestrator import archive, pg
 from orchestrator.config import Settings
 from orchestrator.errors import PhaseFailed
 from orchestrator.journal import Journal
-from orchestrator.machine import TERMINAL
+from orchestrator.machine import SETTLED
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Archive:
     age_s: float
     verified: bool
     s3_uri: str | None
-    unfinished: bool
+    unfinished: bool  # or waiting for a person: its archive may still be needed
 
 
 def archives(settings: Settings, journal: Journal | None) -> list[Archive]:
@@ -43,7 +43,7 @@ def archives(settings: Settings, journal: Journal | None) -> list[Archive]:
         found.append(Archive(
             run_id, path.parent, archive.size_bytes(path.parent),
             time.time() - path.stat().st_mtime, bool(facts.get("verified")),
-            facts.get("s3_uri"), run is not None and run.state not in TERMINAL))
+            facts.get("s3_uri"), run is not None and run.state not in SETTLED))
     return sorted(found, key=lambda a: a.age_s)
 
 
@@ -105,7 +105,7 @@ def prune_failed_databases(settings: Settings, journal: Journal | None, target: 
     """Drop the retained ``_failed_`` databases, except those of a window still open or
     waiting for a person (``needs_attention``): that evidence may still be needed."""
     open_runs = [r.run_id for r in (journal.runs() if journal else [])
-                 if r.state not in ("completed", "aborted", "rolled_back")]
+                 if r.state not in SETTLED]
     with pg.connect(target.on(settings.target.maintenance_db),
                     time.time() + settings.target.connect_timeout) as conn:
         names = [name for name, _size in failed_databases(conn, target.dbname)

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, created_at REAL NOT NULL, state TEXT NOT NULL,
     interrupted INTEGER NOT NULL DEFAULT 0, pid INTEGER, pid_start TEXT,
     user TEXT, host TEXT, git_commit TEXT, target TEXT, staging TEXT,
-    abort_requested_at REAL, exit_code INTEGER, finished_at REAL
+    abort_requested_at REAL, exit_code INTEGER, finished_at REAL,
+    backup_when TEXT NOT NULL DEFAULT 'before_banner'
 );
 CREATE TABLE IF NOT EXISTS phases (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
@@ -64,6 +65,7 @@ class Run:
     abort_requested_at: float | None
     exit_code: int | None
     finished_at: float | None
+    backup_when: str
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,10 @@ class Journal:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO runs (run_id, created_at, state, user, host, git_commit, target,"
-                " staging) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " staging, backup_when) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, time.time(), phases[0], info.get("user"), info.get("host"),
-                 info.get("git_commit"), info.get("target"), info.get("staging")),
+                 info.get("git_commit"), info.get("target"), info.get("staging"),
+                 info.get("backup_when", "before_banner")),
             )
             db.executemany(
                 "INSERT INTO phases (run_id, seq, name, status) VALUES (?, ?, ?, 'pending')",
@@ -280,12 +283,14 @@ class Journal:
 
     def put(self, run_id: str, key: str, value: Mapping[str, Any]) -> None:
         """Record what a phase learned (the backup, the write counters, the rollback), whole,
-        replacing what was recorded under ``key`` before."""
+        replacing what was recorded under ``key`` before. Facts are figures the window
+        computed (paths, checksums, counters), never anyone's output, and rollback reads them
+        back: they are stored exactly, not through redaction, which could mangle a path or a
+        checksum that happens to contain a short password."""
         self._db.execute(
             "INSERT INTO facts (run_id, key, value, at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, at = excluded.at",
-            (run_id, key, json.dumps(redact_value(value), default=str, ensure_ascii=False),
-             time.time()),
+            (run_id, key, json.dumps(value, default=str, ensure_ascii=False), time.time()),
         )
 
     def get(self, run_id: str, key: str) -> dict[str, Any] | None:

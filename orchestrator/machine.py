@@ -37,6 +37,7 @@ FORWARD = [S.PREFLIGHT, S.STAGING_DRY_RUN, S.BACKUP, S.BANNER_ON, S.MIGRATE, S.P
 RECOVERY = [S.ROLLBACK, S.ROLLBACK_BANNER_OFF]
 PHASES = [*FORWARD, *RECOVERY]
 TERMINAL = frozenset({S.COMPLETED, S.ABORTED, S.ROLLED_BACK, S.NEEDS_ATTENTION})
+SETTLED = frozenset({S.COMPLETED, S.ABORTED, S.ROLLED_BACK})  # nobody needs its leftovers
 # Phases that keep their first deadline across restarts (time away counts against the window);
 # the banner and recovery phases get a fresh one whenever they are (re-)entered.
 KEEPS_DEADLINE = frozenset({S.PREFLIGHT, S.STAGING_DRY_RUN, S.BACKUP, S.MIGRATE, S.POST_CHECK})

@@ -171,8 +171,12 @@ def set_allow_connections(conn: psycopg.Connection[Any], name: str, allow: bool)
 
 def rename_database(conn: psycopg.Connection[Any], old: str, new: str, deadline: float) -> None:
     """Rename ``old`` to ``new``: block new sessions, end the rest, retry while some linger.
-    Whatever happens, the database (under whichever name it now has) takes connections
-    again: a failed rename must not leave production refusing everyone."""
+    Whatever happens, a database that took connections before (under whichever name it now
+    has) takes them again: a failed rename must not leave production refusing everyone, nor
+    open a sealed standby copy."""
+    row = conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s",
+                       (old,)).fetchone()
+    was_open = bool(row and row[0])
     set_allow_connections(conn, old, allow=False)
     try:
         while True:
@@ -186,7 +190,10 @@ def rename_database(conn: psycopg.Connection[Any], old: str, new: str, deadline:
                     raise
                 time.sleep(0.2)
     finally:
-        set_allow_connections(conn, new if database_exists(conn, new) else old, allow=True)
+        if database_exists(conn, new):
+            set_allow_connections(conn, new, allow=True)
+        elif was_open:
+            set_allow_connections(conn, old, allow=True)
 
 
 def reopen_closed(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
@@ -221,8 +228,10 @@ def copy_database_properties(conn: psycopg.Connection[Any], source: str, target:
     acl = conn.execute(
         "SELECT a.grantee = 0, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable"
         " FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s", (source,)).fetchall()
-    if acl:
-        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
+    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
+        sql.Identifier(target)))
+    if not acl:  # the default: PUBLIC may connect and create temporary tables
+        conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO PUBLIC").format(
             sql.Identifier(target)))
     for public, grantee, privilege, grantable in acl:
         conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(

@@ -92,9 +92,9 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _paused(run: Run, gap: dict[str, int], off: str) -> str:
-    shown = ", ".join(f"{t} ~{n}" for t, n in gap.items())
-    tables = " ".join(f"--table={t}" for t in gap)
+def _paused(run: Run, gap: dict[str, int] | None, off: str) -> str:
+    shown = ", ".join(f"{t} ~{n}" for t, n in (gap or {}).items()) or "unmeasured"
+    tables = " ".join(f"--table={t}" for t in gap or {}) or "--table=<each written table>"
     return (
         f"The rollback paused: production took writes after the backup ({shown} rows) and a"
         " restore would discard them. Production is untouched and the banner is up. Either:\n"

@@ -85,7 +85,7 @@ class Runner:
         self.run_id = base.run_id
         self.registry = registry
         self.signals = signals
-        self.when = base.settings.backup.when
+        self.when = self.journal.run(self.run_id).backup_when  # as the window started
         self._state = ""
         self._next_abort_check = 0.0
 
@@ -137,11 +137,17 @@ class Runner:
         before the window calls itself aborted; if it will not, a person must look."""
         if not self.journal.phase(self.run_id, State.BANNER_ON).attempts:
             return outcome
+        # Should this process die while lowering, a resume must lower it again, not carry
+        # on from the failed phase: the abort request says so.
+        self.journal.request_abort(self.run_id)
         name = State.BANNER_OFF
         ctx = self.base.for_phase(name, time.time() + self.base.settings.timeout(name),
                                   self.signals.check)
         try:
             self.registry[name].run(ctx)
+        except Interrupted:
+            self.journal.set_interrupted(self.run_id)
+            raise
         except PhaseError as exc:
             ctx.log.error("banner_not_lowered", error=exc.message)
             return Outcome(outcome.status, "stuck",

@@ -95,8 +95,9 @@ def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], sourc
     archive.verify(source, ctx.settings.backup.jobs)
     pg.drop_database(conn, name)  # a restore interrupted mid-way starts over
     pg.create_database_like(conn, name, like=like)
-    if skipped := pg.copy_database_properties(conn, like, name):
-        ctx.log.warning("database_settings_not_copied", settings=skipped)
+    # Only its owner may connect until it is sealed; production's grants come at the swap.
+    conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+        sql.Identifier(name)))
     target = ctx.target.on(name)
     progress = TableProgress(f"restoring into {name}", tables, TableProgress.RESTORED)
     command = [str(pgtools.find("pg_restore", pg.server_major(conn))),
@@ -109,6 +110,19 @@ def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], sourc
         raise PhaseFailed(f"pg_restore into {name} exited {result.exit_code}:"
                           f" {tail(result.output)}")
     return time.monotonic() - started
+
+
+def seal(conn: psycopg.Connection[Any], name: str, mark: str) -> None:
+    """Close a compared copy to connections, end any that slipped in, then mark it verified:
+    from the mark on, nothing can have changed it."""
+    pg.set_allow_connections(conn, name, allow=False)
+    pg.terminate_sessions(conn, dbname=name)
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+        sql.Identifier(name), sql.Literal(mark)))
+
+
+def manifest_digest(path: Path) -> str:
+    return archive.sha256_file(archive.manifest_path(path))
 
 
 def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str | None = None,
@@ -146,18 +160,19 @@ def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, Any], *,
 def trusted_archive(ctx: Context, facts: dict[str, Any]) -> Path:
     """The backup's archive, checked against its manifest. A missing or damaged local copy is
     fetched again from S3 when the backup was uploaded (a window resumed on another machine);
-    a damaged one is kept aside, never deleted."""
+    a damaged one is kept aside, never deleted. The manifest itself must be the one written
+    at the backup (its digest is journaled), so a substituted archive cannot pass."""
     path = Path(facts["path"])
     try:
-        archive.verify(path, ctx.settings.backup.jobs)
+        _check_archive(ctx, path, facts)
     except PhaseFailed:
         if not facts.get("s3_uri"):
             raise
-        if path.exists():
-            aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
-            path.rename(aside)
-            ctx.log.warning("archive_set_aside", path=str(aside))
-        archive.manifest_path(path).unlink(missing_ok=True)
+        stamp = int(time.time())
+        for item in (path, archive.manifest_path(path)):
+            if item.exists():
+                item.rename(item.with_name(f"{item.name}.damaged-{stamp}"))
+                ctx.log.warning("archive_set_aside", path=f"{item}.damaged-{stamp}")
         from orchestrator import s3store  # boto3 only when S3 is used
 
         started = time.monotonic()
@@ -165,8 +180,15 @@ def trusted_archive(ctx: Context, facts: dict[str, Any]) -> Path:
                                  poll=ctx.poll)
         ctx.log.info("archive_downloaded", uri=facts["s3_uri"],
                      duration_s=round(time.monotonic() - started, 3))
-        archive.verify(path, ctx.settings.backup.jobs)
+        _check_archive(ctx, path, facts)
     return path
+
+
+def _check_archive(ctx: Context, path: Path, facts: dict[str, Any]) -> None:
+    expected = facts.get("manifest_sha256")
+    if expected and archive.manifest_path(path).is_file() and manifest_digest(path) != expected:
+        raise PhaseFailed(f"the manifest of {path} is not the one written at the backup")
+    archive.verify(path, ctx.settings.backup.jobs)
 
 
 class Backup:
@@ -178,10 +200,13 @@ class Backup:
         path = archive_path(ctx)
         self._start_over(ctx, path)
         with ctx.connect(ctx.target, autocommit=False) as conn:
+            # Counters first: a commit between the two is reported as lost when it is not,
+            # never the other way round.
+            writes = pg.write_counters(conn)
+            conn.commit()
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
             row = conn.execute("SELECT pg_export_snapshot()").fetchone()
             snapshot = str(row[0]) if row else ""
-            writes = pg.write_counters(conn)
             tables = pg.user_tables(conn)
             major = pg.server_major(conn)
             compress = self._dump(ctx, path, snapshot, major, len(tables))
@@ -196,6 +221,7 @@ class Backup:
         manifest = archive.write_manifest(path, ctx.settings.backup.jobs)
         facts: dict[str, Any] = {
             "path": str(path), "manifest": str(manifest), "size_bytes": archive.size_bytes(path),
+            "manifest_sha256": manifest_digest(path),
             "verified": False, "verification": ctx.settings.backup.verify, "standby": None,
             "tables": figures, "writes": writes, "compress": compress,
         }
@@ -263,10 +289,7 @@ class Backup:
             compare_with_backup(ctx, ctx.target.on(name), figures)
             ctx.log.info("backup_verified", database=name,
                          duration_s=round(time.monotonic() - started, 3))
-            # The mark says "this copy was verified"; closed, nobody can change it since.
-            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(name), sql.Literal(marker(ctx.run_id, figures))))
-            pg.set_allow_connections(conn, name, allow=False)
+            seal(conn, name, marker(ctx.run_id, figures))
         return name
 
     @staticmethod

@@ -37,7 +37,7 @@ class BannerOn:
     def run(self, ctx: Context) -> PhaseResult:
         _switch(ctx, ctx.settings.banner.on, "on")
         ctx.log.info("banner_raised")
-        if ctx.settings.backup.when == "before_banner":
+        if ctx.journal.run(ctx.run_id).backup_when == "before_banner":
             self._count_writes(ctx)
         return PhaseResult("banner on")
 

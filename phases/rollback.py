@@ -27,6 +27,7 @@ from phases.backup import (
     is_marked,
     marker,
     restore_into_new_database,
+    seal,
     standby_name,
     suffixed,
     trusted_archive,
@@ -39,13 +40,16 @@ def retained_name(dbname: str, run_id: str) -> str:
 
 
 def write_gap(ctx: Context, backup: dict[str, Any]) -> dict[str, int] | None:
-    """Rows written per table between the backup's snapshot and the banner going up, or None
-    when the banner never came up cleanly enough to measure."""
+    """Rows written per table between the backup's snapshot and the banner going up; None
+    when that is unknown (the banner never came up cleanly enough to measure, or a counter
+    went down: statistics reset or lost in a crash)."""
     after = ctx.journal.get(ctx.run_id, "writes_at_banner")
     if after is None:
         return None
     before = backup["writes"]["tables"]
     gap = {t: n - before.get(t, 0) for t, n in after["tables"].items()}
+    if any(n < 0 for n in gap.values()):
+        return None
     return {t: n for t, n in sorted(gap.items()) if n > 0}
 
 
@@ -84,13 +88,17 @@ class Rollback:
     def _pause_for_gap(ctx: Context, gap: dict[str, int] | None) -> None:
         """With ``on_write_gap = "stop"``, writes a restore would discard stop the rollback
         before it touches production, until someone accepts the loss."""
-        if not gap or ctx.settings.backup.on_write_gap != "stop":
+        unknown = gap is None and ctx.journal.run(ctx.run_id).backup_when == "before_banner"
+        if unknown:
+            ctx.log.warning("write_gap_unknown")
+        if not (gap or unknown) or ctx.settings.backup.on_write_gap != "stop":
             return
         if ctx.journal.get(ctx.run_id, "data_loss_accepted"):
             ctx.log.warning("data_loss_accepted", tables=gap)
             return
         ctx.journal.put(ctx.run_id, "rollback_paused", {"write_gap": gap})
-        shown = ", ".join(f"{t} ~{n} rows" for t, n in gap.items())
+        shown = ", ".join(f"{t} ~{n} rows" for t, n in (gap or {}).items()) or (
+            "how many could not be measured")
         raise PhaseFailed(f"paused before restoring: production took writes after the backup"
                           f" ({shown}) that a restore would discard")
 
@@ -122,11 +130,13 @@ class Rollback:
         if exists[name] and exists[retained] and not exists[copy]:
             return str((ctx.journal.get(ctx.run_id, "rollback") or {}).get("method", "swap"))
         method = "swap"
+        source = name if exists[name] else retained
         if not is_marked(conn, copy, mark):
             method = "restore"
-            self._restore(ctx, conn, backup, copy, like=name if exists[name] else retained)
-            conn.execute(psycopg.sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                psycopg.sql.Identifier(copy), psycopg.sql.Literal(mark)))
+            self._restore(ctx, conn, backup, copy, like=source)
+            seal(conn, copy, mark)
+        if skipped := pg.copy_database_properties(conn, source, copy):
+            ctx.log.warning("database_settings_not_copied", settings=skipped)
         if exists[name]:
             pg.rename_database(conn, name, retained, ctx.deadline)
             ctx.log.info("production_retained", database=retained)

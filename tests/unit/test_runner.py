@@ -23,13 +23,14 @@ def ok(_ctx: Context) -> PhaseResult:
     return PhaseResult("fine")
 
 
-def engine(tmp_path: Path, **handlers: Handler) -> tuple[Runner, Journal]:
+def engine(tmp_path: Path, when: str = "before_banner", **handlers: Handler
+           ) -> tuple[Runner, Journal]:
     settings = config.from_mapping({
         "window": {"confirm_phrase": "X"}, "banner": {"on": "true", "off": "true"},
         "migrate": {"command": "true"}, "timeouts": {"migrate": "1s"},
     }, tmp_path / "window.toml")
     journal = Journal.open(tmp_path / ".window")
-    journal.create_run("r1", [str(p) for p in PHASES], {})
+    journal.create_run("r1", [str(p) for p in PHASES], {"backup_when": when})
     registry = Registry([FakePhase(str(name), handlers.get(str(name), ok)) for name in PHASES])
     ctx = Context(settings=settings, journal=journal, run_id="r1",
                   target=pg.Db.from_url("postgresql://u:pw@h/prod"),
@@ -108,3 +109,16 @@ def test_forward_deadline_survives_a_restart(tmp_path: Path) -> None:
 def test_registry_refuses_a_name_twice() -> None:
     with pytest.raises(ValueError, match="twice"):
         Registry([FakePhase("migrate", ok), FakePhase("migrate", ok)])
+
+
+def test_the_order_the_window_started_with_survives_a_config_change(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def record(ctx: Context) -> PhaseResult:
+        seen.append(ctx.phase)
+        return PhaseResult()
+
+    runner, _journal = engine(tmp_path, "after_banner", banner_on=record, backup=record)
+    assert runner.base.settings.backup.when == "before_banner"  # the config says otherwise
+    assert runner.drive() == "completed"
+    assert seen == ["banner_on", "backup"]
