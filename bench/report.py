@@ -135,9 +135,10 @@ def markdown_section(heading: str, facts: list[str], table: list[Row],
         markdown_table(HEADER, [r.cells() for r in table]), "",
         "Phase durations from `window status --json`:", "",
         markdown_table(phases_header, phase_rows(windows)), "",
-        "How to read it: the raw tools run once, on the same database, right before the"
-        " windows; on this 2-core machine one 1 GB dump varies by about 10-15% from run to"
-        " run. `backup_dumped` is pg_dump alone; the backup phase also checksums the snapshot"
+        "How to read it: the raw tools run on the same database right before the windows"
+        " (pg_dump three times, the median kept; pg_restore once); on this 2-core machine a"
+        " 1 GB dump or restore varies by about 10-15% from run to run. `backup_dumped` is"
+        " pg_dump alone; the backup phase also checksums the snapshot"
         " (after the dump, in `[backup] jobs` workers importing the same snapshot), writes the"
         " manifest, and proves the archive by restoring it into the standby copy and comparing"
         " checksums. Rollback by restore compares row counts only when the archive was already"

@@ -69,6 +69,13 @@ class Shop:
                                     text=True, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT)
 
+    def start_until_sleeping(self) -> tuple[subprocess.Popen[str], int]:
+        """A window in the background, once its command sleeps (it writes sleeper.pid); the
+        process and the sleeping command's pid."""
+        window = self.start("run", "--confirm", demo.PHRASE)
+        self.wait_for("sleeper.pid")
+        return window, int((self.folder / "sleeper.pid").read_text())
+
     def background_output(self) -> str:
         return (self.folder.parent / "background.log").read_text()
 

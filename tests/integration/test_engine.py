@@ -60,9 +60,7 @@ def test_status_table_is_readable(shop: Shop) -> None:
 
 def test_sigterm_during_migrate_stops_the_child_and_resume_completes(shop: Shop) -> None:
     shop.configure(migrate=SLOW_ON_PRODUCTION)
-    window = shop.start("run", "--confirm", demo.PHRASE)
-    shop.wait_for("sleeper.pid")
-    sleeper = int((shop.folder / "sleeper.pid").read_text())
+    window, sleeper = shop.start_until_sleeping()
 
     window.send_signal(signal.SIGTERM)
 
@@ -80,8 +78,7 @@ def test_abort_before_the_banner_just_stops(shop: Shop) -> None:
     shop.configure(migrate='if [ "$WINDOW_PHASE" = staging_dry_run ]; then sleep 60 &'
                            ' echo $! > sleeper.pid; wait; fi')
     before = shop.fingerprint()
-    window = shop.start("run", "--confirm", demo.PHRASE)
-    shop.wait_for("sleeper.pid")
+    window, _sleeper = shop.start_until_sleeping()
 
     aborted = shop.window("abort", "--confirm", demo.PHRASE)
 

@@ -52,8 +52,7 @@ def test_outside_a_git_repository_is_refused(shop: Shop) -> None:
 
 def test_second_run_while_one_runs_is_refused(shop: Shop) -> None:
     shop.configure(migrate=SLOW_MIGRATE)
-    first = shop.start("run", "--confirm", demo.PHRASE)
-    shop.wait_for("sleeper.pid")
+    first, _sleeper = shop.start_until_sleeping()
 
     second = shop.run_window()
 
@@ -65,8 +64,7 @@ def test_second_run_while_one_runs_is_refused(shop: Shop) -> None:
 
 def test_second_state_folder_on_the_same_target_is_refused(shop: Shop) -> None:
     shop.configure(migrate=SLOW_MIGRATE)
-    first = shop.start("run", "--confirm", demo.PHRASE)
-    shop.wait_for("sleeper.pid")
+    first, _sleeper = shop.start_until_sleeping()
     other = shop.folder / "elsewhere.toml"
     other.write_text(shop.config.read_text() + '\n', encoding="utf-8")
     text = other.read_text().replace('confirm_phrase = "DEMO-PROD-OK"',

@@ -48,8 +48,7 @@ def test_rollback_fetches_the_archive_from_s3_when_the_local_copy_is_gone(
     shop.configure(migrate=SLOW_ON_PRODUCTION)
     with_aws(shop, f's3_uri = "s3://{BUCKET}/shop"')
     before = shop.fingerprint()
-    window = shop.start("run", "--confirm", demo.PHRASE)
-    shop.wait_for("sleeper.pid")
+    window, _sleeper = shop.start_until_sleeping()
     window.send_signal(signal.SIGKILL)  # the machine is gone ...
     window.wait(timeout=10)
     shutil.rmtree(shop.folder / "backups")  # ... and its disk with it

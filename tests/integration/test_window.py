@@ -153,9 +153,7 @@ def test_migrate_past_its_timeout_is_killed_with_its_group(shop: Shop) -> None:
 
 def test_kill_9_during_migrate_then_resume_completes(shop: Shop) -> None:
     shop.configure(migrate=SLOW_ON_PRODUCTION)
-    window = shop.start("run", "--confirm", demo.PHRASE)
-    shop.wait_for("sleeper.pid")
-    sleeper = int((shop.folder / "sleeper.pid").read_text())
+    window, sleeper = shop.start_until_sleeping()
 
     window.send_signal(signal.SIGKILL)
     window.wait(timeout=10)
@@ -204,9 +202,7 @@ def test_sigint_during_backup_exits_5_and_resume_completes(shop: Shop) -> None:
 def test_abort_from_a_second_terminal_rolls_back(shop: Shop) -> None:
     shop.configure(migrate=SLOW_ON_PRODUCTION)
     before, schema = shop.fingerprint(), shop.schema()
-    window = shop.start("run", "--confirm", demo.PHRASE)
-    shop.wait_for("sleeper.pid")
-    sleeper = int((shop.folder / "sleeper.pid").read_text())
+    window, sleeper = shop.start_until_sleeping()
 
     aborted = shop.window("abort", "--confirm", demo.PHRASE)
 
@@ -222,9 +218,7 @@ def test_abort_from_a_second_terminal_rolls_back(shop: Shop) -> None:
 def test_abort_with_no_live_process_rolls_back_itself(shop: Shop) -> None:
     shop.configure(migrate=SLOW_ON_PRODUCTION)
     before = shop.fingerprint()
-    window = shop.start("run", "--confirm", demo.PHRASE)
-    shop.wait_for("sleeper.pid")
-    sleeper = int((shop.folder / "sleeper.pid").read_text())
+    window, sleeper = shop.start_until_sleeping()
     window.send_signal(signal.SIGKILL)
     window.wait(timeout=10)
 
