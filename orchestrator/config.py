@@ -137,6 +137,11 @@ class BannerSection(Section):
 class MigrateSection(Section):
     command: Command
     workdir: str | None = None
+    # Handed to the command's libpq sessions through PGOPTIONS: a migration waiting on a lock
+    # fails fast instead of queueing every query behind it; no statement outlives the phase
+    # (statement_timeout defaults to the phase's remaining time).
+    lock_timeout: Duration = 5.0
+    statement_timeout: Duration | None = None
 
 
 class TimeoutsSection(Section):
