@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,7 +24,7 @@ from pydantic import (
 )
 
 from orchestrator.errors import ConfigError
-from orchestrator.redact import redact, register_url
+from orchestrator.redact import redact, register, register_url
 
 # The runbook's timeline, in seconds: staging 15 min, backup 10, migrate 5, checks 5, restore 10.
 DEFAULT_TIMEOUTS: dict[str, float] = {
@@ -69,6 +70,16 @@ class WindowSection(Section):
     confirm_phrase: str
     state_dir: str = ".window"
     require_git_repo: bool = True
+    skip_checks: list[str] = []
+
+    @field_validator("skip_checks")
+    @classmethod
+    def _known_builtins(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(BUILTIN_CHECKS))
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a built-in check"
+                             f" ({', '.join(BUILTIN_CHECKS)})")
+        return value
 
     @field_validator("confirm_phrase")
     @classmethod
@@ -161,10 +172,38 @@ class CheckBase(Section):
     timeout: Duration = 30.0
 
 
+def _regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a valid regular expression ({exc})") from exc
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+
+
 class HttpCheck(CheckBase):
+    """Retried with backoff until its timeout: an application needs seconds after a
+    migration. Passes on ``expect_status`` AND, when given, a JSON body holding
+    ``expect_json`` (dotted paths: ``"checks.db" = "ok"``) AND a body matching
+    ``expect_body``: a 200 saying the database is down is a failure."""
+
     kind: Literal["http"]
     url: str
+    method: Literal["GET", "HEAD", "POST"] = "GET"
     expect_status: int = 200
+    expect_json: dict[str, Any] | None = None
+    expect_body: Regex | None = None
+    headers: dict[str, str] = {}
+
+    @field_validator("headers")
+    @classmethod
+    def _secret_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for header in value.values():  # Authorization: Bearer ... must never be printed
+            register(header.split(" ", 1)[-1])
+        return value
 
     @field_validator("url")
     @classmethod
@@ -187,8 +226,19 @@ class CommandCheck(CheckBase):
     expect_output: str | None = None
 
 
-Check = Annotated[HttpCheck | SqlCheck | CommandCheck, Field(discriminator="kind")]
-CHECK_KINDS = ("http", "sql", "command")
+class LogCheck(CheckBase):
+    """Passes when no line matching ``error_pattern`` was appended, since the window
+    started, to any file matching ``path`` (a glob, relative to the config's folder)."""
+
+    kind: Literal["log"]
+    path: str
+    error_pattern: Regex
+
+
+Check = Annotated[HttpCheck | SqlCheck | CommandCheck | LogCheck, Field(discriminator="kind")]
+CHECK_KINDS = ("http", "sql", "command", "log")
+# Checks every window runs after its own, unless [window] skip_checks names them.
+BUILTIN_CHECKS = ("no-invalid-indexes", "no-migrate-sessions")
 
 
 class Settings(Section):

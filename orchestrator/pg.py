@@ -154,8 +154,13 @@ def terminate_sessions(conn: psycopg.Connection[Any], *, dbname: str | None = No
                        application_prefix: str | None = None) -> int:
     """End other sessions on a database, with an application name, or whose application
     name starts with a prefix; how many were ended."""
+    # Client sessions only (autovacuum workers give way to a rename by themselves), and only
+    # those this role may end: a superuser's session cannot be ended by anyone else.
     rows = conn.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        " AND backend_type = 'client backend'"
+        " AND (NOT coalesce((SELECT rolsuper FROM pg_roles WHERE oid = usesysid), false)"
+        "      OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))"
         " AND (%(db)s::text IS NULL OR datname = %(db)s)"
         " AND (%(app)s::text IS NULL OR application_name = %(app)s)"
         " AND (%(prefix)s::text IS NULL OR starts_with(application_name, %(prefix)s))",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator import gates, proc
-from orchestrator.config import Settings
+from orchestrator.config import BUILTIN_CHECKS, Settings
 from orchestrator.errors import ConfigError
 from orchestrator.machine import RECOVERY, forward
 from orchestrator.redact import redact
@@ -27,7 +27,9 @@ def describe(settings: Settings) -> str:
         "  on failure after the banner is up:",
         *[f"    {p:<20} {settings.timeout(p):>6g}s" for p in RECOVERY],
         "",
-        f"  checks ({len(settings.checks)}), on staging in the dry-run and on production after:",
+        "  checks, on staging in the dry-run and on production after the migration:",
         *[f"    {c.name:<20} {c.kind:<8} timeout {c.timeout:g}s" for c in settings.checks],
+        *[f"    {name:<20} built-in" for name in BUILTIN_CHECKS
+          if name not in settings.window.skip_checks],
     ]
     return "\n".join(lines)

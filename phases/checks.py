@@ -6,19 +6,17 @@ time fails; the phase running out of time is a phase timeout.
 
 from __future__ import annotations
 
-import http.client
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 
 from orchestrator import pg
-from orchestrator.config import Check, CommandCheck, HttpCheck, SqlCheck
+from orchestrator.config import Check, CommandCheck, HttpCheck, LogCheck, SqlCheck
 from orchestrator.context import Context
 from orchestrator.errors import PhaseFailed, PhaseTimeout
 from orchestrator.redact import redact
+from phases import probes
 
 
 @dataclass(frozen=True)
@@ -28,9 +26,14 @@ class Outcome:
     detail: str
 
 
-def run_all(ctx: Context, db: pg.Db) -> list[Outcome]:
-    """Every check, in order; PhaseFailed naming each one that did not pass."""
+def run_all(ctx: Context, db: pg.Db, migrate_phase: str) -> list[Outcome]:
+    """Every configured check, then the built-in ones, in order; PhaseFailed naming each one
+    that did not pass. ``migrate_phase`` names the phase whose migrate command's sessions
+    must all be gone by now."""
     outcomes = [run_one(ctx, check, db) for check in ctx.settings.checks]
+    skipped = ctx.settings.window.skip_checks
+    outcomes += [_builtin(ctx, name, query, db, migrate_phase)
+                 for name, query in BUILTIN_QUERIES.items() if name not in skipped]
     failed = [o for o in outcomes if not o.passed]
     if failed:
         reasons = "; ".join(f"{o.name}: {o.detail}" for o in failed)
@@ -59,25 +62,45 @@ def run_one(ctx: Context, check: Check, db: pg.Db) -> Outcome:
 def _run(ctx: Context, check: Check, db: pg.Db, deadline: float) -> tuple[bool, str]:
     match check:
         case HttpCheck():
-            return _http(check, deadline)
+            return probes.http_answers(check, deadline)
+        case LogCheck():
+            offsets = (ctx.journal.get(ctx.run_id, probes.LOG_OFFSETS) or {}).get(check.name, {})
+            return probes.log_is_clean(ctx.settings, check, offsets)
         case SqlCheck():
             return _sql(ctx, check, db, deadline)
         case CommandCheck():
             return _command(ctx, check, db, deadline)
 
 
-def _http(check: HttpCheck, deadline: float) -> tuple[bool, str]:
-    request = urllib.request.Request(check.url, method="GET")  # noqa: S310 - the user's URL
-    try:
-        with urllib.request.urlopen(request, timeout=max(0.1, deadline - time.time())) as answer:  # noqa: S310
-            status = answer.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException,
-            ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return False, f"{check.url} did not answer: {reason}"
-    return status == check.expect_status, f"HTTP {status} (expected {check.expect_status})"
+BUILTIN_SETTLE_SECONDS = 3.0
+BUILTIN_QUERIES = {
+    # A failed CREATE INDEX CONCURRENTLY leaves an index that is never used but still kept up.
+    "no-invalid-indexes": "SELECT coalesce(string_agg(indexrelid::regclass::text, ', '), '')"
+                          " FROM pg_index WHERE NOT indisvalid",
+    # A migrate session still alive after its command ended holds its locks (and Prisma's
+    # advisory lock) and blocks the next deploy.
+    "no-migrate-sessions": "SELECT coalesce(string_agg(pid::text, ', '), '')"
+                           " FROM pg_stat_activity WHERE application_name = %(app)s",
+}
+
+
+def _builtin(ctx: Context, name: str, query: str, db: pg.Db, migrate_phase: str) -> Outcome:
+    # A backend leaves pg_stat_activity a moment after its client has gone: look again
+    # for a short while before calling a finding real.
+    settle = time.monotonic() + BUILTIN_SETTLE_SECONDS
+    with ctx.connect(db) as conn:
+        while True:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(query, {"app": f"window/{ctx.run_id}/{migrate_phase}"}
+                               ).fetchone()
+            found = str(row[0]) if row else ""
+            if not found or time.monotonic() >= settle:
+                break
+            time.sleep(0.2)
+    outcome = Outcome(name, not found, f"found: {found}" if found else "none found")
+    ctx.log.info("check_passed" if outcome.passed else "check_failed", check=name,
+                 kind="builtin", detail=outcome.detail)
+    return outcome
 
 
 def _sql(ctx: Context, check: SqlCheck, db: pg.Db, deadline: float) -> tuple[bool, str]:
@@ -96,7 +119,9 @@ def _sql(ctx: Context, check: SqlCheck, db: pg.Db, deadline: float) -> tuple[boo
 
 def _command(ctx: Context, check: CommandCheck, db: pg.Db, deadline: float
              ) -> tuple[bool, str]:
-    result = ctx.run_command(check.command, db=db, deadline=deadline)
+    # Its own application_name: a check's sessions are not the migrate command's.
+    own = replace(ctx, phase=f"{ctx.phase}/checks")
+    result = own.run_command(check.command, db=db, deadline=deadline)
     if result.exit_code != 0:
         return False, f"exited {result.exit_code}"
     if check.expect_output is not None and check.expect_output not in result.stdout:

@@ -11,5 +11,5 @@ class PostCheck:
     name = "post_check"
 
     def run(self, ctx: Context) -> PhaseResult:
-        outcomes = checks.run_all(ctx, ctx.target)
+        outcomes = checks.run_all(ctx, ctx.target, migrate_phase="migrate")
         return PhaseResult(f"{len(outcomes)} check(s) passed on {ctx.target}")

@@ -12,6 +12,7 @@ import time
 from orchestrator import pg, pgtools
 from orchestrator.context import Context
 from orchestrator.errors import PhaseFailed
+from phases import probes
 from phases.base import PhaseResult
 
 
@@ -37,6 +38,8 @@ class Preflight:
             probe.unlink()
         except OSError as exc:
             raise PhaseFailed(f"backup folder {backup_dir} is not writable: {exc}") from exc
+        if offsets := probes.log_offsets(ctx.settings):
+            ctx.journal.put(ctx.run_id, probes.LOG_OFFSETS, offsets)
         ctx.log.info("environment_checked", servers=versions, **tools)
         return PhaseResult("production and staging reachable", {"servers": versions, **tools})
 

@@ -17,5 +17,5 @@ class StagingDryRun:
     def run(self, ctx: Context) -> PhaseResult:
         run_migration(ctx, ctx.staging)
         ctx.log.info("staging_migrated", database=str(ctx.staging))
-        outcomes = checks.run_all(ctx, ctx.staging)
+        outcomes = checks.run_all(ctx, ctx.staging, migrate_phase=self.name)
         return PhaseResult(f"rehearsed on {ctx.staging}", {"checks": len(outcomes)})

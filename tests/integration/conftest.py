@@ -44,6 +44,7 @@ class Shop:
     staging_url: str
     config: Path = field(init=False)
     env: dict[str, str] = field(init=False)
+    started: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.env = {**os.environ, "DATABASE_URL": self.prod_url,
@@ -65,9 +66,18 @@ class Shop:
     def start(self, *args: str) -> subprocess.Popen[str]:
         """A window in the background; its output goes to a file (a pipe could fill up)."""
         with (self.folder.parent / "background.log").open("a") as out:
-            return subprocess.Popen(self._argv(args), cwd=self.folder, env=self.env,
-                                    text=True, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT)
+            process = subprocess.Popen(self._argv(args), cwd=self.folder, env=self.env,
+                                       text=True, stdin=subprocess.DEVNULL, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        """A test that failed half-way must not leave a window running into the next one."""
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
 
     def start_until_sleeping(self) -> tuple[subprocess.Popen[str], int]:
         """A window in the background, once its command sleeps (it writes sleeper.pid); the
@@ -133,14 +143,15 @@ class Shop:
 
 
 @pytest.fixture
-def shop(cluster: Cluster, tmp_path: Path) -> Shop:
+def shop(cluster: Cluster, tmp_path: Path) -> Iterator[Shop]:
     n = next(_names)
     prod, staging = f"shop{n}", f"shop{n}_staging"
     staging_url = demo.create_shop(cluster, staging)
     prod_url = demo.create_shop(cluster, prod)
     made = Shop(cluster, tmp_path / "project", prod, staging, prod_url, staging_url)
     made.configure()
-    return made
+    yield made
+    made.stop_all()
 
 
 def pid_alive(pid: int) -> bool:

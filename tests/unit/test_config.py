@@ -95,7 +95,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_annotated_example_loads() -> None:
     settings = config.load(ROOT / "config" / "window.example.toml")
     assert settings.window.confirm_phrase == "DIXIS-PROD-OK"
-    assert [c.kind for c in settings.checks] == ["http", "sql", "command"]
+    assert [c.kind for c in settings.checks] == ["http", "sql", "log", "command"]
     assert settings.timeout("migrate") == 300
 
 
@@ -118,3 +118,22 @@ def test_http_check_token_is_registered_for_redaction() -> None:
 def test_checks_must_be_a_list() -> None:
     with pytest.raises(ConfigError, match="checks"):
         load(checks=1)
+
+
+def test_log_and_http_checks_validate_their_patterns() -> None:
+    with pytest.raises(ConfigError, match=r"checks\[0\]\.error_pattern: is not a valid regular"):
+        load(checks=[{"name": "l", "kind": "log", "path": "x.log", "error_pattern": "(["}])
+    with pytest.raises(ConfigError, match=r"checks\[0\]\.expect_body"):
+        load(checks=[{"name": "h", "kind": "http", "url": "http://127.0.0.1/",
+                      "expect_body": "*"}])
+    settings = load(checks=[{"name": "h", "kind": "http", "url": "http://127.0.0.1/",
+                             "expect_json": {"checks.db": "ok"},
+                             "headers": {"Authorization": "Bearer s3cr3t-t0ken"}}])
+    assert settings.checks[0].expect_json == {"checks.db": "ok"}  # type: ignore[union-attr]
+    assert redact("sent Bearer s3cr3t-t0ken") == "sent Bearer ***"
+
+
+def test_skip_checks_names_builtin_checks_only() -> None:
+    assert load(window={"confirm_phrase": "X", "skip_checks": ["no-invalid-indexes"]})
+    with pytest.raises(ConfigError, match="'no-such' is not a built-in check"):
+        load(window={"confirm_phrase": "X", "skip_checks": ["no-such"]})

@@ -1,0 +1,119 @@
+"""Checks that tell the truth: HTTP bodies, retries, logs, and the built-in database checks."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import Shop
+
+ON_PRODUCTION = ('psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && '
+                 'if [ "$WINDOW_PHASE" = migrate ]; then {}; fi')
+
+
+class _App(http.server.BaseHTTPRequestHandler):
+    """/down answers 200 with the database down; /waking answers 503 three times first."""
+
+    calls: dict[str, int] = {}  # noqa: RUF012 - per-server state, reset by the fixture
+
+    def do_GET(self) -> None:
+        self.calls[self.path] = self.calls.get(self.path, 0) + 1
+        status, body = 200, {"status": "ok", "checks": {"db": "ok"}}
+        if self.path == "/down":
+            body = {"status": "ok", "checks": {"db": "error"}}
+        elif self.path == "/waking" and self.calls[self.path] <= 3:
+            status = 503
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+
+    def log_message(self, *_args: object) -> None:
+        return
+
+
+@pytest.fixture
+def app() -> Iterator[str]:
+    _App.calls = {}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _App)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def health(url: str, timeout: str = "20s") -> str:
+    return (f'\n[[checks]]\nname = "health"\nkind = "http"\nurl = "{url}"\ntimeout = "{timeout}"'
+            '\nexpect_json = { "checks.db" = "ok" }\nexpect_body = \'"status": "ok"\'\n')
+
+
+def test_a_200_saying_the_database_is_down_fails(shop: Shop, app: str) -> None:
+    shop.configure(checks=health(f"{app}/down", timeout="2s"))
+    done = shop.run_window()
+    assert done.returncode == 3, done.stderr
+    assert "checks.db = 'error' (expected 'ok')" in shop.phase("staging_dry_run")["error"]
+
+
+def test_an_endpoint_waking_up_passes_after_retries(shop: Shop, app: str) -> None:
+    shop.configure(checks=health(f"{app}/waking"))
+    done = shop.run_window()
+    assert done.returncode == 0, done.stderr
+    assert "after 4 attempts" in done.stderr
+
+
+def test_only_log_lines_written_during_the_window_fail(shop: Shop) -> None:
+    (shop.folder / "logs").mkdir(parents=True)
+    (shop.folder / "logs" / "app.log").write_text("ERROR from last week\nINFO fine\n")
+    shop.configure(
+        migrate=ON_PRODUCTION.format("echo 'ERROR relation orders does not exist'"
+                                     " >> logs/app.log"),
+        checks='\n[[checks]]\nname = "app-log"\nkind = "log"\npath = "logs/*.log"\n'
+               'error_pattern = "^ERROR"\n')
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stderr
+    assert shop.phase("staging_dry_run")["status"] == "succeeded", "old lines do not count"
+    error = shop.phase("post_check")["error"]
+    assert "app-log" in error and "relation orders does not exist" in error
+    assert "last week" not in error
+
+
+def test_an_invalid_index_left_by_the_migration_fails_the_builtin_check(shop: Shop) -> None:
+    shop.configure(migrate=ON_PRODUCTION.format(
+        'psql -X -q -c "CREATE UNIQUE INDEX CONCURRENTLY orders_customer ON orders'
+        ' (customer)" "$DATABASE_URL" || true'))
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stderr
+    assert "no-invalid-indexes: found: orders_customer" in shop.phase("post_check")["error"]
+    assert "no-invalid-indexes" in shop.window("plan").stdout
+
+
+def test_a_migrate_session_still_alive_fails_the_builtin_check(shop: Shop) -> None:
+    shop.configure(migrate=ON_PRODUCTION.format(
+        '(psql -X -q -c "SELECT pg_sleep(20)" "$DATABASE_URL" > /dev/null 2>&1 &)'
+        " && sleep 1"))
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stderr
+    assert "no-migrate-sessions: found:" in shop.phase("post_check")["error"]
+
+
+def test_builtin_checks_can_be_skipped_by_name(shop: Shop) -> None:
+    shop.configure(migrate=ON_PRODUCTION.format(
+        'psql -X -q -c "CREATE UNIQUE INDEX CONCURRENTLY orders_customer ON orders'
+        ' (customer)" "$DATABASE_URL" || true'))
+    shop.config.write_text(shop.config.read_text().replace(
+        'confirm_phrase = "DEMO-PROD-OK"',
+        'confirm_phrase = "DEMO-PROD-OK"\nskip_checks = ["no-invalid-indexes"]'))
+
+    assert shop.run_window().returncode == 0
+    assert "no-invalid-indexes" not in shop.window("plan").stdout
