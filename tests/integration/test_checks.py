@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +17,8 @@ ON_PRODUCTION = ('psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL"
 
 
 class _App(http.server.BaseHTTPRequestHandler):
-    """/down answers 200 with the database down; /waking answers 503 three times first."""
+    """/down answers 200 with the database down; /waking answers 503 three times first;
+    /unavailable always 503; /hang takes 10 s; anything else is healthy."""
 
     calls: dict[str, int] = {}  # noqa: RUF012 - per-server state, reset by the fixture
 
@@ -25,8 +27,11 @@ class _App(http.server.BaseHTTPRequestHandler):
         status, body = 200, {"status": "ok", "checks": {"db": "ok"}}
         if self.path == "/down":
             body = {"status": "ok", "checks": {"db": "error"}}
-        elif self.path == "/waking" and self.calls[self.path] <= 3:
+        elif self.path == "/unavailable" or (self.path == "/waking"
+                                              and self.calls[self.path] <= 3):
             status = 503
+        elif self.path == "/hang":
+            time.sleep(10)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -40,6 +45,7 @@ class _App(http.server.BaseHTTPRequestHandler):
 def app() -> Iterator[str]:
     _App.calls = {}
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _App)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -50,6 +56,28 @@ def app() -> Iterator[str]:
 def health(url: str, timeout: str = "20s") -> str:
     return (f'\n[[checks]]\nname = "health"\nkind = "http"\nurl = "{url}"\ntimeout = "{timeout}"'
             '\nexpect_json = { "checks.db" = "ok" }\nexpect_body = \'"status": "ok"\'\n')
+
+
+def test_a_healthy_endpoint_passes(shop: Shop, app: str) -> None:
+    shop.configure(checks=health(f"{app}/ok"))
+    done = shop.run_window()
+    assert done.returncode == 0, done.stderr
+    assert "check_passed" in done.stderr
+
+
+@pytest.mark.parametrize(("path", "reason"), [("/unavailable", "HTTP 503"),
+                                              ("/hang", "did not answer")])
+def test_a_failing_endpoint_stops_the_window_before_production(
+        shop: Shop, app: str, path: str, reason: str) -> None:
+    shop.configure(checks=health(f"{app}{path}", timeout="1s"))
+    started = time.monotonic()
+
+    done = shop.run_window()
+
+    assert done.returncode == 3, done.stderr
+    assert time.monotonic() - started < 30
+    assert reason in shop.phase("staging_dry_run")["error"]
+    assert shop.banner_log() == []
 
 
 def test_a_200_saying_the_database_is_down_fails(shop: Shop, app: str) -> None:

@@ -1,16 +1,11 @@
 """More of what an on-call engineer sees: the audit trail, the status table, SIGTERM, an early
-abort, unreachable databases, and HTTP checks against a server on loopback."""
+abort, unreachable databases, and banners that will not behave."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import signal
-import threading
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from orchestrator import demo
 from orchestrator.pgcluster import free_port
@@ -125,57 +120,6 @@ def test_unreachable_staging_aborts_in_preflight(shop: Shop) -> None:
     assert done.returncode == 3, done.stderr
     assert shop.status()["state"] == "aborted"
     assert "cannot reach" in shop.phase("preflight")["error"]
-    assert shop.banner_log() == []
-
-
-ANSWERS = {"/ok": 200, "/down": 503}
-
-
-class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path == "/hang":
-            time.sleep(10)
-        self.send_response(ANSWERS.get(self.path, 404))
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *_args: object) -> None:
-        return
-
-
-@pytest.fixture
-def health() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def http_check(url: str, timeout: str = "30s") -> str:
-    return f'\n[[checks]]\nname = "health"\nkind = "http"\nurl = "{url}"\ntimeout = "{timeout}"\n'
-
-
-def test_http_check_passes_on_expected_status(shop: Shop, health: str) -> None:
-    shop.configure(checks=http_check(f"{health}/ok"))
-    done = shop.run_window()
-    assert done.returncode == 0, done.stderr
-    assert "check_passed" in done.stderr
-
-
-@pytest.mark.parametrize(("path", "reason"), [("/down", "HTTP 503"), ("/hang", "did not answer")])
-def test_http_check_failing_on_staging_stops_before_production(
-        shop: Shop, health: str, path: str, reason: str) -> None:
-    shop.configure(checks=http_check(f"{health}{path}", timeout="1s"))
-    started = time.monotonic()
-
-    done = shop.run_window()
-
-    assert done.returncode == 3, done.stderr
-    assert time.monotonic() - started < 30
-    assert reason in shop.phase("staging_dry_run")["error"]
     assert shop.banner_log() == []
 
 
