@@ -24,7 +24,6 @@ from phases import Registry
 
 ABORT_POLL_SECONDS = 0.25
 FINISH_SECONDS = 120.0
-STATUS_BY_EVENT = {"failed": "failed", "timed_out": "timed_out", "abort": "failed"}
 
 
 @dataclass
@@ -199,7 +198,8 @@ class Runner:
             if interrupt := self.signals.pending():  # a cancelled query, after a signal
                 self._interrupted(log, name, interrupt)
             if isinstance(exc, PhaseError):
-                return Outcome(STATUS_BY_EVENT[exc.event], exc.event, exc.message)
+                status = "failed" if exc.event == "abort" else exc.event  # failed, timed_out
+                return Outcome(status, exc.event, exc.message)
             # A bug or an unconverted error must not skip the rollback.
             log.exception("phase_crashed")
             return Outcome("failed", "failed", f"{type(exc).__name__}: {exc}")

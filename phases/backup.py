@@ -90,9 +90,9 @@ def is_marked(conn: psycopg.Connection[Any], name: str, expected: str) -> bool:
 
 def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], source: Path,
                               name: str, *, like: str, tables: int = 0) -> float:
-    """A fresh database ``name`` holding the archive (checked against its manifest first);
-    the seconds pg_restore took."""
-    archive.verify(source, ctx.settings.backup.jobs)
+    """A fresh database ``name`` holding the archive; the seconds pg_restore took. The caller
+    vouches for the archive: the backup phase has just written it and its manifest, and a
+    rollback takes it from ``trusted_archive``, which checks the manifest once."""
     pg.drop_database(conn, name)  # a restore interrupted mid-way starts over
     pg.create_database_like(conn, name, like=like)
     # Only its owner may connect until it is sealed; production's grants come at the swap.
