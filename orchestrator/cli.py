@@ -47,11 +47,16 @@ def _exit(code: int) -> NoReturn:
 
 
 @app.command()
-def run(config: ConfigOption = Path("window.toml"), confirm: ConfirmOption = None) -> None:
+def run(
+    config: ConfigOption = Path("window.toml"),
+    confirm: ConfirmOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run even when the migration tool shows nothing pending.")] = False,
+) -> None:
     """Pass the safety gates, then run the whole window."""
     from orchestrator import commands
 
-    _exit(commands.run(_settings(config), confirm))
+    _exit(commands.run(_settings(config), confirm, force=force))
 
 
 @app.command()

@@ -24,6 +24,7 @@ from orchestrator.errors import ConfigError, GateRefused, Interrupted, PhaseFail
 from orchestrator.journal import Journal, Run
 from orchestrator.lock import StateLock, TargetLock
 from orchestrator.machine import EXIT_CODES, PHASES, TERMINAL, State
+from orchestrator.migrations import ToolState
 from orchestrator.proc import start_ticks
 from orchestrator.report import advice, status, table
 from orchestrator.runner import Runner, Signals, stop_orphans
@@ -36,24 +37,34 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d_%H%M%S_") + secrets.token_hex(2)
 
 
-def summary(settings: Settings, target: pg.Db, staging: pg.Db) -> str:
+def summary(settings: Settings, target: pg.Db, staging: pg.Db,
+            tool: ToolState | None = None) -> str:
     phases = ", ".join(f"{p} {settings.timeout(p):g}s"
                        for p in machine.phases(settings.backup.when))
+    pending = f"\n  pending: {', '.join(tool.pending)}" if tool and tool.pending else ""
     return (f"window {settings.window.name!r} will migrate production {target}"
             f" after rehearsing on staging {staging}.\n"
-            f"  backup to {settings.path(settings.backup.dir)}\n  phases: {phases}")
+            f"  backup to {settings.path(settings.backup.dir)}\n  phases: {phases}{pending}")
 
 
 def run(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
-        registry: Registry | None = None) -> int:
+        registry: Registry | None = None, force: bool = False) -> int:
     with _audited(settings, "run"):
-        return _run(settings, confirm, stdin, registry)
+        return _run(settings, confirm, stdin, registry, force)
 
 
 def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
-         registry: Registry | None) -> int:
+         registry: Registry | None, force: bool) -> int:
     target, staging = gates.databases(settings)
-    gates.confirm(settings, confirm, summary(settings, target, staging), stdin)
+    tool = gates.migration_tool(settings, target)
+    if tool is not None and tool.pending == () and not force:
+        structlog.get_logger().info("nothing_pending", table=tool.table,
+                                    applied=len(tool.applied))
+        print(f"nothing to do: production's {tool.table} has every migration in"
+              f" {settings.migrate.files} applied ({len(tool.applied)});"
+              " `window run --force` runs the window anyway.")
+        return 0
+    gates.confirm(settings, confirm, summary(settings, target, staging, tool), stdin)
     gates.git_repo(settings)
     with _holding(settings, target) as journal:
         unfinished = _unfinished(journal)

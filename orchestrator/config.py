@@ -145,6 +145,9 @@ class BannerSection(Section):
     off: Command
 
 
+MIGRATION_TOOLS = ("prisma", "alembic", "flyway", "none")
+
+
 class MigrateSection(Section):
     command: Command
     workdir: str | None = None
@@ -153,6 +156,55 @@ class MigrateSection(Section):
     # (statement_timeout defaults to the phase's remaining time).
     lock_timeout: Duration = 5.0
     statement_timeout: Duration | None = None
+    # The tool whose own table (_prisma_migrations, alembic_version, flyway_schema_history)
+    # tells applied, failed and, against ``files``, pending migrations.
+    tool: Literal["prisma", "alembic", "flyway", "none"] = "none"
+    files: str | None = None  # prisma/migrations, alembic/versions, sql/ ...
+    table: str | None = None  # the tool's table when not the default (schema.table allowed)
+    # Before the migration: wait for application sessions to finish what they are doing.
+    drain_timeout: Duration = 30.0
+    drain_idle: bool = False  # also wait for idle sessions (a pool's) to disconnect
+    drain_ignore: list[str] = []  # application_name patterns (fnmatch) never waited for
+    terminate_idle_in_transaction: bool = False
+
+    @model_validator(mode="after")
+    def _files_need_a_tool(self) -> MigrateSection:
+        if self.files is not None and self.tool == "none":
+            raise ValueError('files needs tool = "prisma", "alembic" or "flyway"')
+        return self
+
+
+class MonitorSection(Section):
+    """Samples of pg_stat_activity and pg_locks while production is migrated or restored."""
+
+    enabled: bool = True
+    interval: Duration = 2.0
+
+
+class BaselineQuery(Section):
+    name: str
+    query: str
+    max_slowdown: float | None = Field(default=None, gt=1.0)
+    on_slowdown: Literal["fail", "warn"] | None = None
+
+
+def _baseline_entries(value: object) -> object:
+    # [[baseline]] entries alone are the short form of [baseline] queries = [...].
+    return {"queries": value} if isinstance(value, list) else value
+
+
+class BaselineSection(Section):
+    """Queries timed (median of ``runs``) before the banner goes up and again in post_check;
+    slower than ``max_slowdown`` times fails the check, or warns. Differences under
+    ``min_difference_ms`` are noise, never a slowdown."""
+
+    queries: list[BaselineQuery] = []
+    runs: int = Field(default=5, ge=1, le=100)
+    max_slowdown: float = Field(default=2.0, gt=1.0)
+    on_slowdown: Literal["fail", "warn"] = "fail"
+    min_difference_ms: float = Field(default=5.0, ge=0)
+    # The top statements of pg_stat_statements by total time, compared by planner cost.
+    from_pg_stat_statements: int | None = Field(default=None, ge=1, le=100)
 
 
 class TimeoutsSection(Section):
@@ -238,7 +290,7 @@ class LogCheck(CheckBase):
 Check = Annotated[HttpCheck | SqlCheck | CommandCheck | LogCheck, Field(discriminator="kind")]
 CHECK_KINDS = ("http", "sql", "command", "log")
 # Checks every window runs after its own, unless [window] skip_checks names them.
-BUILTIN_CHECKS = ("no-invalid-indexes", "no-migrate-sessions")
+BUILTIN_CHECKS = ("no-invalid-indexes", "no-migrate-sessions", "migration-tool-state")
 
 
 class Settings(Section):
@@ -250,6 +302,9 @@ class Settings(Section):
     migrate: MigrateSection
     timeouts: TimeoutsSection = TimeoutsSection()
     checks: list[Check] = []
+    baseline: Annotated[BaselineSection, BeforeValidator(_baseline_entries)] = \
+        BaselineSection()
+    monitor: MonitorSection = MonitorSection()
     config_dir: Path = Field(default=Path(), exclude=True)
 
     def path(self, relative: str) -> Path:
@@ -262,6 +317,13 @@ class Settings(Section):
 
     def timeout(self, phase: str) -> float:
         return float(getattr(self.timeouts, phase))
+
+    @property
+    def builtin_checks(self) -> list[str]:
+        """The built-in checks this window runs: all but those skipped, and the migration
+        tool's state only when there is a tool to ask."""
+        return [name for name in BUILTIN_CHECKS if name not in self.window.skip_checks
+                and (name != "migration-tool-state" or self.migrate.tool != "none")]
 
 
 def load(path: Path) -> Settings:
@@ -278,12 +340,15 @@ def load(path: Path) -> Settings:
 
 
 def from_mapping(raw: dict[str, Any], path: Path) -> Settings:
-    checks = raw.get("checks", [])
-    names = [c.get("name") for c in checks if isinstance(c, dict)] if isinstance(checks, list) \
-        else []
-    duplicated = sorted({str(n) for n in names if names.count(n) > 1})
-    if duplicated:
-        raise ConfigError(f"{path}: [[checks]] name {duplicated[0]!r} is used twice.")
+    baseline = raw.get("baseline")
+    for where, entries in (("[[checks]]", raw.get("checks")),
+                           ("[[baseline]]", baseline.get("queries")
+                            if isinstance(baseline, dict) else baseline)):
+        names = [e.get("name") for e in entries if isinstance(e, dict)] \
+            if isinstance(entries, list) else []
+        duplicated = sorted({str(n) for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ConfigError(f"{path}: {where} name {duplicated[0]!r} is used twice.")
     try:
         return Settings.model_validate({**raw, "config_dir": path.resolve().parent})
     except ValidationError as exc:

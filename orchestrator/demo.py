@@ -87,6 +87,7 @@ def write_project(folder: Path, migration_sql: str, **overrides: Any) -> Path:
         "banner_on": "touch maintenance.on",
         "banner_off": "rm -f maintenance.on",
         "timeouts": "",
+        "migrate_extra": "",  # more [migrate] keys, one per line
         "checks": textwrap.dedent("""
             [[checks]]
             name = "orders-intact"
@@ -122,6 +123,7 @@ def write_project(folder: Path, migration_sql: str, **overrides: Any) -> Path:
 
         [migrate]
         command = {_toml(settings["migrate"])}
+        {settings["migrate_extra"]}
 
         [timeouts]
         {settings["timeouts"]}

@@ -8,15 +8,16 @@ import os
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
 import psycopg
 
-from orchestrator import pg
+from orchestrator import migrations, pg
 from orchestrator.config import Settings
-from orchestrator.errors import GateRefused, WindowError
-from orchestrator.redact import register, register_url
+from orchestrator.errors import GateRefused, PhaseFailed, WindowError
+from orchestrator.redact import redact, register, register_url
 
 TTY_PROMPT_SECONDS = 300.0
 PIPE_PROMPT_SECONDS = 10.0
@@ -100,3 +101,24 @@ def git(*args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+def migration_tool(settings: Settings, target: pg.Db) -> migrations.ToolState | None:
+    """What the migration tool's table says on production, before anything runs; a failed
+    migration it records refuses the window (the tool would refuse to deploy anyway)."""
+    if settings.migrate.tool == "none":
+        return None
+    try:
+        with pg.connect(target, time.time() + settings.target.connect_timeout) as conn:
+            state = migrations.read(conn, settings.migrate, migrations.files(settings),
+                                    target.schema)
+    except PhaseFailed as exc:
+        raise GateRefused(f"cannot read the migration tool's table on production: {exc.message}"
+                          ) from exc
+    except psycopg.Error as exc:
+        raise GateRefused(f"cannot read the migration tool's table on production {target}:"
+                          f" {redact(str(exc).strip().splitlines()[0])}") from exc
+    if state.failed:
+        raise GateRefused(f"production's {state.table} records a failed migration:"
+                          f" {state.failed[0].describe()}. Nothing was done.")
+    return state

@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS children (
     pid INTEGER NOT NULL, pgid INTEGER NOT NULL, start_ticks TEXT,
     started_at REAL NOT NULL, ended_at REAL, exit_code INTEGER, output TEXT
 );
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, at REAL NOT NULL, phase TEXT NOT NULL,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS facts (
     run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (run_id, key)
@@ -297,3 +301,21 @@ class Journal:
         row = self._db.execute("SELECT value FROM facts WHERE run_id = ? AND key = ?",
                                (run_id, key)).fetchone()
         return json.loads(row["value"]) if row else None
+
+    # monitor samples ----------------------------------------------------------------------
+
+    def add_sample(self, run_id: str, phase: str, at: float, value: Mapping[str, Any]) -> None:
+        """One sample of the server's sessions; its text (application names) is redacted."""
+        self._db.execute(
+            "INSERT INTO samples (run_id, at, phase, value) VALUES (?, ?, ?, ?)",
+            (run_id, at, phase,
+             json.dumps(redact_value(value), default=str, ensure_ascii=False)),
+        )
+
+    def samples(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's samples, oldest first, each as ``{"at", "phase", **value}``."""
+        rows = self._db.execute(
+            "SELECT at, phase, value FROM samples WHERE run_id = ? ORDER BY at, id", (run_id,)
+        ).fetchall()
+        return [{"at": row["at"], "phase": row["phase"], **json.loads(row["value"])}
+                for row in rows]

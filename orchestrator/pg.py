@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import urllib.parse
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,14 +34,31 @@ _LIBPQ_ENV = {
 }
 
 
+# Query parameters Prisma reads from DATABASE_URL that libpq would refuse.
+PRISMA_ONLY_PARAMETERS = frozenset({
+    "schema", "connection_limit", "pool_timeout", "socket_timeout", "pgbouncer",
+    "statement_cache_size", "sslidentity", "sslpassword", "sslaccept",
+})
+
+
 @dataclass(frozen=True)
 class Db:
     url: str = field(repr=False)
     params: dict[str, Any] = field(repr=False)
+    schema: str | None = None  # Prisma's ?schema=, where its _prisma_migrations table lives
 
     @classmethod
     def from_url(cls, url: str) -> Db:
-        return cls(url, conninfo_to_dict(url))
+        """The database a URL names. The URL itself is handed on unchanged (the migration
+        tool may need its own parameters); libpq gets it without Prisma's."""
+        parts = urllib.parse.urlsplit(url)
+        if not parts.query or parts.scheme not in ("postgres", "postgresql"):
+            return cls(url, conninfo_to_dict(url))
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        libpq = [(k, v) for k, v in query if k not in PRISMA_ONLY_PARAMETERS]
+        schema = next((v for k, v in query if k == "schema" and v), None)
+        clean = parts._replace(query=urllib.parse.urlencode(libpq)).geturl()
+        return cls(url, conninfo_to_dict(clean), schema)
 
     @property
     def dbname(self) -> str:
@@ -60,7 +78,7 @@ class Db:
     def on(self, dbname: str) -> Db:
         """The same server and credentials, another database."""
         params = {**self.params, "dbname": dbname}
-        return Db(make_conninfo(**params), params)
+        return Db(make_conninfo(**params), params, self.schema)
 
     def conninfo(self, statement_timeout: float | None = None) -> str:
         params = {**self.params, "connect_timeout": CONNECT_ATTEMPT_SECONDS}
@@ -149,18 +167,40 @@ def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
         is not None
 
 
+# A superuser's session cannot be ended by anyone else.
+_MAY_END = ("(NOT coalesce((SELECT rolsuper FROM pg_roles WHERE oid = usesysid), false)"
+            " OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))")
+
+
+class Session(NamedTuple):
+    pid: int
+    application_name: str
+    user: str
+    state: str
+    seconds: float  # in its current transaction, or in its current state when outside one
+    may_end: bool
+
+
+def sessions(conn: psycopg.Connection[Any], dbname: str) -> list[Session]:
+    """The other client sessions on a database."""
+    return [Session(*row) for row in conn.execute(
+        "SELECT pid, coalesce(application_name, ''), coalesce(usename::text, ''),"
+        " coalesce(state, ''), extract(epoch FROM now() - coalesce(xact_start, state_change,"
+        " backend_start))::float8, " + _MAY_END + " FROM pg_stat_activity"
+        " WHERE datname = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        " ORDER BY pid", (dbname,)).fetchall()]
+
+
 def terminate_sessions(conn: psycopg.Connection[Any], *, dbname: str | None = None,
                        application_name: str | None = None,
                        application_prefix: str | None = None) -> int:
     """End other sessions on a database, with an application name, or whose application
     name starts with a prefix; how many were ended."""
     # Client sessions only (autovacuum workers give way to a rename by themselves), and only
-    # those this role may end: a superuser's session cannot be ended by anyone else.
+    # those this role may end.
     rows = conn.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-        " AND backend_type = 'client backend'"
-        " AND (NOT coalesce((SELECT rolsuper FROM pg_roles WHERE oid = usesysid), false)"
-        "      OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))"
+        " AND backend_type = 'client backend' AND " + _MAY_END +
         " AND (%(db)s::text IS NULL OR datname = %(db)s)"
         " AND (%(app)s::text IS NULL OR application_name = %(app)s)"
         " AND (%(prefix)s::text IS NULL OR starts_with(application_name, %(prefix)s))",

@@ -42,6 +42,24 @@ def bindir() -> Path:
                        " on PATH or under /usr/lib/postgresql/*/bin; install PostgreSQL.")
 
 
+def _install_dirs(folder: Path) -> tuple[Path, Path]:
+    """The share and library folders of the install whose programs are in ``folder``."""
+    pg_config = folder / "pg_config"
+    if pg_config.exists():
+        found = subprocess.run([str(pg_config), "--sharedir", "--pkglibdir"], capture_output=True,
+                               text=True, check=False, timeout=30).stdout.split()
+        if len(found) == 2:
+            return Path(found[0]), Path(found[1])
+    return folder.parent / "share", folder.parent / "lib"
+
+
+def ships_extension(folder: Path, name: str) -> bool:
+    """Whether the install in ``folder`` has ``name``'s control file and library: a server told
+    to preload a library it lacks does not start."""
+    share, lib = _install_dirs(folder)
+    return (share / "extension" / f"{name}.control").exists() and any(lib.glob(f"{name}.*"))
+
+
 class Cluster:
     def __init__(self, root: Path | None = None,
                  password: str = "s3cr3t:p@ss/w%rd") -> None:  # noqa: S107 - throwaway
@@ -83,6 +101,9 @@ class Cluster:
                        f"unix_socket_directories = '{self.root}'\nfsync = off\n"
                        "synchronous_commit = off\nfull_page_writes = off\n"
                        "max_connections = 100\nshared_buffers = 128MB\n")
+            if ships_extension(self.bin, "pg_stat_statements"):
+                # What the performance baseline reads for production's busiest statements.
+                conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
         return self
 
     def start(self) -> Cluster:

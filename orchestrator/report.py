@@ -36,6 +36,9 @@ def status(journal: Journal, run: Run) -> dict[str, Any]:
         "phases": phases,
         "backup": _backup(journal.get(run.run_id, "backup")),
         "rollback": journal.get(run.run_id, "rollback"),
+        "baseline": journal.get(run.run_id, "baseline") or {},
+        "drain": journal.get(run.run_id, "drain"),
+        "monitor": [{**s, "at": _iso(s["at"])} for s in journal.samples(run.run_id)],
     }
 
 
@@ -89,7 +92,36 @@ def table(report: dict[str, Any]) -> str:
             gap = ", ".join(f"{t} ~{n}" for t, n in rollback["write_gap"].items())
             lines.append(f"  writes after the backup, discarded (still in the kept database):"
                          f" {gap}")
+    lines += _baseline_lines(report.get("baseline") or {})
+    lines += _monitor_summary(report["monitor"])
     return "\n".join(lines)
+
+
+def _monitor_summary(samples: list[dict[str, Any]]) -> list[str]:
+    """One line per watched phase: the peaks an engineer looks for after the fact."""
+    lines = []
+    for phase in dict.fromkeys(s["phase"] for s in samples):
+        seen = [s for s in samples if s["phase"] == phase]
+        lines.append(f"  monitor: {len(seen)} samples during {phase}, peak"
+                     f" {max(s['connections'] for s in seen)} connections, max"
+                     f" {max(s['waiting'] for s in seen)} waiting, longest"
+                     f" {max(s['longest_s'] for s in seen):.1f}s")
+    return ["", *lines] if lines else []
+
+
+def _baseline_lines(entries: dict[str, dict[str, Any]]) -> list[str]:
+    """Each baseline entry before and after the migration, flagged when it counted as slow."""
+    lines = []
+    for name, entry in entries.items():
+        cost = entry["measure"] == "plan_cost"
+        prefix, unit, key = ("planned cost ", "", "cost") if cost else ("", " ms", "ms")
+        before, after = entry[f"before_{key}"], entry[f"after_{key}"]
+        shown = f"{after:.1f}{unit}, {entry['ratio']:.1f}x" if after is not None \
+            else entry["error"]
+        verdict = " SLOW" if entry["slow"] else " BROKEN" if entry["error"] else ""
+        lines.append(f"  baseline {name}: {prefix}{before:.1f}{unit} -> {shown}"
+                     f" (max {entry['max_slowdown']:g}x){verdict}")
+    return ["", *lines] if lines else []
 
 
 def _paused(run: Run, gap: dict[str, int] | None, off: str) -> str:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import signal
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import NoReturn
 
 import structlog
 
-from orchestrator import machine, pg, proc
+from orchestrator import machine, monitor, pg, proc
 from orchestrator.context import Context
 from orchestrator.errors import AbortRequested, Interrupted, PhaseError
 from orchestrator.journal import Journal
@@ -24,6 +25,7 @@ from phases import Registry
 
 ABORT_POLL_SECONDS = 0.25
 FINISH_SECONDS = 120.0
+MONITORED = ("migrate", "rollback")  # production under strain: its sessions are sampled
 
 
 @dataclass
@@ -190,8 +192,10 @@ class Runner:
         if time.time() >= deadline:
             return Outcome("timed_out", "timed_out",
                            "its deadline passed while the window was stopped")
+        ctx = self.base.for_phase(name, deadline, self.poll)
         try:
-            result = self.registry[name].run(self.base.for_phase(name, deadline, self.poll))
+            with self._monitored(ctx):
+                result = self.registry[name].run(ctx)
         except Interrupted as exc:
             self._interrupted(log, name, exc)
         except Exception as exc:
@@ -204,6 +208,12 @@ class Runner:
             log.exception("phase_crashed")
             return Outcome("failed", "failed", f"{type(exc).__name__}: {exc}")
         return Outcome("succeeded", "succeeded", summary=result.summary)
+
+    @staticmethod
+    def _monitored(ctx: Context) -> AbstractContextManager[None]:
+        if ctx.phase in MONITORED and ctx.settings.monitor.enabled:
+            return monitor.sampling(ctx)
+        return nullcontext()
 
     def _interrupted(self, log: structlog.typing.FilteringBoundLogger, name: str,
                      exc: Interrupted) -> NoReturn:

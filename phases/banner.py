@@ -16,6 +16,7 @@ from orchestrator import pg
 from orchestrator.config import Command
 from orchestrator.context import Context
 from orchestrator.errors import PhaseFailed
+from phases import baseline
 from phases.base import PhaseResult
 from phases.migrate import tail
 
@@ -30,11 +31,13 @@ def _switch(ctx: Context, command: Command, what: str) -> None:
 
 class BannerOn:
     """Raises the banner. If it fails half-way, the runner takes it down again before the
-    window aborts (as for every abort once the banner may be up)."""
+    window aborts (as for every abort once the banner may be up). The performance baseline is
+    measured first, while production still serves its usual traffic."""
 
     name = "banner_on"
 
     def run(self, ctx: Context) -> PhaseResult:
+        baseline.record_before(ctx, ctx.target)
         _switch(ctx, ctx.settings.banner.on, "on")
         ctx.log.info("banner_raised")
         if ctx.journal.run(ctx.run_id).backup_when == "before_banner":

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import psycopg
 
-from orchestrator import pg
+from orchestrator import migrations, pg
 from orchestrator.config import Check, CommandCheck, HttpCheck, LogCheck, SqlCheck
 from orchestrator.context import Context
 from orchestrator.errors import PhaseFailed, PhaseTimeout
@@ -31,9 +31,9 @@ def run_all(ctx: Context, db: pg.Db, migrate_phase: str) -> list[Outcome]:
     that did not pass. ``migrate_phase`` names the phase whose migrate command's sessions
     must all be gone by now."""
     outcomes = [run_one(ctx, check, db) for check in ctx.settings.checks]
-    skipped = ctx.settings.window.skip_checks
-    outcomes += [_builtin(ctx, name, query, db, migrate_phase)
-                 for name, query in BUILTIN_QUERIES.items() if name not in skipped]
+    for name in ctx.settings.builtin_checks:
+        outcomes.append(_tool_state(ctx, db) if name == "migration-tool-state"
+                        else _builtin(ctx, name, BUILTIN_QUERIES[name], db, migrate_phase))
     failed = [o for o in outcomes if not o.passed]
     if failed:
         reasons = "; ".join(f"{o.name}: {o.detail}" for o in failed)
@@ -97,7 +97,19 @@ def _builtin(ctx: Context, name: str, query: str, db: pg.Db, migrate_phase: str)
             if not found or time.monotonic() >= settle:
                 break
             time.sleep(0.2)
-    outcome = Outcome(name, not found, f"found: {found}" if found else "none found")
+    return _builtin_outcome(ctx, name, f"found: {found}" if found else "")
+
+
+def _tool_state(ctx: Context, db: pg.Db) -> Outcome:
+    """The migration tool's own table: no failed migration, nothing left pending."""
+    with ctx.connect(db) as conn:
+        state = migrations.read(conn, ctx.settings.migrate, migrations.files(ctx.settings),
+                                db.schema)
+    return _builtin_outcome(ctx, "migration-tool-state", "; ".join(state.problems()))
+
+
+def _builtin_outcome(ctx: Context, name: str, problem: str) -> Outcome:
+    outcome = Outcome(name, not problem, redact(problem) or "none found")
     ctx.log.info("check_passed" if outcome.passed else "check_failed", check=name,
                  kind="builtin", detail=outcome.detail)
     return outcome

@@ -1,16 +1,23 @@
-"""Migrate: the configured migration command, with ``DATABASE_URL`` set to production.
+"""Migrate: drain production, then the configured migration command, with ``DATABASE_URL``
+set to production.
 
 The staging rehearsal runs the same command through ``run_migration`` with staging's URL.
 """
 
 from __future__ import annotations
 
-from orchestrator import pg
+import time
+
+import psycopg
+
+from orchestrator import migrations, pg
 from orchestrator.context import Context
 from orchestrator.errors import PhaseFailed
 from phases.base import PhaseResult
+from phases.drain import drain
 
 TAIL_LINES = 8
+FAILURE_LOOKUP_SECONDS = 10.0
 
 
 def run_migration(ctx: Context, db: pg.Db) -> str:
@@ -18,10 +25,23 @@ def run_migration(ctx: Context, db: pg.Db) -> str:
     cwd = ctx.settings.path(settings.workdir) if settings.workdir else None
     result = ctx.run_command(settings.command, db=db, cwd=cwd, env=bounded_env(ctx, db))
     if result.exit_code != 0:
-        raise PhaseFailed(
-            f"migration on {db} exited {result.exit_code}: {tail(result.output)}"
-        )
+        raise PhaseFailed(f"migration on {db} exited {result.exit_code}: {tail(result.output)}"
+                          + "".join(f"; {failure}" for failure in recorded_failures(ctx, db)))
     return tail(result.output)
+
+
+def recorded_failures(ctx: Context, db: pg.Db) -> list[str]:
+    """The failed migrations the tool's own table records: they say more than its exit code
+    (which migration, its log, how to resolve it by hand)."""
+    if ctx.settings.migrate.tool == "none":
+        return []
+    try:
+        with ctx.connect(db, deadline=time.time() + FAILURE_LOOKUP_SECONDS) as conn:
+            state = migrations.read(conn, ctx.settings.migrate, None, db.schema)
+    except (PhaseFailed, psycopg.Error) as exc:
+        ctx.log.warning("migration_table_unreadable", error=str(exc))
+        return []
+    return [f"{state.table}: {failed.describe()}" for failed in state.failed]
 
 
 def bounded_env(ctx: Context, db: pg.Db) -> dict[str, str]:
@@ -46,6 +66,7 @@ class Migrate:
     name = "migrate"
 
     def run(self, ctx: Context) -> PhaseResult:
+        drain(ctx, ctx.target)
         output = run_migration(ctx, ctx.target)
         ctx.log.info("migration_applied", database=str(ctx.target))
         return PhaseResult(f"migrated {ctx.target}", {"output": output})

@@ -1,9 +1,12 @@
-"""Post-check: every ``[[checks]]`` entry against production; one failure rolls back."""
+"""Post-check: every ``[[checks]]`` entry against production, and the performance baseline
+measured again. Anything failing rolls back; the error names all of it at once, so the
+engineer does not learn of a second problem only on the next attempt."""
 
 from __future__ import annotations
 
 from orchestrator.context import Context
-from phases import checks
+from orchestrator.errors import PhaseFailed
+from phases import baseline, checks
 from phases.base import PhaseResult
 
 
@@ -11,5 +14,17 @@ class PostCheck:
     name = "post_check"
 
     def run(self, ctx: Context) -> PhaseResult:
-        outcomes = checks.run_all(ctx, ctx.target, migrate_phase="migrate")
-        return PhaseResult(f"{len(outcomes)} check(s) passed on {ctx.target}")
+        failures: list[str] = []
+        try:
+            outcomes = checks.run_all(ctx, ctx.target, migrate_phase="migrate")
+        except PhaseFailed as exc:
+            failures.append(exc.message)
+        try:
+            failures += baseline.verify(ctx, ctx.target)
+        except PhaseFailed as exc:
+            failures.append(exc.message)
+        if failures:
+            raise PhaseFailed("; ".join(failures))
+        compared = len(ctx.journal.get(ctx.run_id, baseline.RESULT) or {})
+        within = f", {compared} baseline entries compared" if compared else ""
+        return PhaseResult(f"{len(outcomes)} check(s) passed on {ctx.target}{within}")

@@ -1,8 +1,9 @@
-"""A migration that cannot hang production: lock and statement timeouts, and no session of
-the migrate command left behind after an abort."""
+"""A migration that cannot hang production: production drained first, lock and statement
+timeouts, and no session of the migrate command left behind after an abort."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import psycopg
@@ -20,8 +21,7 @@ MIGRATE_SESSIONS = ("SELECT count(*) FROM pg_stat_activity"
 
 
 def test_a_lock_held_elsewhere_fails_the_migration_instead_of_hanging(shop: Shop) -> None:
-    shop.config.write_text(shop.config.read_text().replace(
-        "[migrate]\n", '[migrate]\nlock_timeout = "1s"\n'))
+    shop.configure(migrate_extra='lock_timeout = "1s"\ndrain_timeout = "1s"')
     locker = psycopg.connect(shop.prod_url)
     locker.execute("SELECT count(*) FROM orders")  # holds ACCESS SHARE until the end
     started = time.monotonic()
@@ -49,3 +49,66 @@ def test_after_an_abort_no_migrate_session_is_left(shop: Shop) -> None:
     assert aborted.returncode == 0, aborted.stderr
     assert window.wait(timeout=30) == 1
     assert shop.cluster.psql(MIGRATE_SESSIONS) == "0"
+
+
+def test_drain_ends_a_session_idle_in_a_transaction(shop: Shop) -> None:
+    shop.configure(migrate_extra="terminate_idle_in_transaction = true")
+    idle = psycopg.connect(shop.prod_url)
+    idle.execute("SELECT count(*) FROM orders")  # its lock would block the ALTER TABLE
+    pid = idle.info.backend_pid
+
+    done = shop.run_window()
+
+    assert done.returncode == 0, done.stderr
+    drain = shop.status()["drain"]
+    assert [s["pid"] for s in drain["ended"]] == [pid]
+    assert drain["ended"][0]["state"] == "idle in transaction"
+    assert drain["drained"] is True
+    assert idle.closed or idle.broken or _is_gone(idle)
+
+
+def _is_gone(conn: psycopg.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+def test_drain_waits_for_a_running_request_to_finish(shop: Shop) -> None:
+    busy = psycopg.connect(shop.prod_url, autocommit=True)
+    pid = busy.info.backend_pid
+    def request() -> None:  # one that came in just as the banner went up
+        shop.wait_for("maintenance.on")
+        busy.execute("SELECT pg_sleep(3)")
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    try:
+        done = shop.run_window()
+    finally:
+        thread.join(timeout=30)
+        busy.close()
+
+    assert done.returncode == 0, done.stderr
+    drain = shop.status()["drain"]
+    assert pid in [s["pid"] for s in drain["waited_for"]]
+    assert drain["waited_s"] >= 1.0 and drain["drained"] is True
+    assert drain["ended"] == []
+
+
+def test_a_drain_that_runs_out_of_time_says_who_is_left_and_goes_on(shop: Shop) -> None:
+    shop.configure(migrate_extra='drain_timeout = "1s"')
+    idle = psycopg.connect(shop.prod_url)
+    idle.execute("SELECT 1")  # idle in a transaction, holding no table lock
+    pid = idle.info.backend_pid
+    try:
+        done = shop.run_window()
+    finally:
+        idle.close()
+
+    assert done.returncode == 0, done.stderr
+    drain = shop.status()["drain"]
+    assert drain["drained"] is False
+    assert [s["pid"] for s in drain["remaining"]] == [pid]
+    assert 1.0 <= drain["waited_s"] < 5

@@ -137,3 +137,30 @@ def test_skip_checks_names_builtin_checks_only() -> None:
     assert load(window={"confirm_phrase": "X", "skip_checks": ["no-invalid-indexes"]})
     with pytest.raises(ConfigError, match="'no-such' is not a built-in check"):
         load(window={"confirm_phrase": "X", "skip_checks": ["no-such"]})
+
+
+def test_the_migration_tool_state_check_runs_only_with_a_tool() -> None:
+    assert "migration-tool-state" not in load().builtin_checks
+    with_tool = load(migrate={"command": "x", "tool": "prisma", "files": "prisma/migrations"})
+    assert with_tool.builtin_checks == list(config.BUILTIN_CHECKS)
+    skipped = load(window={"confirm_phrase": "X", "skip_checks": ["migration-tool-state"]},
+                   migrate={"command": "x", "tool": "alembic"})
+    assert "migration-tool-state" not in skipped.builtin_checks
+    with pytest.raises(ConfigError, match='migrate: files needs tool = "prisma"'):
+        load(migrate={"command": "x", "files": "prisma/migrations"})
+    with pytest.raises(ConfigError, match=r"migrate\.tool"):
+        load(migrate={"command": "x", "tool": "liquibase"})
+
+
+def test_baseline_takes_both_forms() -> None:
+    entries = [{"name": "orders", "query": "SELECT 1"}]
+    short = load(baseline=entries)
+    full = load(baseline={"queries": entries, "max_slowdown": 3, "on_slowdown": "warn",
+                          "from_pg_stat_statements": 10})
+    assert short.baseline.queries == full.baseline.queries
+    assert (short.baseline.max_slowdown, short.baseline.on_slowdown) == (2.0, "fail")
+    assert (full.baseline.max_slowdown, full.baseline.on_slowdown) == (3.0, "warn")
+    with pytest.raises(ConfigError, match=r"\[\[baseline\]\] name 'orders' is used twice"):
+        load(baseline=entries * 2)
+    with pytest.raises(ConfigError, match=r"baseline\.max_slowdown"):
+        load(baseline={"max_slowdown": 1})

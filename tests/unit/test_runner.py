@@ -28,6 +28,7 @@ def engine(tmp_path: Path, when: str = "before_banner", **handlers: Handler
     settings = config.from_mapping({
         "window": {"confirm_phrase": "X"}, "banner": {"on": "true", "off": "true"},
         "migrate": {"command": "true"}, "timeouts": {"migrate": "1s"},
+        "monitor": {"enabled": False},  # no server behind these fake phases
     }, tmp_path / "window.toml")
     journal = Journal.open(tmp_path / ".window")
     journal.create_run("r1", [str(p) for p in PHASES], {"backup_when": when})

@@ -1,0 +1,78 @@
+"""Drain production once the banner is up, before the migration takes its locks.
+
+A request that slipped in before the banner may still be running, or a session may sit idle
+in a transaction holding locks; the migration would queue behind it (and everyone behind the
+migration). Drain waits, bounded by ``[migrate] drain_timeout``, until no application session
+is busy on production; idle pool connections hold no locks and are not waited for unless
+``drain_idle``. With ``terminate_idle_in_transaction`` the sessions idle in a transaction are
+ended at once. What was waited for and what was ended goes into the journal. A drain that
+runs out of time does not stop the window: the migration's ``lock_timeout`` still bounds it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from typing import Any
+
+import psycopg
+
+from orchestrator import pg
+from orchestrator.context import Context
+
+POLL_SECONDS = 0.25
+WINDOW_APPS = "window/*"  # the window's own commands' sessions
+
+
+def drain(ctx: Context, db: pg.Db) -> dict[str, Any]:
+    settings = ctx.settings.migrate
+    started = time.monotonic()
+    deadline = min(ctx.deadline, time.time() + settings.drain_timeout)
+    waited: dict[int, dict[str, Any]] = {}
+    ended: list[dict[str, Any]] = []
+    with ctx.connect(db) as conn:
+        while True:
+            busy = [s for s in pg.sessions(conn, db.dbname) if _waits_for(ctx, s)]
+            if settings.terminate_idle_in_transaction:
+                for session in [s for s in busy if s.state.startswith("idle in transaction")]:
+                    if session.may_end and _terminate(conn, session.pid):
+                        ended.append(_describe(session))
+                        busy.remove(session)
+            for session in busy:
+                waited.setdefault(session.pid, _describe(session))
+            if not busy or time.time() >= deadline:
+                break
+            ctx.poll()
+            time.sleep(POLL_SECONDS)
+    result = {"waited_s": round(time.monotonic() - started, 3), "waited_for": list(waited.values()),
+              "ended": ended, "remaining": [_describe(s) for s in busy], "drained": not busy}
+    ctx.journal.put(ctx.run_id, "drain", result)
+    if busy:
+        ctx.log.warning("drain_timed_out", remaining=result["remaining"],
+                        waited_s=result["waited_s"])
+    else:
+        ctx.log.info("drained", waited_s=result["waited_s"], waited_for=len(waited),
+                     ended=len(ended))
+    return result
+
+
+def _waits_for(ctx: Context, session: pg.Session) -> bool:
+    settings = ctx.settings.migrate
+    if any(fnmatch.fnmatchcase(session.application_name, pattern)
+           for pattern in (WINDOW_APPS, *settings.drain_ignore)):
+        return False
+    return settings.drain_idle or session.state != "idle"
+
+
+def _terminate(conn: psycopg.Connection[Any], pid: int) -> bool:
+    try:
+        row = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    return bool(row and row[0])
+
+
+def _describe(session: pg.Session) -> dict[str, Any]:
+    return {"pid": session.pid, "application_name": session.application_name,
+            "user": session.user, "state": session.state,
+            "seconds": round(session.seconds, 1)}

@@ -1,0 +1,209 @@
+"""The migration tool's own table, read with psycopg: failed migrations named with the command
+that resolves them, nothing pending stops the window, Alembic's and Flyway's tables too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from orchestrator import demo, migrations
+from orchestrator.config import MigrateSection
+from orchestrator.pg import Db
+from tests.integration.conftest import Shop
+
+# Prisma's documented table, as `prisma migrate deploy` creates it.
+PRISMA_TABLE = (
+    'CREATE TABLE IF NOT EXISTS "_prisma_migrations" ("id" VARCHAR(36) PRIMARY KEY NOT NULL,'
+    ' "checksum" VARCHAR(64) NOT NULL, "finished_at" TIMESTAMPTZ,'
+    ' "migration_name" VARCHAR(255) NOT NULL, "logs" TEXT, "rolled_back_at" TIMESTAMPTZ,'
+    ' "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(),'
+    ' "applied_steps_count" INTEGER NOT NULL DEFAULT 0)')
+FAILED = "20261130120000_add_coupons"
+FAILED_LOGS = "Migration failed: ERROR: relation coupons already exists"
+
+
+def applied_row(name: str) -> str:
+    return ("INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name,"
+            f" applied_steps_count) VALUES (gen_random_uuid(), 'c', now(), '{name}', 1)")
+
+
+def failed_row(name: str = FAILED) -> str:
+    return ("INSERT INTO _prisma_migrations (id, checksum, migration_name, logs) VALUES"
+            f" (gen_random_uuid(), 'c', '{name}', '{FAILED_LOGS}')")
+
+
+def prisma_project(shop: Shop, names: list[str], migrate: str | None = None) -> None:
+    """Prisma's layout: one folder per migration holding migration.sql."""
+    for name in names:
+        folder = shop.folder / "prisma" / "migrations" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "migration.sql").write_text(demo.GOOD_MIGRATION)
+    shop.configure(migrate=migrate or 'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql'
+                   ' "$DATABASE_URL"',
+                   migrate_extra='tool = "prisma"\nfiles = "prisma/migrations"')
+
+
+def on_both(shop: Shop, sql: str) -> None:
+    for url in (shop.prod_url, shop.staging_url):
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql)
+
+
+def test_a_failed_migration_on_production_refuses_the_window_with_the_resolve_command(
+        shop: Shop) -> None:
+    prisma_project(shop, ["20261101000000_init", FAILED])
+    on_both(shop, PRISMA_TABLE + ";" + applied_row("20261101000000_init"))
+    with psycopg.connect(shop.prod_url, autocommit=True) as conn:
+        conn.execute(failed_row())
+
+    done = shop.run_window()
+
+    assert done.returncode == 3, done.stderr
+    assert FAILED in done.stderr
+    assert f"prisma migrate resolve --rolled-back {FAILED}" in done.stderr
+    assert "already exists" in done.stderr  # its logs, shown
+    assert "Traceback" not in done.stderr
+    assert shop.banner_log() == []  # nothing ran
+    assert shop.window("status").returncode == 2  # no window was even started
+
+
+def test_a_failed_row_left_by_the_migration_fails_the_post_check_by_name(shop: Shop) -> None:
+    """The command exits 0, yet the tool's table says a migration failed: the built-in check
+    names it and says how to resolve it; production is rolled back."""
+    prisma_project(shop, [FAILED], migrate=(
+        'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && '
+        f'psql -X -q -c \'{PRISMA_TABLE}\' "$DATABASE_URL" && '
+        'if [ "$WINDOW_PHASE" = migrate ]; then '
+        f'psql -X -q -c "{failed_row()}" "$DATABASE_URL"; else '
+        f'psql -X -q -c "{applied_row(FAILED)}" "$DATABASE_URL"; fi'))
+    before = shop.fingerprint()
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stderr
+    error = shop.phase("post_check")["error"]
+    assert "migration-tool-state" in error
+    assert FAILED in error and f"prisma migrate resolve --rolled-back {FAILED}" in error
+    assert shop.fingerprint() == before  # rolled back: the table is gone again
+
+
+def test_a_failing_migrate_command_is_explained_by_the_tool_table(shop: Shop) -> None:
+    prisma_project(shop, [FAILED], migrate=(
+        f'psql -X -q -c \'{PRISMA_TABLE}\' "$DATABASE_URL" && '
+        'if [ "$WINDOW_PHASE" = migrate ]; then '
+        f'psql -X -q -c "{failed_row()}" "$DATABASE_URL"; exit 1; fi; '
+        'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && '
+        f'psql -X -q -c "{applied_row(FAILED)}" "$DATABASE_URL"'))
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stderr
+    error = shop.phase("migrate")["error"]
+    assert "exited 1" in error and FAILED in error and "migrate resolve" in error
+
+
+def test_nothing_pending_stops_with_exit_0_unless_forced(shop: Shop) -> None:
+    names = ["20261101000000_init", "20261102000000_status"]
+    prisma_project(shop, names)
+    on_both(shop, PRISMA_TABLE + ";" + ";".join(applied_row(n) for n in names))
+
+    done = shop.run_window()
+
+    assert done.returncode == 0, done.stderr
+    assert "nothing to do" in done.stdout and "--force" in done.stdout
+    assert shop.banner_log() == []
+    assert shop.window("status").returncode == 2  # no window was started
+
+    forced = shop.run_window("--force")
+    assert forced.returncode == 0, forced.stderr
+    assert shop.status()["state"] == "completed"
+
+
+def test_pending_migrations_are_named_at_the_prompt(shop: Shop) -> None:
+    prisma_project(shop, ["20261101000000_init", "20261102000000_status"])
+    on_both(shop, PRISMA_TABLE + ";" + applied_row("20261101000000_init"))
+
+    done = shop.window("run", input="not the phrase\n")
+
+    assert done.returncode == 3
+    assert "pending: 20261102000000_status" in done.stderr
+
+
+def test_a_missing_migrations_folder_is_a_config_error(shop: Shop) -> None:
+    shop.configure(migrate_extra='tool = "prisma"\nfiles = "prisma/nowhere"')
+
+    done = shop.run_window()
+
+    assert done.returncode == 2
+    assert "prisma/nowhere" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def conn(shop: Shop) -> Any:
+    with psycopg.connect(shop.prod_url, autocommit=True) as connection:
+        yield connection
+
+
+def test_alembic_revisions_follow_the_chain_from_the_recorded_head(
+        conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for rev, down in (("a1", None), ("b2", "a1"), ("c3", "b2")):
+        (versions / f"{rev}_step.py").write_text(
+            f'"""{rev}"""\nrevision: str = "{rev}"\ndown_revision = {down!r}\n'
+            "def upgrade() -> None:\n    pass\n")
+    settings = MigrateSection(command="alembic upgrade head", tool="alembic")
+
+    assert migrations.read(conn, settings, versions).pending == ("a1", "b2", "c3")  # no table
+
+    conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+    conn.execute("INSERT INTO alembic_version VALUES ('b2')")
+    state = migrations.read(conn, settings, versions)
+    assert state.pending == ("c3",) and state.unknown == ()
+
+    conn.execute("UPDATE alembic_version SET version_num = 'c3'")
+    assert migrations.read(conn, settings, versions).pending == ()
+
+    conn.execute("UPDATE alembic_version SET version_num = 'zz'")
+    assert "zz" in migrations.read(conn, settings, versions).problems()[-1]
+
+
+def test_flyway_failed_rows_and_pending_versions(conn: psycopg.Connection[Any],
+                                                 tmp_path: Path) -> None:
+    for name in ("V1__init.sql", "V1_1__orders.sql", "V2__coupons.sql", "R__views.sql"):
+        (tmp_path / name).write_text("SELECT 1;")
+    conn.execute(
+        "CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY,"
+        " version varchar(50), description varchar(200) NOT NULL, type varchar(20) NOT NULL,"
+        " script varchar(1000) NOT NULL, checksum int, installed_by varchar(100) NOT NULL,"
+        " installed_on timestamp NOT NULL DEFAULT now(), execution_time int NOT NULL,"
+        " success boolean NOT NULL)")
+    conn.execute(
+        "INSERT INTO flyway_schema_history VALUES"
+        " (1, '1', 'init', 'SQL', 'V1__init.sql', 1, 'me', now(), 5, true),"
+        " (2, '1.1', 'orders', 'SQL', 'V1_1__orders.sql', 1, 'me', now(), 5, true),"
+        " (3, '2', 'coupons', 'SQL', 'V2__coupons.sql', 1, 'me', now(), 5, false)")
+    settings = MigrateSection(command="flyway migrate", tool="flyway")
+
+    state = migrations.read(conn, settings, tmp_path)
+
+    assert state.pending == ("V2__coupons.sql",)
+    assert [f.name for f in state.failed] == ["V2__coupons"]
+    assert "flyway repair" in state.problems()[0]
+
+
+def test_a_prisma_url_with_its_own_parameters_reaches_the_table_in_its_schema(
+        conn: psycopg.Connection[Any], shop: Shop) -> None:
+    conn.execute("CREATE SCHEMA app")
+    conn.execute(PRISMA_TABLE.replace('"_prisma_migrations"', 'app."_prisma_migrations"'))
+    conn.execute(failed_row().replace("_prisma_migrations", "app._prisma_migrations"))
+    db = Db.from_url(shop.prod_url + "?schema=app&connection_limit=5")
+
+    with psycopg.connect(db.conninfo(), autocommit=True) as prisma_conn:
+        state = migrations.read(prisma_conn, MigrateSection(command="x", tool="prisma"), None,
+                                db.schema)
+
+    assert [f.name for f in state.failed] == [FAILED]
