@@ -56,21 +56,30 @@ def run(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
 def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
          registry: Registry | None, force: bool) -> int:
     target, staging = gates.databases(settings)
-    tool = gates.migration_tool(settings, target)
-    if tool is not None and tool.pending == () and not force:
-        structlog.get_logger().info("nothing_pending", table=tool.table,
-                                    applied=len(tool.applied))
-        print(f"nothing to do: production's {tool.table} has every migration in"
-              f" {settings.migrate.files} applied ({len(tool.applied)});"
-              " `window run --force` runs the window anyway.")
-        return 0
-    gates.confirm(settings, confirm, summary(settings, target, staging, tool), stdin)
-    gates.git_repo(settings)
+
+    def ask(tool: ToolState | None = None) -> None:
+        gates.confirm(settings, confirm, summary(settings, target, staging, tool), stdin)
+        gates.git_repo(settings)
+
+    if settings.migrate.tool == "none":
+        ask()  # nothing to read first: the phrase before any connection
     with _holding(settings, target) as journal:
         unfinished = _unfinished(journal)
         if unfinished:
             raise GateRefused(f"window {unfinished.run_id} is unfinished ({unfinished.state}):"
                               " `window resume` continues it, `window abort` rolls it back.")
+        if settings.migrate.tool != "none":
+            # Read under the window's locks (another window's migration in flight is not a
+            # failed one) and before the phrase, so that the prompt names what is pending.
+            tool = gates.migration_tool(settings, target)
+            if tool.pending == () and not force:
+                structlog.get_logger().info("nothing_pending", table=tool.table,
+                                            applied=len(tool.applied))
+                print(f"nothing to do: production's {tool.table} has every migration in"
+                      f" {settings.migrate.files} applied ({len(tool.applied)});"
+                      " `window run --force` runs the window anyway.")
+                return 0
+            ask(tool)
         run_id = new_run_id()
         journal.create_run(run_id, [str(p) for p in machine.phases(settings.backup.when)], {
             "user": gates.who(), "host": socket.gethostname(),

@@ -178,7 +178,7 @@ class MonitorSection(Section):
     """Samples of pg_stat_activity and pg_locks while production is migrated or restored."""
 
     enabled: bool = True
-    interval: Duration = 2.0
+    interval: Annotated[Duration, Field(ge=0.5)] = 2.0  # each sample costs production a little
 
 
 class BaselineQuery(Section):

@@ -35,6 +35,8 @@ def database(settings: Settings, variable: str, role: str,
         db = pg.Db.from_url(url)
     except psycopg.ProgrammingError as exc:
         raise refusal(f"{variable} is not a valid PostgreSQL URL.") from exc
+    except ValueError as exc:
+        raise refusal(f"{variable} cannot be used: {exc}.") from exc
     register(db.params.get("password"))  # ?password=... and keyword forms too
     register(os.environ.get("PGPASSWORD"))
     return db
@@ -103,11 +105,9 @@ def git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def migration_tool(settings: Settings, target: pg.Db) -> migrations.ToolState | None:
+def migration_tool(settings: Settings, target: pg.Db) -> migrations.ToolState:
     """What the migration tool's table says on production, before anything runs; a failed
     migration it records refuses the window (the tool would refuse to deploy anyway)."""
-    if settings.migrate.tool == "none":
-        return None
     try:
         with pg.connect(target, time.time() + settings.target.connect_timeout) as conn:
             state = migrations.read(conn, settings.migrate, migrations.files(settings),
@@ -121,4 +121,8 @@ def migration_tool(settings: Settings, target: pg.Db) -> migrations.ToolState | 
     if state.failed:
         raise GateRefused(f"production's {state.table} records a failed migration:"
                           f" {state.failed[0].describe()}. Nothing was done.")
+    if state.unknown:
+        raise GateRefused(f"production's {state.table} records {', '.join(state.unknown)},"
+                          " which no file in [migrate] files defines (wrong folder or branch?)."
+                          " Nothing was done.")
     return state

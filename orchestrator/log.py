@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,22 +47,26 @@ class AuditTrail:
 
     def __init__(self) -> None:
         self._file: TextIO | None = None
+        self._lock = threading.Lock()  # the monitor's thread logs too
 
     def open(self, path: Path) -> None:
         self.close()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8")
+        with self._lock:
+            self._file = path.open("a", encoding="utf-8")
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
     def __call__(self, _logger: object, name: str, event: EventDict) -> EventDict:
-        if self._file is not None:
-            line = {"level": name, **event}
-            self._file.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
-            self._file.flush()
+        line = json.dumps({"level": name, **event}, default=str, ensure_ascii=False) + "\n"
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line)
+                self._file.flush()
         return event
 
 

@@ -64,7 +64,8 @@ def measure(conn: psycopg.Connection[Any], phase: str) -> dict[str, Any]:
         "active": len(active),
         "waiting": len(blocked),
         "blocked": blocked[:BLOCKED_LIMIT],
-        "longest_s": round(max((s["running_s"] or 0.0 for s in active), default=0.0), 2),
+        "longest_s": max(0.0, round(max((s["running_s"] or 0.0 for s in active),
+                                        default=0.0), 2)),
         "ungranted_locks": sum(int(w["locks"]) for w in waits.values()),
     }
 

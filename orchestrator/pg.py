@@ -50,15 +50,25 @@ class Db:
     @classmethod
     def from_url(cls, url: str) -> Db:
         """The database a URL names. The URL itself is handed on unchanged (the migration
-        tool may need its own parameters); libpq gets it without Prisma's."""
-        parts = urllib.parse.urlsplit(url)
-        if not parts.query or parts.scheme not in ("postgres", "postgresql"):
+        tool may need its own parameters); libpq gets it without Prisma's, with Prisma's
+        schema as its search_path. ValueError for a URL through a transaction pooler."""
+        base, mark, query = url.partition("?")
+        if not mark or not base.startswith(("postgres://", "postgresql://")):
             return cls(url, conninfo_to_dict(url))
-        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        libpq = [(k, v) for k, v in query if k not in PRISMA_ONLY_PARAMETERS]
-        schema = next((v for k, v in query if k == "schema" and v), None)
-        clean = parts._replace(query=urllib.parse.urlencode(libpq)).geturl()
-        return cls(url, conninfo_to_dict(clean), schema)
+        pairs = [pair for pair in query.split("&") if pair]
+        prisma = {urllib.parse.unquote(k): urllib.parse.unquote(v) for k, _, v
+                  in (pair.partition("=") for pair in pairs) if k in PRISMA_ONLY_PARAMETERS}
+        kept = "&".join(p for p in pairs if p.partition("=")[0] not in PRISMA_ONLY_PARAMETERS)
+        params = conninfo_to_dict(f"{base}?{kept}" if kept else base)
+        if prisma.get("pgbouncer") == "true":
+            raise ValueError("it goes through PgBouncer (pgbouncer=true), where the window's"
+                             " session locks do not hold; give window the direct URL"
+                             " (Prisma's directUrl)")
+        schema = prisma.get("schema") or None
+        if schema:  # as Prisma sets it for its own sessions: the checks' queries see the same
+            bound = f"-c search_path={_options_value(schema)}"
+            params["options"] = f"{params.get('options', '')} {bound}".strip()
+        return cls(url, params, schema)
 
     @property
     def dbname(self) -> str:
@@ -92,6 +102,12 @@ class Db:
         env = {_LIBPQ_ENV[k]: str(v) for k, v in self.params.items() if k in _LIBPQ_ENV}
         env.setdefault("PGDATABASE", self.dbname)
         return env
+
+
+def _options_value(schema: str) -> str:
+    """``schema`` as one value inside libpq's ``options`` (spaces and backslashes escaped)."""
+    quoted = '"' + schema.replace('"', '""') + '"'
+    return quoted.replace("\\", "\\\\").replace(" ", "\\ ")
 
 
 # Every connection the window opens, so that a signal can cancel whatever query is running.
@@ -176,19 +192,20 @@ class Session(NamedTuple):
     pid: int
     application_name: str
     user: str
-    state: str
+    state: str  # "" when this role may not see it (another role's, without pg_read_all_stats)
     seconds: float  # in its current transaction, or in its current state when outside one
     may_end: bool
 
 
 def sessions(conn: psycopg.Connection[Any], dbname: str) -> list[Session]:
-    """The other client sessions on a database."""
+    """The other client sessions on a database, those this role may not look into included
+    (their backend_type and state read NULL)."""
     return [Session(*row) for row in conn.execute(
         "SELECT pid, coalesce(application_name, ''), coalesce(usename::text, ''),"
-        " coalesce(state, ''), extract(epoch FROM now() - coalesce(xact_start, state_change,"
-        " backend_start))::float8, " + _MAY_END + " FROM pg_stat_activity"
-        " WHERE datname = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-        " ORDER BY pid", (dbname,)).fetchall()]
+        " coalesce(state, ''), coalesce(extract(epoch FROM now() - coalesce(xact_start,"
+        " state_change, backend_start))::float8, 0), " + _MAY_END + " FROM pg_stat_activity"
+        " WHERE datname = %s AND coalesce(backend_type, 'client backend') = 'client backend'"
+        " AND pid <> pg_backend_pid() ORDER BY pid", (dbname,)).fetchall()]
 
 
 def terminate_sessions(conn: psycopg.Connection[Any], *, dbname: str | None = None,

@@ -105,11 +105,14 @@ def _tool_state(ctx: Context, db: pg.Db) -> Outcome:
     with ctx.connect(db) as conn:
         state = migrations.read(conn, ctx.settings.migrate, migrations.files(ctx.settings),
                                 db.schema)
-    return _builtin_outcome(ctx, "migration-tool-state", "; ".join(state.problems()))
+    return _builtin_outcome(ctx, "migration-tool-state", "; ".join(state.problems()),
+                            f"{state.table}: no failed migration"
+                            + (", nothing pending" if state.pending is not None else ""))
 
 
-def _builtin_outcome(ctx: Context, name: str, problem: str) -> Outcome:
-    outcome = Outcome(name, not problem, redact(problem) or "none found")
+def _builtin_outcome(ctx: Context, name: str, problem: str, fine: str = "none found"
+                     ) -> Outcome:
+    outcome = Outcome(name, not problem, redact(problem) or fine)
     ctx.log.info("check_passed" if outcome.passed else "check_failed", check=name,
                  kind="builtin", detail=outcome.detail)
     return outcome

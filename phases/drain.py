@@ -7,6 +7,7 @@ is busy on production; idle pool connections hold no locks and are not waited fo
 ``drain_idle``. With ``terminate_idle_in_transaction`` the sessions idle in a transaction are
 ended at once. What was waited for and what was ended goes into the journal. A drain that
 runs out of time does not stop the window: the migration's ``lock_timeout`` still bounds it.
+It never takes more than half of the migrate phase.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import psycopg
 
 from orchestrator import pg
 from orchestrator.context import Context
+from orchestrator.redact import redact_value
 
 POLL_SECONDS = 0.25
 WINDOW_APPS = "window/*"  # the window's own commands' sessions
@@ -27,12 +29,15 @@ WINDOW_APPS = "window/*"  # the window's own commands' sessions
 def drain(ctx: Context, db: pg.Db) -> dict[str, Any]:
     settings = ctx.settings.migrate
     started = time.monotonic()
-    deadline = min(ctx.deadline, time.time() + settings.drain_timeout)
+    # Half the phase at most: the migration itself must keep the time it was given.
+    deadline = time.time() + min(settings.drain_timeout, ctx.remaining() / 2)
     waited: dict[int, dict[str, Any]] = {}
     ended: list[dict[str, Any]] = []
     with ctx.connect(db) as conn:
         while True:
-            busy = [s for s in pg.sessions(conn, db.dbname) if _waits_for(ctx, s)]
+            found = [s for s in pg.sessions(conn, db.dbname) if not _ignored(ctx, s)]
+            unseen = [s for s in found if not s.state]
+            busy = [s for s in found if s.state and (settings.drain_idle or s.state != "idle")]
             if settings.terminate_idle_in_transaction:
                 for session in [s for s in busy if s.state.startswith("idle in transaction")]:
                     if session.may_end and _terminate(conn, session.pid):
@@ -44,9 +49,15 @@ def drain(ctx: Context, db: pg.Db) -> dict[str, Any]:
                 break
             ctx.poll()
             time.sleep(POLL_SECONDS)
-    result = {"waited_s": round(time.monotonic() - started, 3), "waited_for": list(waited.values()),
-              "ended": ended, "remaining": [_describe(s) for s in busy], "drained": not busy}
+    result: dict[str, Any] = redact_value({
+        "waited_s": round(time.monotonic() - started, 3), "waited_for": list(waited.values()),
+        "ended": ended, "remaining": [_describe(s) for s in busy], "drained": not busy,
+        "unseen": [_describe(s) for s in unseen]})
     ctx.journal.put(ctx.run_id, "drain", result)
+    if unseen:
+        ctx.log.warning("drain_cannot_see", sessions=len(unseen),
+                        reason="other roles' sessions are hidden from this role (grant it"
+                               " pg_read_all_stats): the drain cannot tell if they are busy")
     if busy:
         ctx.log.warning("drain_timed_out", remaining=result["remaining"],
                         waited_s=result["waited_s"])
@@ -56,12 +67,9 @@ def drain(ctx: Context, db: pg.Db) -> dict[str, Any]:
     return result
 
 
-def _waits_for(ctx: Context, session: pg.Session) -> bool:
-    settings = ctx.settings.migrate
-    if any(fnmatch.fnmatchcase(session.application_name, pattern)
-           for pattern in (WINDOW_APPS, *settings.drain_ignore)):
-        return False
-    return settings.drain_idle or session.state != "idle"
+def _ignored(ctx: Context, session: pg.Session) -> bool:
+    return any(fnmatch.fnmatchcase(session.application_name, pattern)
+               for pattern in (WINDOW_APPS, *ctx.settings.migrate.drain_ignore))
 
 
 def _terminate(conn: psycopg.Connection[Any], pid: int) -> bool:

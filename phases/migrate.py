@@ -12,7 +12,7 @@ import psycopg
 
 from orchestrator import migrations, pg
 from orchestrator.context import Context
-from orchestrator.errors import PhaseFailed
+from orchestrator.errors import PhaseFailed, WindowError
 from phases.base import PhaseResult
 from phases.drain import drain
 
@@ -38,7 +38,7 @@ def recorded_failures(ctx: Context, db: pg.Db) -> list[str]:
     try:
         with ctx.connect(db, deadline=time.time() + FAILURE_LOOKUP_SECONDS) as conn:
             state = migrations.read(conn, ctx.settings.migrate, None, db.schema)
-    except (PhaseFailed, psycopg.Error) as exc:
+    except (WindowError, psycopg.Error) as exc:
         ctx.log.warning("migration_table_unreadable", error=str(exc))
         return []
     return [f"{state.table}: {failed.describe()}" for failed in state.failed]

@@ -112,3 +112,20 @@ def test_a_drain_that_runs_out_of_time_says_who_is_left_and_goes_on(shop: Shop) 
     assert drain["drained"] is False
     assert [s["pid"] for s in drain["remaining"]] == [pid]
     assert 1.0 <= drain["waited_s"] < 5
+
+
+def test_drain_says_which_sessions_it_cannot_see(shop: Shop) -> None:
+    """Another role's session (here a superuser's) hides its state from the window's role
+    unless it has pg_read_all_stats: the drain cannot wait for it, and says so."""
+    hidden = psycopg.connect(shop.cluster.url(shop.prod_db), autocommit=True)
+    pid = hidden.info.backend_pid
+    try:
+        done = shop.run_window()
+    finally:
+        hidden.close()
+
+    assert done.returncode == 0, done.stderr
+    drain = shop.status()["drain"]
+    assert [s["pid"] for s in drain["unseen"]] == [pid]
+    assert drain["drained"] is True
+    assert "drain_cannot_see" in done.stderr

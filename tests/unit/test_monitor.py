@@ -15,7 +15,7 @@ from orchestrator.journal import Journal
 NOBODY_LISTENS = "postgresql://u:s3cret-pw@127.0.0.1:1/prod"
 
 
-def context(tmp_path: Path, interval: str = "0.05s") -> Context:
+def context(tmp_path: Path, interval: str = "0.5s") -> Context:
     settings = config.from_mapping({
         "window": {"confirm_phrase": "X"}, "banner": {"on": "true", "off": "true"},
         "migrate": {"command": "true"}, "monitor": {"interval": interval},
