@@ -52,11 +52,23 @@ def run(
     confirm: ConfirmOption = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Run even when the migration tool shows nothing pending.")] = False,
+    skip_staging: Annotated[bool, typer.Option(
+        "--skip-staging",
+        help="Skip the rehearsal (also needs [staging] skip = true); recorded as a risk.")
+    ] = False,
 ) -> None:
     """Pass the safety gates, then run the whole window."""
     from orchestrator import commands
 
-    _exit(commands.run(_settings(config), confirm, force=force))
+    _exit(commands.run(_settings(config), confirm, force=force, skip_staging=skip_staging))
+
+
+@app.command()
+def rehearse(config: ConfigOption = Path("window.toml")) -> None:
+    """Run preflight and the staging rehearsal alone; `run` reuses a recent success."""
+    from orchestrator import commands
+
+    _exit(commands.rehearse(_settings(config)))
 
 
 @app.command()
@@ -98,6 +110,14 @@ def plan(config: ConfigOption = Path("window.toml")) -> None:
     from orchestrator import plan as planner
 
     typer.echo(planner.describe(_settings(config)))
+
+
+@app.command()
+def lint(config: ConfigOption = Path("window.toml")) -> None:
+    """Lint the pending migration files (the migration clinic); exit 3 on any error."""
+    from orchestrator import clinic
+
+    _exit(clinic.lint(_settings(config)))
 
 
 @app.command()

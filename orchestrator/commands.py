@@ -17,10 +17,17 @@ from typing import TextIO
 
 import structlog
 
-from orchestrator import gates, housekeeping, log, machine, pg
+from orchestrator import clinic, gates, housekeeping, log, machine, migrations, pg, rehearsals
 from orchestrator.config import Settings
 from orchestrator.context import Context
-from orchestrator.errors import ConfigError, GateRefused, Interrupted, PhaseFailed, UsageError
+from orchestrator.errors import (
+    ConfigError,
+    GateRefused,
+    Interrupted,
+    PhaseError,
+    PhaseFailed,
+    UsageError,
+)
 from orchestrator.journal import Journal, Run
 from orchestrator.lock import StateLock, TargetLock
 from orchestrator.machine import EXIT_CODES, PHASES, TERMINAL, State
@@ -48,13 +55,17 @@ def summary(settings: Settings, target: pg.Db, staging: pg.Db,
 
 
 def run(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
-        registry: Registry | None = None, force: bool = False) -> int:
+        registry: Registry | None = None, *, force: bool = False,
+        skip_staging: bool = False) -> int:
     with _audited(settings, "run"):
-        return _run(settings, confirm, stdin, registry, force)
+        return _run(settings, confirm, stdin, registry, force=force, skip_staging=skip_staging)
 
 
 def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
-         registry: Registry | None, force: bool) -> int:
+         registry: Registry | None, *, force: bool, skip_staging: bool) -> int:
+    if skip_staging and not settings.staging.skip:
+        raise UsageError("--skip-staging also needs [staging] skip = true in the config:"
+                         " skipping the rehearsal takes both, on purpose.")
     target, staging = gates.databases(settings)
 
     def ask(tool: ToolState | None = None) -> None:
@@ -63,6 +74,7 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
 
     if settings.migrate.tool == "none":
         ask()  # nothing to read first: the phrase before any connection
+    warnings: list[str] = []
     with _holding(settings, target) as journal:
         unfinished = _unfinished(journal)
         if unfinished:
@@ -79,6 +91,8 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
                       f" {settings.migrate.files} applied ({len(tool.applied)});"
                       " `window run --force` runs the window anyway.")
                 return 0
+            # The migration clinic, before the window acts on anything: errors refuse.
+            warnings = [str(finding) for finding in clinic.gate(settings, tool)]
             ask(tool)
         run_id = new_run_id()
         journal.create_run(run_id, [str(p) for p in machine.phases(settings.backup.when)], {
@@ -86,8 +100,60 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
             "git_commit": gates.git("rev-parse", "HEAD"),
             "target": str(target), "staging": str(staging),
             "backup_when": settings.backup.when})
+        if warnings:
+            journal.put(run_id, "lint", {"warnings": warnings})
+        _plan_rehearsal(settings, journal, run_id, skip=skip_staging)
         return _drive(settings, journal, run_id, target=target, staging=staging,
                       registry=registry, event="window_started")
+
+
+def _plan_rehearsal(settings: Settings, journal: Journal, run_id: str, *, skip: bool) -> None:
+    """Tell the staging phase to skip the rehearsal (a risk, recorded as one) or to reuse a
+    recent successful one of exactly these migration files; else it rehearses."""
+    logger = structlog.get_logger()
+    if skip:
+        journal.put(run_id, rehearsals.SKIPPED, {"by": gates.who()})
+        logger.warning("staging_skipped", risk="the migration was not rehearsed")
+        return
+    run = journal.run(run_id)
+    found = rehearsals.reusable(settings, journal, run.target or "", run.staging or "")
+    if found:
+        journal.put(run_id, rehearsals.REUSED, found)
+        age = time.time() - found["at"]
+        print(f"reusing rehearsal {found['id']} from {age / 60:.0f} min ago (the same"
+              " migration files); `window rehearse` makes a fresh one.")
+        logger.info("rehearsal_reused", rehearsal=found["id"], age_s=round(age))
+
+
+def rehearse(settings: Settings, registry: Registry | None = None) -> int:
+    """``window rehearse``: preflight and the staging rehearsal alone, recorded for a later
+    ``window run`` of the same files. Production is only read."""
+    with _audited(settings, "rehearse"):
+        target, staging = gates.databases(settings)
+        gates.git_repo(settings)
+        with _holding(settings, target) as journal:
+            rehearsal_id = "rehearsal_" + new_run_id()
+            signals = Signals()
+            signals.install()
+            ctx = Context(settings=settings, journal=journal, run_id=rehearsal_id,
+                          target=target, staging=staging)
+            phases = registry or default_registry()
+            with structlog.contextvars.bound_contextvars(run_id=rehearsal_id):
+                for name in (State.PREFLIGHT, State.STAGING_DRY_RUN):
+                    deadline = time.time() + settings.timeout(name)
+                    try:
+                        result = phases[name].run(ctx.for_phase(name, deadline, signals.check))
+                    except PhaseError as exc:
+                        journal.record_rehearsal(
+                            rehearsal_id, fingerprint=migrations.fingerprint(settings),
+                            target=str(target), staging=str(staging), facts={},
+                            error=f"{name}: {exc.message}")
+                        structlog.get_logger().error("rehearsal_failed", phase=name,
+                                                     error=exc.message)
+                        print(f"rehearsal {rehearsal_id} failed in {name}: {exc.message}")
+                        return 3
+            print(f"rehearsal {rehearsal_id} succeeded: {result.summary}")
+            return 0
 
 
 def resume(settings: Settings, registry: Registry | None = None) -> int:
@@ -224,7 +290,7 @@ def show_status(settings: Settings, as_json: bool) -> str:
     run = journal.latest_run() if journal else None
     if journal is None or run is None:
         raise UsageError(f"no window has run from {settings.state_dir} yet.")
-    report = status(journal, run)
+    report = status(journal, run, settings)
     if as_json:
         return json.dumps(report, indent=2)
     return table(report)
@@ -315,13 +381,13 @@ def _drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
             final = Runner(ctx, registry or default_registry(), signals).drive()
         except Interrupted as exc:
             logger.warning("window_interrupted", reason=exc.message)
-            print(table(status(journal, journal.run(run_id))))
+            print(table(status(journal, journal.run(run_id), settings)))
             raise
         code = EXIT_CODES[State(final)]
         journal.finish(run_id, code)
         logger.info("window_finished", state=final, exit_code=code,
                     duration_s=round(time.monotonic() - started, 3))
-    print(table(status(journal, journal.run(run_id))))
+    print(table(status(journal, journal.run(run_id), settings)))
     if final == State.NEEDS_ATTENTION:
         print(advice(journal, journal.run(run_id), settings))
     return code

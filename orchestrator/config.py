@@ -71,6 +71,8 @@ class WindowSection(Section):
     state_dir: str = ".window"
     require_git_repo: bool = True
     skip_checks: list[str] = []
+    # The maintenance window's announced length; default: the forward phases' timeouts.
+    length: Duration | None = None
 
     @field_validator("skip_checks")
     @classmethod
@@ -97,6 +99,18 @@ class TargetSection(Section):
 
 class StagingSection(Section):
     url_env: str = "DATABASE_URL_STAGING"
+    # "url": rehearse on the staging database as it is; "clone": on a fresh copy of
+    # production restored into a scratch database (on staging's server, or with
+    # clone_on = "production" beside production), dropped afterwards.
+    mode: Literal["url", "clone"] = "url"
+    clone_on: Literal["staging", "production"] = "staging"
+    # Refuse before the backup when the rehearsed migration took more than this share of
+    # the migrate timeout (or the predicted restore exceeds the rollback timeout).
+    max_migrate_share: float = Field(default=0.5, gt=0, le=1)
+    # A successful rehearsal of the same migration files this recent is reused by `run`.
+    max_age: Duration = 86400.0
+    # Skipping the rehearsal takes this AND `window run --skip-staging`.
+    skip: bool = False
 
 
 class RdsSection(Section):
@@ -179,6 +193,18 @@ class MonitorSection(Section):
 
     enabled: bool = True
     interval: Annotated[Duration, Field(ge=0.5)] = 2.0  # each sample costs production a little
+
+
+class LintSection(Section):
+    """The migration clinic: pending migration files linted before the rehearsal. Its own
+    error rules always stop the window; ``errors`` turns named warnings (squawk's rules, bare
+    or as ``squawk:<rule>``, or ``missing-if-not-exists``) into errors too."""
+
+    enabled: bool = True  # false: `window run` skips the clinic (`window lint` still works)
+    squawk: bool = True
+    squawk_exclude: list[str] = []  # squawk rules never reported (squawk --exclude)
+    errors: list[str] = []
+    idempotency: bool = True  # warn on CREATE TABLE / CREATE INDEX / ADD COLUMN re-run unsafely
 
 
 class BaselineQuery(Section):
@@ -305,6 +331,7 @@ class Settings(Section):
     baseline: Annotated[BaselineSection, BeforeValidator(_baseline_entries)] = \
         BaselineSection()
     monitor: MonitorSection = MonitorSection()
+    lint: LintSection = LintSection()
     config_dir: Path = Field(default=Path(), exclude=True)
 
     def path(self, relative: str) -> Path:

@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, at REAL NOT NULL, phase TEXT NOT NULL,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rehearsals (
+    id TEXT PRIMARY KEY, at REAL NOT NULL, fingerprint TEXT, target TEXT, staging TEXT,
+    succeeded INTEGER NOT NULL, facts TEXT NOT NULL, error TEXT
+);
 CREATE TABLE IF NOT EXISTS facts (
     run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (run_id, key)
@@ -301,6 +305,31 @@ class Journal:
         row = self._db.execute("SELECT value FROM facts WHERE run_id = ? AND key = ?",
                                (run_id, key)).fetchone()
         return json.loads(row["value"]) if row else None
+
+    # rehearsals ---------------------------------------------------------------------------
+
+    def record_rehearsal(self, rehearsal_id: str, *, fingerprint: str | None, target: str,
+                         staging: str, facts: Mapping[str, Any], error: str | None = None
+                         ) -> None:
+        """A rehearsal's outcome (``window rehearse`` or a window's own staging phase), kept so
+        a later ``window run`` of the same migration files may reuse it."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO rehearsals (id, at, fingerprint, target, staging,"
+            " succeeded, facts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (rehearsal_id, time.time(), fingerprint, target, staging, int(error is None),
+             json.dumps(facts, default=str, ensure_ascii=False),
+             redact(error) if error else None),
+        )
+
+    def reusable_rehearsal(self, fingerprint: str, target: str, staging: str, since: float
+                           ) -> dict[str, Any] | None:
+        """The newest successful rehearsal of exactly these files, for this production and
+        staging, no older than ``since``."""
+        row = self._db.execute(
+            "SELECT id, at, facts FROM rehearsals WHERE succeeded AND fingerprint = ?"
+            " AND target = ? AND staging = ? AND at >= ? ORDER BY at DESC LIMIT 1",
+            (fingerprint, target, staging, since)).fetchone()
+        return {"id": row["id"], "at": row["at"], **json.loads(row["facts"])} if row else None
 
     # monitor samples ----------------------------------------------------------------------
 

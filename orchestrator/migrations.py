@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import hashlib
 import importlib.util
 import re
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, LiteralString
 
@@ -56,6 +57,8 @@ class ToolState:
     # the files are the wrong folder or branch, so what is pending cannot be known).
     pending: tuple[str, ...] | None
     unknown: tuple[str, ...] = ()  # recorded as applied, yet no file defines them
+    # Prisma: the sha256 it recorded of each applied migration.sql (the clinic compares).
+    checksums: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def problems(self) -> list[str]:
         """What must not be there once the migration has run."""
@@ -106,6 +109,20 @@ def files(settings: Settings) -> Path | None:
     return folder
 
 
+def fingerprint(settings: Settings) -> str | None:
+    """sha256 over the migration files' names and contents: what a rehearsal rehearsed, so a
+    file changed since can be told apart. None without ``[migrate] files``."""
+    folder = files(settings)
+    if folder is None:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder).as_posix().encode()
+        content = path.read_bytes()
+        digest.update(b"%d:%s%d:" % (len(name), name, len(content)) + content)
+    return digest.hexdigest()
+
+
 def read(conn: psycopg.Connection[Any], settings: MigrateSection, files: Path | None,
          schema: str | None = None) -> ToolState:
     """The tool's state in the connected database (an absent table: nothing applied yet)."""
@@ -136,7 +153,7 @@ def _locate(conn: psycopg.Connection[Any], name: str, schema: str | None
 
 _QUERIES: dict[str, LiteralString] = {
     "prisma": "SELECT migration_name, finished_at IS NOT NULL, rolled_back_at IS NOT NULL,"
-              " coalesce(logs, '') FROM {} ORDER BY started_at, migration_name",
+              " coalesce(logs, ''), checksum FROM {} ORDER BY started_at, migration_name",
     "alembic": "SELECT version_num FROM {} ORDER BY version_num",
     "flyway": "SELECT installed_rank, version, description, type, checksum, success FROM {}"
               " ORDER BY installed_rank",
@@ -149,17 +166,17 @@ def _excerpt(logs: str) -> str:
 
 
 def _prisma(table: str, rows: list[tuple[Any, ...]], folder: Folder | None) -> ToolState:
-    applied = tuple(name for name, finished, rolled_back, _ in rows
-                    if finished and not rolled_back)
+    done = {name: str(checksum) for name, finished, rolled_back, _, checksum in rows
+            if finished and not rolled_back}
     failed = tuple(
         Failed(name, _excerpt(logs),
                f"prisma migrate resolve --rolled-back {name} (once its changes are undone;"
                f" --applied {name} if you completed it by hand)")
-        for name, finished, rolled_back, logs in rows if not finished and not rolled_back)
+        for name, finished, rolled_back, logs, _ in rows if not finished and not rolled_back)
     pending = None
     if folder is not None:
-        pending = tuple(name for name in prisma_migrations(folder) if name not in applied)
-    return ToolState("prisma", table, applied, failed, pending)
+        pending = tuple(name for name in prisma_migrations(folder) if name not in done)
+    return ToolState("prisma", table, tuple(done), failed, pending, checksums=done)
 
 
 def prisma_migrations(folder: Folder) -> tuple[str, ...]:

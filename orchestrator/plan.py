@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from orchestrator import gates, proc
+from typing import Any
+
+from orchestrator import eta, gates, proc
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
+from orchestrator.journal import Journal
 from orchestrator.machine import RECOVERY, forward
 from orchestrator.redact import redact
 
 
 def describe(settings: Settings) -> str:
     target, staging = gates.databases(settings, refusal=ConfigError)
+    rehearsed_by, rehearsal = latest_rehearsal(settings)
+    expected = eta.estimate(settings, rehearsal)
     lines = [
         f"window {settings.window.name!r}",
         f"  production  {target}   (from ${settings.target.url_env})",
@@ -28,10 +33,13 @@ def describe(settings: Settings) -> str:
         + (", ending those idle in a transaction"
            if settings.migrate.terminate_idle_in_transaction else ""),
         "",
-        "  phases (timeout):",
-        *[f"    {p:<20} {settings.timeout(p):>6g}s" for p in forward(settings.backup.when)],
+        "  phases (timeout, expected):",
+        *[f"    {p:<20} {settings.timeout(p):>6g}s  ~{eta.shown(expected.phases[p])}"
+          + (" rehearsed" if p in expected.measured else "")
+          for p in forward(settings.backup.when)],
         "  on failure after the banner is up:",
         *[f"    {p:<20} {settings.timeout(p):>6g}s" for p in RECOVERY],
+        *_eta(settings, expected, rehearsed_by),
         "",
         "  checks, on staging in the dry-run and on production after the migration:",
         *[f"    {c.name:<20} {c.kind:<8} timeout {c.timeout:g}s" for c in settings.checks],
@@ -53,3 +61,40 @@ def _baseline(settings: Settings) -> list[str]:
                 f" {section.runs}; slower than {section.max_slowdown:g}x:"
                 f" {section.on_slowdown}){busiest}:",
             *[f"    {q.name}" for q in section.queries]]
+
+
+def latest_rehearsal(settings: Settings) -> tuple[str, dict[str, Any] | None]:
+    """The newest rehearsal journaled in the state folder, and its run id; nothing is
+    created when there is no journal yet."""
+    path = settings.state_dir / "journal.sqlite"
+    if not path.is_file():
+        return "", None
+    journal = Journal(path)
+    try:
+        for run in journal.runs():
+            if fact := journal.get(run.run_id, "rehearsal"):
+                return run.run_id, fact
+    finally:
+        journal.close()
+    return "", None
+
+
+def _eta(settings: Settings, expected: eta.Eta, rehearsed_by: str) -> list[str]:
+    source = (f"rehearsed by window {rehearsed_by} where measured, else the runbook's timeline"
+              if expected.source == "rehearsal" else
+              "by the runbook's timeline (nothing rehearsed yet: `window run` measures it)")
+    window = f"the {eta.shown(expected.length_s)} window" + (
+        "" if settings.window.length else " (the forward timeouts; set [window] length)")
+    lines = ["", f"  eta                 ~{eta.shown(expected.expected_s)}, {source}"]
+    no_return = expected.point_of_no_return_s
+    if no_return < 0:
+        return [*lines, f"  point of no return  none: a rollback alone takes up to"
+                        f" {eta.shown(expected.rollback_s)}, longer than {window}"]
+    lines.append(f"  point of no return  +{eta.shown(no_return)} into {window}: a rollback"
+                 f" then takes up to {eta.shown(expected.rollback_s)}")
+    checked = expected.ends_s("post_check")
+    if checked > no_return:
+        lines.append(f"  warning: post_check is expected to end at +{eta.shown(checked)}, past"
+                     " the point of no return: a late failure could not be rolled back"
+                     " inside the window")
+    return lines

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator import proc
+from orchestrator import eta, proc
 from orchestrator.config import Settings
 from orchestrator.journal import Journal, PhaseRow, Run
-from orchestrator.machine import TERMINAL
+from orchestrator.machine import FORWARD, TERMINAL
 
 
 def _iso(ts: float | None) -> str | None:
@@ -19,10 +19,13 @@ def process_alive(run: Run) -> bool:
     return bool(run.pid) and proc.start_ticks(run.pid or 0) == run.pid_start
 
 
-def status(journal: Journal, run: Run) -> dict[str, Any]:
+def status(journal: Journal, run: Run, settings: Settings | None = None) -> dict[str, Any]:
+    """``settings`` (the window's config) adds the ETA."""
     alive = process_alive(run)
     crashed = run.state not in TERMINAL and not alive
-    phases = [_phase(p, crashed) for p in journal.phases(run.run_id)]
+    rows = journal.phases(run.run_id)
+    phases = [_phase(p, crashed) for p in rows]
+    rehearsal = journal.get(run.run_id, "rehearsal")
     return {
         "run_id": run.run_id,
         "state": run.state,
@@ -38,7 +41,36 @@ def status(journal: Journal, run: Run) -> dict[str, Any]:
         "rollback": journal.get(run.run_id, "rollback"),
         "baseline": journal.get(run.run_id, "baseline") or {},
         "drain": journal.get(run.run_id, "drain"),
+        "lint": (journal.get(run.run_id, "lint") or {}).get("warnings", []),
         "monitor": [{**s, "at": _iso(s["at"])} for s in journal.samples(run.run_id)],
+        "rehearsal": rehearsal,
+        "risks": _risks(journal, run),
+        "eta": _eta(settings, run, rows, rehearsal) if settings else None,
+    }
+
+
+def _risks(journal: Journal, run: Run) -> list[str]:
+    """What this window took on knowingly, for the record."""
+    skipped = journal.get(run.run_id, "rehearsal_skipped")
+    return [f"the migration was not rehearsed (--skip-staging, by {skipped['by']})"] \
+        if skipped else []
+
+
+def _eta(settings: Settings, run: Run, rows: list[PhaseRow], rehearsal: dict[str, Any] | None
+         ) -> dict[str, Any]:
+    """Expected from the window's start: what the phases that succeeded took, the rehearsed
+    (else the timeline's) figure for the others."""
+    actual = {row.name: row.finished_at - row.started_at for row in rows
+              if row.name in FORWARD and row.status == "succeeded" and row.started_at
+              and row.finished_at}
+    expected = eta.estimate(settings, rehearsal, actual)
+    return {
+        "expected_s": round(expected.expected_s, 3),
+        "ends_at": _iso(run.created_at + expected.expected_s),
+        "point_of_no_return": _iso(run.created_at + expected.point_of_no_return_s),
+        "from": expected.source,
+        "length_s": expected.length_s,
+        "point_of_no_return_s": round(expected.point_of_no_return_s, 3),
     }
 
 
@@ -68,6 +100,7 @@ def table(report: dict[str, Any]) -> str:
         + (" (interrupted: `window resume` continues)" if report["interrupted"] else "")
         + (f", driven by pid {report['pid']}" if report["pid"] else ""),
         f"  target {report['target']}   staging {report['staging']}",
+        *[f"  RISK: {risk}" for risk in report["risks"]],
         "",
         f"  {'phase':<20} {'status':<12} {'started':<20} {'took':>8} {'timeout':>8}",
     ]
@@ -92,9 +125,30 @@ def table(report: dict[str, Any]) -> str:
             gap = ", ".join(f"{t} ~{n}" for t, n in rollback["write_gap"].items())
             lines.append(f"  writes after the backup, discarded (still in the kept database):"
                          f" {gap}")
+    lines += _rehearsal_lines(report.get("rehearsal"), report.get("eta"))
     lines += _baseline_lines(report.get("baseline") or {})
     lines += _monitor_summary(report["monitor"])
     return "\n".join(lines)
+
+
+def _rehearsal_lines(rehearsal: dict[str, Any] | None, expected: dict[str, Any] | None
+                     ) -> list[str]:
+    lines = []
+    if rehearsal:
+        figures = ", ".join(f"{key.removesuffix('_s')} {rehearsal[key]:.1f}s"
+                            for key in ("dump_s", "restore_s", "migrate_s", "checks_s")
+                            if rehearsal.get(key) is not None)
+        lines.append(f"  rehearsal ({rehearsal['mode']}) on {rehearsal['database']}: {figures}")
+    if expected:
+        lines.append(f"  eta ~{eta.shown(expected['expected_s'])} (from the {expected['from']}):"
+                     f" ends ~{_clock(expected['ends_at'])}; point of no return"
+                     f" {_clock(expected['point_of_no_return'])} (window"
+                     f" {eta.shown(expected['length_s'])})")
+    return ["", *lines] if lines else []
+
+
+def _clock(iso: str) -> str:
+    return iso.replace("T", " ").replace("+00:00", " UTC")
 
 
 def _monitor_summary(samples: list[dict[str, Any]]) -> list[str]:

@@ -44,6 +44,15 @@ def suffixed(dbname: str, suffix: str) -> str:
     return dbname[: NAME_LIMIT - len(suffix)] + suffix
 
 
+def dump_compression(ctx: Context, dump: Path) -> str:
+    """``pg_dump --compress`` for this window (the backup's and the rehearsal's): ``[backup]
+    compress``, or for "auto" lz4 where ``dump`` is 16+, else gzip level 1."""
+    chosen = ctx.settings.backup.compress
+    if chosen != "auto":
+        return chosen
+    return "lz4" if (pgtools.major(dump) or 0) >= 16 else "1"
+
+
 def tool_env(ctx: Context, db: pg.Db) -> dict[str, str]:
     """libpq's variables for pg_dump / pg_restore: the password never lands in argv."""
     env = ctx.command_env(db)
@@ -292,17 +301,10 @@ class Backup:
             seal(conn, name, marker(ctx.run_id, figures))
         return name
 
-    @staticmethod
-    def _compression(ctx: Context, dump: Path) -> str:
-        chosen = ctx.settings.backup.compress
-        if chosen != "auto":
-            return chosen
-        return "lz4" if (pgtools.major(dump) or 0) >= 16 else "1"
-
     def _dump(self, ctx: Context, path: Path, snapshot: str, major: int, tables: int) -> str:
         settings = ctx.settings.backup
         dump = pgtools.find("pg_dump", major)
-        compress = self._compression(ctx, dump)
+        compress = dump_compression(ctx, dump)
         progress = TableProgress("dumping", tables, TableProgress.DUMPED)
         command = [str(dump), "--format=directory", f"--jobs={settings.jobs}",
                    f"--snapshot={snapshot}", f"--compress={compress}", f"--file={path}",

@@ -12,7 +12,7 @@ import time
 
 import psycopg
 
-from orchestrator import pg
+from orchestrator import pg, rehearsals
 from orchestrator.config import Command
 from orchestrator.context import Context
 from orchestrator.errors import PhaseFailed
@@ -37,6 +37,8 @@ class BannerOn:
     name = "banner_on"
 
     def run(self, ctx: Context) -> PhaseResult:
+        rehearsals.check_unchanged(ctx.settings, ctx.journal, ctx.run_id,
+                                   "the banner was not raised")
         baseline.record_before(ctx, ctx.target)
         _switch(ctx, ctx.settings.banner.on, "on")
         ctx.log.info("banner_raised")

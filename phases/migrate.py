@@ -10,7 +10,7 @@ import time
 
 import psycopg
 
-from orchestrator import migrations, pg
+from orchestrator import migrations, pg, rehearsals
 from orchestrator.context import Context
 from orchestrator.errors import PhaseFailed, WindowError
 from phases.base import PhaseResult
@@ -66,6 +66,8 @@ class Migrate:
     name = "migrate"
 
     def run(self, ctx: Context) -> PhaseResult:
+        rehearsals.check_unchanged(ctx.settings, ctx.journal, ctx.run_id,
+                                   "nothing was run on production")
         drain(ctx, ctx.target)
         output = run_migration(ctx, ctx.target)
         ctx.log.info("migration_applied", database=str(ctx.target))

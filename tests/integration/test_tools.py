@@ -3,6 +3,7 @@ that resolves them, nothing pending stops the window, Alembic's and Flyway's tab
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,12 @@ FAILED = "20261130120000_add_coupons"
 FAILED_LOGS = "Migration failed: ERROR: relation coupons already exists"
 
 
-def applied_row(name: str) -> str:
+def applied_row(name: str, sql: str = demo.GOOD_MIGRATION) -> str:
+    """The row Prisma records for an applied migration: its checksum is the file's sha256
+    (the migration clinic compares)."""
+    checksum = hashlib.sha256(sql.encode()).hexdigest()
     return ("INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name,"
-            f" applied_steps_count) VALUES (gen_random_uuid(), 'c', now(), '{name}', 1)")
+            f" applied_steps_count) VALUES (gen_random_uuid(), '{checksum}', now(), '{name}', 1)")
 
 
 def failed_row(name: str = FAILED) -> str:

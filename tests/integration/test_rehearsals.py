@@ -1,0 +1,122 @@
+"""Rehearsal records: `window rehearse` alone, reused by a `window run` of the same files while
+fresh, never when old or different; files changed after the rehearsal stop the window; the
+rehearsal skipped only on purpose, and recorded as a risk."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from orchestrator import demo
+from tests.integration.conftest import Shop
+from tests.integration.test_tools import PRISMA_TABLE
+
+# Applies the pending prisma/migrations folders and records them, as `prisma migrate deploy`
+# does; each run is logged with its phase, so a test can count the rehearsals.
+FAKE_PRISMA = f"""#!/bin/sh
+set -e
+echo "$WINDOW_PHASE" >> migrate-runs.log
+psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c '{PRISMA_TABLE}'
+for dir in prisma/migrations/*/; do
+  name=$(basename "$dir")
+  done=$(psql -X -At "$DATABASE_URL" -c "SELECT count(*) FROM _prisma_migrations
+    WHERE migration_name = '$name' AND finished_at IS NOT NULL")
+  [ "$done" = 0 ] || continue
+  psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -f "$dir/migration.sql"
+  sum=$(sha256sum "$dir/migration.sql" | cut -d' ' -f1)
+  psql -X -q "$DATABASE_URL" -c "INSERT INTO _prisma_migrations (id, checksum, finished_at,
+    migration_name, applied_steps_count) VALUES (gen_random_uuid(), '$sum', now(), '$name', 1)"
+done
+"""
+MIGRATION = "20261130000000_status"
+
+
+def project(shop: Shop, *, staging: str = "", **overrides: str) -> None:
+    folder = shop.folder / "prisma" / "migrations" / MIGRATION
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "migration.sql").write_text(demo.GOOD_MIGRATION)
+    script = shop.folder / "fake-prisma.sh"
+    script.write_text(FAKE_PRISMA)
+    script.chmod(0o755)
+    config = shop.configure(migrate="./fake-prisma.sh",
+                            migrate_extra='tool = "prisma"\nfiles = "prisma/migrations"',
+                            **overrides)
+    text = config.read_text().replace("[staging]\n", f"[staging]\n{staging}\n")
+    config.write_text(text + "\n[lint]\nsquawk = false\nidempotency = false\n")
+
+
+def rehearsals_run(shop: Shop) -> list[str]:
+    log = shop.folder / "migrate-runs.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def test_a_fresh_rehearsal_is_reused_by_run(shop: Shop) -> None:
+    project(shop)
+
+    rehearsed = shop.window("rehearse")
+    assert rehearsed.returncode == 0, rehearsed.stderr
+    assert "succeeded" in rehearsed.stdout
+    assert shop.banner_log() == [] and not shop.has_column("orders", "status")
+
+    done = shop.run_window()
+
+    assert done.returncode == 0, done.stderr
+    assert "reusing rehearsal rehearsal_" in done.stdout
+    assert rehearsals_run(shop) == ["staging_dry_run", "migrate"]  # rehearsed once only
+    assert shop.status()["rehearsal"]["reused_from"].startswith("rehearsal_")
+    assert shop.has_column("orders", "status")
+
+
+def test_an_old_or_different_rehearsal_is_not_reused(shop: Shop) -> None:
+    project(shop, staging='max_age = "2s"')
+    assert shop.window("rehearse").returncode == 0
+    time.sleep(2.5)
+
+    old = shop.run_window()
+    assert old.returncode == 0, old.stderr
+    assert "reusing" not in old.stdout
+
+    # A new migration: a rehearsal of the old files says nothing about it.
+    assert shop.window("rehearse").returncode == 0
+    newer = shop.folder / "prisma" / "migrations" / "20261201000000_notes" / "migration.sql"
+    newer.parent.mkdir()
+    newer.write_text("ALTER TABLE orders ADD COLUMN IF NOT EXISTS notes text;\n")
+    different = shop.run_window()
+    assert different.returncode == 0, different.stderr
+    assert "reusing" not in different.stdout
+    assert rehearsals_run(shop).count("staging_dry_run") == 4
+
+
+def test_a_file_changed_after_the_rehearsal_stops_the_window(shop: Shop) -> None:
+    """Here the banner command edits the migration (after the rehearsal, before production's
+    migration): the migration is never run and production is rolled back."""
+    changed = f"prisma/migrations/{MIGRATION}/migration.sql"
+    project(shop, banner_on=f"touch maintenance.on && echo '-- edited' >> {changed}")
+    config = shop.config.read_text().replace("[backup]\n", '[backup]\nwhen = "after_banner"\n')
+    shop.config.write_text(config)
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stderr
+    error = shop.phase("migrate")["error"]
+    assert "changed after the rehearsal" in error and "nothing was run" in error
+    assert rehearsals_run(shop) == ["staging_dry_run"]  # production's never ran
+    assert not shop.has_column("orders", "status")
+
+
+def test_skipping_the_rehearsal_takes_both_switches_and_is_a_recorded_risk(shop: Shop) -> None:
+    project(shop)
+    refused = shop.run_window("--skip-staging")
+    assert refused.returncode == 2
+    assert "[staging] skip = true" in refused.stderr
+
+    project(shop, staging="skip = true")
+    done = shop.run_window("--skip-staging")
+
+    assert done.returncode == 0, done.stderr
+    assert rehearsals_run(shop) == ["migrate"]
+    status = shop.status()
+    assert any("not rehearsed" in risk for risk in status["risks"])
+    audit = [json.loads(line) for line in
+             (shop.folder / ".window" / "audit.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "staging_skipped" for e in audit)
