@@ -29,15 +29,15 @@ import structlog
 from orchestrator import clinic_prisma, clinic_sql, clinic_squawk, gates, migrations, pg
 from orchestrator.clinic_findings import Finding, Migration
 from orchestrator.config import Settings
-from orchestrator.errors import GateRefused, PhaseFailed
+from orchestrator.errors import ConfigError, GateRefused, PhaseFailed
 from orchestrator.redact import redact
 
 __all__ = ["RULES", "Finding", "examine", "gate", "history", "lint", "summary"]
 
-RULES = ("prisma-loose-sql", "prisma-cli-output", "prisma-checksum-changed",
-         "table-used-before-created", "foreign-key-to-later-table", "column-added-twice",
-         "missing-if-not-exists", "sql-syntax", "squawk:<rule>", "squawk-missing",
-         "squawk-failed")
+RULES = ("prisma-loose-sql", "prisma-unused-sql", "prisma-cli-output",
+         "prisma-checksum-changed", "table-used-before-created", "foreign-key-to-later-table",
+         "column-added-twice", "missing-if-not-exists", "sql-syntax", "squawk:<rule>",
+         "squawk-missing", "squawk-failed")
 SQL_TOOLS = ("prisma", "flyway")
 
 
@@ -69,6 +69,10 @@ def _flyway_files(folder: migrations.Folder) -> list[tuple[str, Path]]:
 
 def examine(settings: Settings, state: migrations.ToolState | None) -> list[Finding]:
     """Every finding, graded and sorted, paths relative to the config's folder."""
+    for name in settings.lint.warnings:
+        if name not in RULES or name in settings.lint.errors:
+            raise ConfigError(f"[lint] warnings: {name!r} is not one of the clinic's rules"
+                              f" ({', '.join(RULES[:9])}) or is also in [lint] errors.")
     folder = migrations.files(settings)
     if folder is None or settings.migrate.tool not in SQL_TOOLS:
         return []
@@ -100,7 +104,8 @@ def _examine_file(migration: Migration, *, prisma: bool
     if text is None:
         return [], [unreadable] if unreadable and migration.pending else []
     pasted = clinic_prisma.cli_output_lines(text) if prisma else []
-    statements, syntax = clinic_sql.parse(migration, clinic_prisma.blank_lines(text, pasted))
+    statements, syntax = clinic_sql.parse(migration, clinic_prisma.blank_lines(text, pasted),
+                                          placeholders=not prisma)  # Flyway's ${name}
     if not migration.pending:
         return statements, []
     return statements, [*clinic_prisma.cli_output(migration, pasted), *filter(None, [syntax])]
@@ -124,18 +129,20 @@ def _finished(settings: Settings, found: Sequence[Migration], findings: list[Fin
     """Promote what ``[lint] errors`` names, drop squawk's echo of our own idempotency
     warning, make paths relative and sort in the order the tool runs the files."""
     ours = {(f.file, f.line) for f in findings if f.rule == "missing-if-not-exists"}
-    errors = set(settings.lint.errors)
+    errors, warnings = set(settings.lint.errors), set(settings.lint.warnings)
     rank = {m.path: index for index, m in enumerate(found)}
-    kept = [_graded(f, errors) for f in findings
+    kept = [_graded(f, errors, warnings) for f in findings
             if not (f.rule == "squawk:prefer-robust-stmts" and (f.file, f.line) in ours)]
     kept.sort(key=lambda f: (rank.get(f.file, len(rank)), str(f.file), f.line, f.rule))
     base = settings.config_dir
     return [replace(f, file=Path(os.path.relpath(f.file, base))) for f in kept]
 
 
-def _graded(finding: Finding, errors: set[str]) -> Finding:
-    named = {finding.rule, finding.rule.removeprefix("squawk:")} & errors
-    return replace(finding, severity="error") if named else finding
+def _graded(finding: Finding, errors: set[str], warnings: set[str]) -> Finding:
+    named = {finding.rule, finding.rule.removeprefix("squawk:")}
+    if named & warnings:
+        return replace(finding, severity="warning")
+    return replace(finding, severity="error") if named & errors else finding
 
 
 def summary(findings: Sequence[Finding]) -> str:

@@ -1,9 +1,11 @@
 """The migration clinic's Prisma rules: what Prisma's layout and its own table demand.
 
-Prisma runs ``<timestamp>_<name>/migration.sql`` and nothing else, refuses to go on after a
-migration whose SQL failed (P3009, until resolved by hand) and records a sha256 per applied
-file. The first users lost a deploy to each: a fix in a loose ``.sql`` file that never ran,
-CLI warnings pasted into ``migration.sql``, an applied migration edited afterwards.
+Prisma runs ``<name>/migration.sql`` in folder-name order and nothing else (the timestamp
+prefix ``migrate dev`` writes is a convention: the documented baseline is ``0_init``), refuses
+to go on after a migration whose SQL failed (P3009, until resolved by hand) and records a
+sha256 per applied file. The first users lost a deploy to each: a fix in a loose ``.sql`` file
+that never ran, CLI warnings pasted into ``migration.sql``, an applied migration edited
+afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from pglast.parser import ParseError, Token, scan
 
 from orchestrator.clinic_findings import Finding, Migration
 
-TIMESTAMPED = re.compile(r"\d{14}_.+")
 # What the Prisma CLI (and npm around it) prints, as it lands in a file through `>`.
 CLI_OUTPUT = re.compile(
     r"(warn|prisma:warn|prisma:info|npm warn|npm WARN|Prisma schema loaded"
@@ -28,19 +29,26 @@ _COMMENTS = ("SQL_COMMENT", "C_COMMENT")
 
 
 def loose_sql(folder: Path) -> list[Finding]:
-    """SQL files Prisma will not run where they are, or runs in an order nobody meant."""
+    """SQL files Prisma never runs. One outside any migration folder (a folder with a
+    ``migration.sql``) is an error: it looks like a migration, and a fix put there never
+    reaches the database. One beside a ``migration.sql`` (a ``down.sql``, a backfill kept
+    for reference) is a warning: likely on purpose, but Prisma never runs it either. Every
+    such file is reported whatever the tool's table says: none of them ever ran."""
     findings = []
     for path in sorted(folder.rglob("*.sql")):
         parts = path.relative_to(folder).parts
         if len(parts) == 2 and parts[1] == "migration.sql":
-            if TIMESTAMPED.fullmatch(parts[0]):
-                continue
-            message = (f"the folder {parts[0]} has no <timestamp>_ prefix: Prisma applies"
-                       " folders in name order, so this runs after every timestamped migration")
+            continue  # a migration, whatever its folder's name
+        if len(parts) > 1 and (folder / parts[0] / "migration.sql").is_file():
+            findings.append(Finding(
+                path, 1, "prisma-unused-sql",
+                f"Prisma never runs this file: it runs only {parts[0]}/migration.sql from"
+                " this migration folder", "warning"))
         else:
-            message = ("Prisma never runs this file: only <timestamp>_<name>/migration.sql"
-                       " is a migration (give it a migration folder of its own)")
-        findings.append(Finding(path, 1, "prisma-loose-sql", message))
+            findings.append(Finding(
+                path, 1, "prisma-loose-sql",
+                "Prisma never runs this file: only <folder>/migration.sql is a migration"
+                " (give it a migration folder of its own)"))
     return findings
 
 

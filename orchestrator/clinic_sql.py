@@ -36,6 +36,9 @@ _KINDS = {ast.AlterTableStmt: "ALTER TABLE", ast.RenameStmt: "ALTER TABLE ... RE
           ast.CreateTableAsStmt: "CREATE TABLE AS", ast.ViewStmt: "CREATE VIEW",
           ast.TruncateStmt: "TRUNCATE", ast.CommentStmt: "COMMENT", ast.GrantStmt: "GRANT"}
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
+# Flyway's placeholders (``${schema}``, ``${flyway:defaultSchema}``): Flyway puts their values
+# in before the script runs, so PostgreSQL never sees them.
+_FLYWAY_PLACEHOLDER = re.compile(r"\$\{([^{}\n]+)\}")
 
 
 class Lines:
@@ -63,17 +66,50 @@ class Statement:
             else self.line
 
 
-def parse(migration: Migration, text: str) -> tuple[list[Statement], Finding | None]:
-    """The file's statements, or a ``sql-syntax`` finding at the parser's line."""
-    lines = Lines(text)
-    try:
-        raws = parse_sql(text)
-    except ParseError as exc:
-        at = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
-        return [], Finding(migration.path, lines.at(at), "sql-syntax",
-                           f"PostgreSQL cannot parse this: {exc.args[0]}")
-    return [Statement(migration, lines.at(raw.stmt_location), raw.stmt, lines)
-            for raw in raws if raw.stmt is not None], None
+def parse(migration: Migration, text: str, *, placeholders: bool = False
+          ) -> tuple[list[Statement], Finding | None]:
+    """The file's statements, or a ``sql-syntax`` finding at the parser's line.
+
+    With ``placeholders`` (Flyway, which puts their values in before the script runs), each
+    ``${name}`` is read as the identifier ``placeholder_name``, or as the number ``1`` where
+    the parser wants a number there (``VARCHAR(${length})``); no line changes, so a real
+    syntax error keeps its line."""
+    pieces = _FLYWAY_PLACEHOLDER.split(text) if placeholders else [text]
+    numbers: set[int] = set()  # the placeholders (by index in pieces) read as numbers
+    while True:
+        sql, spans = _substituted(pieces, numbers)
+        lines = Lines(sql)
+        try:
+            raws = parse_sql(sql)
+        except ParseError as exc:
+            at = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
+            retry = next((index for index, (start, end) in spans.items()
+                          if start <= at < end and index not in numbers), None)
+            if retry is not None:
+                numbers.add(retry)
+                continue
+            return [], Finding(migration.path, lines.at(at), "sql-syntax",
+                               f"PostgreSQL cannot parse this: {exc.args[0]}")
+        return [Statement(migration, lines.at(raw.stmt_location), raw.stmt, lines)
+                for raw in raws if raw.stmt is not None], None
+
+
+def _substituted(pieces: Sequence[str], numbers: set[int]
+                 ) -> tuple[str, dict[int, tuple[int, int]]]:
+    """The text with its placeholders (the odd pieces, as ``re.split`` leaves them) put
+    back as names or numbers, and where each one now stands."""
+    parts: list[str] = []
+    spans: dict[int, tuple[int, int]] = {}
+    offset = 0
+    for index, piece in enumerate(pieces):
+        part = piece
+        if index % 2:
+            part = "1" if index in numbers \
+                else "placeholder_" + re.sub(r"[^a-z0-9_]", "_", piece.lower())
+            spans[index] = (offset, offset + len(part))
+        parts.append(part)
+        offset += len(part)
+    return "".join(parts), spans
 
 
 def idempotency(statements: Sequence[Statement]) -> list[Finding]:
@@ -171,18 +207,26 @@ class _Replay:
                               if isinstance(c, ast.ColumnDef) and c.colname}
 
     def _alter(self, name: str, statement: Statement, node: ast.AlterTableStmt) -> None:
+        """The statement's commands in order, as PostgreSQL runs them: Prisma changes a
+        column's type with ``DROP COLUMN "a", ADD COLUMN "a" ...`` in one statement."""
         columns = self.columns.setdefault(name, {})
-        for cmd, column in _added_columns(node):
-            earlier = columns.get(column.colname or "")
-            if earlier and not cmd.missing_ok:
-                self._report(statement, column, earlier[0], "column-added-twice",
-                             f"{display(name)}.{display(column.colname or '')} is added"
-                             f" again; {_where(earlier[0], statement, earlier[1])} already"
-                             " defines it (don't pre-add columns that later migrations add)")
-            columns.setdefault(column.colname or "", (statement, column))
         for cmd in node.cmds or ():
             if cmd.subtype == AlterTableType.AT_DropColumn:
                 columns.pop(cmd.name or "", None)
+            elif cmd.subtype == AlterTableType.AT_AddColumn \
+                    and isinstance(cmd.def_, ast.ColumnDef):
+                self._add_column(name, statement, cmd, cmd.def_, columns)
+
+    def _add_column(self, name: str, statement: Statement, cmd: ast.AlterTableCmd,
+                    column: ast.ColumnDef,
+                    columns: dict[str, tuple[Statement, ast.ColumnDef]]) -> None:
+        earlier = columns.get(column.colname or "")
+        if earlier and not cmd.missing_ok:
+            self._report(statement, column, earlier[0], "column-added-twice",
+                         f"{display(name)}.{display(column.colname or '')} is added"
+                         f" again; {_where(earlier[0], statement, earlier[1])} already"
+                         " defines it (don't pre-add columns that later migrations add)")
+        columns.setdefault(column.colname or "", (statement, column))
 
     def _rename(self, name: str, what: Any, old: str | None, new: str) -> None:
         if what == ObjectType.OBJECT_COLUMN:
@@ -204,8 +248,14 @@ class _Replay:
 
 
 def _added_columns(node: ast.AlterTableStmt) -> Iterator[tuple[ast.AlterTableCmd, ast.ColumnDef]]:
+    """The statement's ADD COLUMNs, but for those that put back a column it drops first
+    (Prisma's change of a column's type): run again, the DROP makes way for the ADD."""
+    dropped: set[str] = set()
     for cmd in node.cmds or ():
-        if cmd.subtype == AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
+        if cmd.subtype == AlterTableType.AT_DropColumn:
+            dropped.add(cmd.name or "")
+        elif cmd.subtype == AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef) \
+                and cmd.def_.colname not in dropped:
             yield cmd, cmd.def_
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -33,6 +33,7 @@ from orchestrator.lock import StateLock, TargetLock
 from orchestrator.machine import EXIT_CODES, PHASES, TERMINAL, State
 from orchestrator.migrations import ToolState
 from orchestrator.proc import start_ticks
+from orchestrator.redact import redact
 from orchestrator.report import advice, status, table
 from orchestrator.runner import Runner, Signals, stop_orphans
 from phases import Registry, default_registry
@@ -94,6 +95,8 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
             # The migration clinic, before the window acts on anything: errors refuse.
             warnings = [str(finding) for finding in clinic.gate(settings, tool)]
             ask(tool)
+        reused = None if skip_staging else \
+            rehearsals.reusable(settings, journal, str(target), str(staging))
         run_id = new_run_id()
         journal.create_run(run_id, [str(p) for p in machine.phases(settings.backup.when)], {
             "user": gates.who(), "host": socket.gethostname(),
@@ -102,12 +105,13 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
             "backup_when": settings.backup.when})
         if warnings:
             journal.put(run_id, "lint", {"warnings": warnings})
-        _plan_rehearsal(settings, journal, run_id, skip=skip_staging)
+        _plan_rehearsal(journal, run_id, skip=skip_staging, reused=reused)
         return _drive(settings, journal, run_id, target=target, staging=staging,
                       registry=registry, event="window_started")
 
 
-def _plan_rehearsal(settings: Settings, journal: Journal, run_id: str, *, skip: bool) -> None:
+def _plan_rehearsal(journal: Journal, run_id: str, *, skip: bool,
+                    reused: dict[str, Any] | None) -> None:
     """Tell the staging phase to skip the rehearsal (a risk, recorded as one) or to reuse a
     recent successful one of exactly these migration files; else it rehearses."""
     logger = structlog.get_logger()
@@ -115,9 +119,7 @@ def _plan_rehearsal(settings: Settings, journal: Journal, run_id: str, *, skip: 
         journal.put(run_id, rehearsals.SKIPPED, {"by": gates.who()})
         logger.warning("staging_skipped", risk="the migration was not rehearsed")
         return
-    run = journal.run(run_id)
-    found = rehearsals.reusable(settings, journal, run.target or "", run.staging or "")
-    if found:
+    if found := reused:
         journal.put(run_id, rehearsals.REUSED, found)
         age = time.time() - found["at"]
         print(f"reusing rehearsal {found['id']} from {age / 60:.0f} min ago (the same"
@@ -131,29 +133,44 @@ def rehearse(settings: Settings, registry: Registry | None = None) -> int:
     with _audited(settings, "rehearse"):
         target, staging = gates.databases(settings)
         gates.git_repo(settings)
+        fingerprint = migrations.fingerprint(settings)
         with _holding(settings, target) as journal:
+            if unfinished := _unfinished(journal):  # production may be half-migrated
+                raise GateRefused(f"window {unfinished.run_id} is unfinished"
+                                  f" ({unfinished.state}): `window resume` or `window abort`"
+                                  " it before rehearsing.")
             rehearsal_id = "rehearsal_" + new_run_id()
-            signals = Signals()
-            signals.install()
-            ctx = Context(settings=settings, journal=journal, run_id=rehearsal_id,
-                          target=target, staging=staging)
-            phases = registry or default_registry()
             with structlog.contextvars.bound_contextvars(run_id=rehearsal_id):
-                for name in (State.PREFLIGHT, State.STAGING_DRY_RUN):
-                    deadline = time.time() + settings.timeout(name)
-                    try:
-                        result = phases[name].run(ctx.for_phase(name, deadline, signals.check))
-                    except PhaseError as exc:
-                        journal.record_rehearsal(
-                            rehearsal_id, fingerprint=migrations.fingerprint(settings),
-                            target=str(target), staging=str(staging), facts={},
-                            error=f"{name}: {exc.message}")
-                        structlog.get_logger().error("rehearsal_failed", phase=name,
-                                                     error=exc.message)
-                        print(f"rehearsal {rehearsal_id} failed in {name}: {exc.message}")
-                        return 3
-            print(f"rehearsal {rehearsal_id} succeeded: {result.summary}")
-            return 0
+                error = _rehearse(Context(settings=settings, journal=journal,
+                                          run_id=rehearsal_id, target=target,
+                                          staging=staging), registry or default_registry())
+            if error is None:
+                print(f"rehearsal {rehearsal_id} succeeded; `window run` reuses it for"
+                      f" {settings.staging.max_age / 3600:g}h unless the files change.")
+                return 0
+            journal.record_rehearsal(rehearsal_id, fingerprint=fingerprint, target=str(target),
+                                     staging=str(staging), facts={}, error=error)
+            print(redact(f"rehearsal {rehearsal_id} failed: {error}"))
+            return 3
+
+
+def _rehearse(ctx: Context, phases: Registry) -> str | None:
+    """Run preflight and the rehearsal as a window would; what went wrong, or None."""
+    signals = Signals()
+    signals.install()
+    for name in (State.PREFLIGHT, State.STAGING_DRY_RUN):
+        deadline = time.time() + ctx.settings.timeout(name)
+        try:
+            phases[name].run(ctx.for_phase(name, deadline, signals.check))
+        except Interrupted:
+            raise
+        except PhaseError as exc:
+            structlog.get_logger().error("rehearsal_failed", phase=name, error=exc.message)
+            return f"{name}: {exc.message}"
+        except Exception as exc:  # a bug must still end in one sentence and a record
+            structlog.get_logger().exception("rehearsal_crashed", phase=name)
+            return f"{name}: {type(exc).__name__}: {exc}"
+    return None
 
 
 def resume(settings: Settings, registry: Registry | None = None) -> int:

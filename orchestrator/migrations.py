@@ -14,6 +14,8 @@ import ast
 import graphlib
 import hashlib
 import importlib.util
+import json
+import os
 import re
 import zlib
 from collections.abc import Callable, Mapping
@@ -109,18 +111,46 @@ def files(settings: Settings) -> Path | None:
     return folder
 
 
+# What each tool runs, under [migrate] files (a rehearsal's fingerprint covers exactly these).
+_RUN_FILES: dict[str, Callable[[PurePosixPath], bool]] = {
+    "prisma": lambda rel: len(rel.parts) == 2 and rel.name == "migration.sql",
+    "alembic": lambda rel: rel.suffix == ".py",
+    "flyway": lambda rel: rel.suffix == ".sql",
+}
+
+
 def fingerprint(settings: Settings) -> str | None:
-    """sha256 over the migration files' names and contents: what a rehearsal rehearsed, so a
-    file changed since can be told apart. None without ``[migrate] files``."""
+    """sha256 over what a rehearsal rehearsed: the files the tool runs (names and contents,
+    symlinked folders followed; caches and hidden files left out, as an import or an editor
+    writes them) and the settings that decide how they run. None without ``[migrate] files``.
+    """
     folder = files(settings)
     if folder is None:
         return None
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    section = settings.migrate
+    digest = hashlib.sha256(json.dumps(
+        [section.command, section.workdir, section.tool, settings.staging.mode,
+         settings.staging.clone_on]).encode())
+    for path in _run_files(folder, _RUN_FILES[section.tool]):
         name = path.relative_to(folder).as_posix().encode()
-        content = path.read_bytes()
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"[migrate] files: {name.decode()} cannot be read"
+                              f" ({exc.strerror or exc}).") from exc
         digest.update(b"%d:%s%d:" % (len(name), name, len(content)) + content)
     return digest.hexdigest()
+
+
+def _run_files(folder: Path, runs: Callable[[PurePosixPath], bool]) -> list[Path]:
+    found = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        for name in names:
+            path = Path(root, name)
+            if not name.startswith(".") and runs(PurePosixPath(path.relative_to(folder))):
+                found.append(path)
+    return sorted(found)
 
 
 def read(conn: psycopg.Connection[Any], settings: MigrateSection, files: Path | None,
@@ -183,7 +213,7 @@ def prisma_migrations(folder: Folder) -> tuple[str, ...]:
     """Prisma's migration folders, in the order it applies them (by name)."""
     names = tuple(sorted(p.parent.name for p in folder.path.glob("*/migration.sql")))
     if not names:
-        raise folder.error(None, "holds no <timestamp>_<name>/migration.sql folder")
+        raise folder.error(None, "holds no <name>/migration.sql migration folder")
     return names
 
 

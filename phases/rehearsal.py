@@ -83,15 +83,24 @@ def scratch_database(ctx: Context) -> pg.Db:
     """The scratch database, as a URL of the form its server's came in: the migration tool
     reads it as DATABASE_URL (Prisma takes a URL, not libpq's key=value form)."""
     return database_on(scratch_server(ctx),
-                       suffixed(ctx.target.dbname, f"_rehearsal_{ctx.run_id}"))
+                       suffixed(ctx.target.dbname, f"_rehearsal_{ctx.run_id}"),
+                       schema=ctx.target.schema or "")
 
 
-def database_on(db: pg.Db, name: str) -> pg.Db:
-    """``db``'s server, credentials and parameters, database ``name``."""
+def database_on(db: pg.Db, name: str, schema: str | None = None) -> pg.Db:
+    """``db``'s server, credentials and parameters, database ``name``. A ``schema`` replaces
+    Prisma's ``?schema=`` (the copy holds production's schemas; "" drops it)."""
     parts = urllib.parse.urlsplit(db.url)
     if parts.scheme in ("postgres", "postgresql"):
         path = "/" + urllib.parse.quote(name, safe="")
-        scratch = pg.Db.from_url(urllib.parse.urlunsplit(parts._replace(path=path)))
+        query = parts.query
+        if schema is not None:
+            kept = [pair for pair in query.split("&") if pair and
+                    urllib.parse.unquote(pair.partition("=")[0]) != "schema"]
+            query = "&".join([*kept, *(["schema=" + urllib.parse.quote(schema, safe="")]
+                                        if schema else [])])
+        scratch = pg.Db.from_url(urllib.parse.urlunsplit(
+            parts._replace(path=path, query=query)))
         # A ?dbname= parameter would win over the path: never migrate what it names.
         if scratch.dbname == name:
             return scratch

@@ -120,3 +120,19 @@ def test_skipping_the_rehearsal_takes_both_switches_and_is_a_recorded_risk(shop:
     audit = [json.loads(line) for line in
              (shop.folder / ".window" / "audit.jsonl").read_text().splitlines()]
     assert any(e["event"] == "staging_skipped" for e in audit)
+
+
+def test_no_rehearsal_while_a_window_is_unfinished(shop: Shop) -> None:
+    """Production may be half-migrated, its migrate command still running: a rehearsal of
+    it now would measure nothing true and be reused later."""
+    project(shop, banner_on="touch maintenance.on && sleep 60")
+    window = shop.start("run", "--confirm", demo.PHRASE)
+    shop.wait_for("maintenance.on")
+    window.kill()
+    window.wait(timeout=30)
+
+    refused = shop.window("rehearse")
+
+    assert refused.returncode == 3, refused.stderr
+    assert "unfinished" in refused.stderr
+    assert shop.window("abort", "--confirm", demo.PHRASE).returncode == 0

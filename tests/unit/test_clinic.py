@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pglast import ast
 
-from orchestrator import clinic, clinic_prisma, config
+from orchestrator import clinic, clinic_prisma, clinic_sql, config
 from orchestrator.clinic import Finding
+from orchestrator.clinic_findings import Migration
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, GateRefused
 from orchestrator.migrations import ToolState
@@ -56,9 +58,11 @@ EXPECTED = {
     "column-added-twice": [(ADD_PHONE, 2, "column-added-twice", "error"),
                            (ADD_PHONE, 2, "missing-if-not-exists", "warning")],
     "cli-output": [(COUPONS, line, "prisma-cli-output", "error") for line in (1, 2, 3, 4)],
-    "loose-sql": [(f"{PRISMA}/hotfix/migration.sql", 1, "prisma-loose-sql", "error"),
-                  (f"{PRISMA}/20240101000000_init/backfill.sql", 1, "prisma-loose-sql", "error"),
-                  (f"{PRISMA}/fix_orders.sql", 1, "prisma-loose-sql", "error")],
+    "loose-sql": [(f"{PRISMA}/20240101000000_init/backfill.sql", 1, "prisma-unused-sql",
+                   "warning"),
+                  (f"{PRISMA}/fix_orders.sql", 1, "prisma-loose-sql", "error"),
+                  (f"{PRISMA}/fixes/backfill.sql", 1, "prisma-loose-sql", "error"),
+                  (f"{PRISMA}/hotfix/down.sql", 1, "prisma-unused-sql", "warning")],
     "not-rerunnable": [(NOT_RERUNNABLE, line, "missing-if-not-exists", "warning")
                        for line in (2, 8, 11)],
     # the other rules, and names compared as PostgreSQL compares them
@@ -76,6 +80,120 @@ def test_each_rule_fires_on_the_bug_it_names_and_nothing_else(case: str) -> None
 
 def test_the_clean_history_is_quiet_squawk_included() -> None:
     assert clinic.examine(settings_for("clean", squawk=True), None) == []
+
+
+@pytest.mark.parametrize("case", ["clean", "column-retyped", "prisma-baseline"])
+def test_a_sound_history_is_quiet(case: str) -> None:
+    """column-retyped: Prisma's ``DROP COLUMN "age", ADD COLUMN "age" TEXT`` in one statement
+    (the DROP runs first); prisma-baseline: the documented ``0_init`` folder, which Prisma
+    applies first because it sorts first."""
+    assert clinic.examine(settings_for(case), None) == []
+
+
+def write_prisma(root: Path, migrations: dict[str, str]) -> None:
+    for name, sql in migrations.items():
+        path = root / PRISMA / name / "migration.sql"
+        path.parent.mkdir(parents=True)
+        path.write_text(sql)
+
+
+USER_WITH_AGE = 'CREATE TABLE IF NOT EXISTS "User" ("id" bigint, "age" integer);\n'
+RETYPE_AGE = 'ALTER TABLE "User" DROP COLUMN "age",\nADD COLUMN "age" TEXT NOT NULL;\n'
+
+
+@pytest.mark.parametrize(("migrations", "expected"), [
+    ({"20240101000000_init": USER_WITH_AGE,
+      "20240102000000_nick": 'ALTER TABLE "User" ADD COLUMN IF NOT EXISTS "nick" text,\n'
+                             'ADD COLUMN "nick" text;\n'},
+     ("20240102000000_nick", 2, "line 1 of this migration")),
+    ({"20240101000000_init": USER_WITH_AGE, "20240102000000_age_to_text": RETYPE_AGE,
+      "20240103000000_age_again": 'ALTER TABLE "User" ADD COLUMN "age" text;\n'},
+     ("20240103000000_age_again", 1, "20240102000000_age_to_text (line 2)")),
+    ({"20240101000000_init": 'ALTER TABLE "User" ADD COLUMN "age" text,\n'
+                             '  DROP COLUMN "id",\n  ADD COLUMN "age" text;\n'},
+     ("20240101000000_init", 3, "line 1 of this migration")),
+], ids=["twice-in-one-statement", "again-after-a-retype", "a-drop-of-another-column"])
+def test_a_column_added_twice_still_fires_around_drops(
+        tmp_path: Path, migrations: dict[str, str], expected: tuple[str, int, str]) -> None:
+    write_prisma(tmp_path, migrations)
+    found = [f for f in clinic.examine(settings_for(tmp_path), None)
+             if f.rule == "column-added-twice"]
+    name, line, earlier = expected
+    assert seen(found) == [(f"{PRISMA}/{name}/migration.sql", line, "column-added-twice",
+                            "error")]
+    assert "already defines it" in found[0].message and earlier in found[0].message
+
+
+def test_a_column_dropped_and_added_back_in_one_statement_is_rerunnable(
+        tmp_path: Path) -> None:
+    """Run again, the DROP makes way for the ADD; an ADD of another column still fails."""
+    write_prisma(tmp_path, {"20240101000000_a": USER_WITH_AGE + RETYPE_AGE
+                            + 'ALTER TABLE "User" DROP COLUMN "age",\n'
+                              'ADD COLUMN "email" text;\n'})
+    found = clinic.examine(settings_for(tmp_path), None)
+    assert [(f.line, f.rule) for f in found] == [(5, "missing-if-not-exists")]
+    assert "ADD COLUMN email" in found[0].message
+
+
+def test_prisma_runs_any_folder_s_migration_sql_and_warns_of_other_sql_beside_it(
+        tmp_path: Path) -> None:
+    write_prisma(tmp_path, {"0_init": "CREATE TABLE IF NOT EXISTS a (id bigint);\n",
+                            "20240102000000_b": "ALTER TABLE a ADD COLUMN IF NOT EXISTS b int;\n"})
+    root = tmp_path / PRISMA
+    (root / "20240102000000_b" / "down.sql").write_text("ALTER TABLE a DROP COLUMN b;\n")
+    (root / "20240102000000_b" / "old").mkdir()
+    (root / "20240102000000_b" / "old" / "migration.sql").write_text("SELECT 1;\n")
+    (root / "notes").mkdir()
+    (root / "notes" / "fix.sql").write_text("SELECT 1;\n")
+    (root / "fix.sql").write_text("SELECT 1;\n")
+    found = clinic.examine(settings_for(tmp_path), None)
+    assert seen(found) == [
+        (f"{PRISMA}/20240102000000_b/down.sql", 1, "prisma-unused-sql", "warning"),
+        (f"{PRISMA}/20240102000000_b/old/migration.sql", 1, "prisma-unused-sql", "warning"),
+        (f"{PRISMA}/fix.sql", 1, "prisma-loose-sql", "error"),
+        (f"{PRISMA}/notes/fix.sql", 1, "prisma-loose-sql", "error")]
+    assert str(found[0]).endswith(
+        "prisma-unused-sql: Prisma never runs this file: it runs only"
+        " 20240102000000_b/migration.sql from this migration folder")
+    assert "after every timestamped migration" not in " ".join(f.message for f in found)
+
+
+def test_layout_findings_do_not_depend_on_what_is_applied() -> None:
+    name = "20240101000000_init"
+    applied = state((name, "hotfix"), ())
+    assert seen(clinic.examine(settings_for("loose-sql"), applied)) == EXPECTED["loose-sql"]
+
+
+def test_flyway_placeholders_are_read_as_names_or_numbers() -> None:
+    assert clinic.examine(settings_for("flyway-placeholders", "flyway", "sql"), None) == []
+    migration = Migration("V1__a.sql", Path("V1__a.sql"), True)
+    statements, problem = clinic_sql.parse(
+        migration, "GRANT SELECT ON ${schema}.t TO ${flyway:user};\n"
+                   "ALTER TABLE ${schema}.t ADD COLUMN IF NOT EXISTS c varchar(${length});",
+        placeholders=True)
+    assert problem is None
+    assert [clinic_sql.kind(s.node) for s in statements] == ["GRANT", "ALTER TABLE"]
+    assert isinstance(statements[1].node, ast.AlterTableStmt)
+    assert clinic_sql.key(statements[1].node.relation) == "placeholder_schema.t"
+
+
+def test_flyway_placeholders_hide_no_real_syntax_error(tmp_path: Path) -> None:
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql" / "V1__init.sql").write_text(
+        "CREATE TABLE IF NOT EXISTS ${schema}.a (id bigint);\n"
+        "CREATE TABLE IF NOT EXISTS ${schema}.b (id bigint,);\n")
+    (tmp_path / "sql" / "V2__later.sql").write_text(
+        "ALTER TABLE ${schema}.c ADD COLUMN IF NOT EXISTS x int;\n")
+    (tmp_path / "sql" / "V3__c.sql").write_text(
+        "CREATE TABLE IF NOT EXISTS ${schema}.c (id bigint);\n")
+    found = clinic.examine(settings_for(tmp_path, "flyway", "sql"), None)
+    assert seen(found) == [("sql/V1__init.sql", 2, "sql-syntax", "error"),
+                           ("sql/V2__later.sql", 1, "table-used-before-created", "error")]
+
+
+def test_prisma_has_no_placeholders(tmp_path: Path) -> None:
+    write_prisma(tmp_path, {"20240101000000_a": "CREATE TABLE IF NOT EXISTS ${x} (id int);\n"})
+    assert [f.rule for f in clinic.examine(settings_for(tmp_path), None)] == ["sql-syntax"]
 
 
 def test_findings_read_file_line_rule_message() -> None:
@@ -259,3 +377,13 @@ def test_window_lint_config_errors_exit_2(tmp_path: Path) -> None:
     done = window_lint(folder)
     assert done.returncode == 2
     assert "unknown key lint.squawk_rules" in done.stderr
+
+
+def test_lint_warnings_demotes_one_of_the_clinics_own_rules() -> None:
+    """An escape hatch narrower than `enabled = false`: the rule is still reported."""
+    demoted = clinic.examine(settings_for("column-added-twice",
+                                          warnings=["column-added-twice"],
+                                          idempotency=False), None)
+    assert {(f.rule, f.severity) for f in demoted} == {("column-added-twice", "warning")}
+    with pytest.raises(ConfigError, match=r"\[lint\] warnings: 'no-such-rule'"):
+        clinic.examine(settings_for("clean", warnings=["no-such-rule"]), None)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import migrations
+from orchestrator import config, migrations
 from orchestrator.errors import ConfigError
 from orchestrator.migrations import Folder
 
@@ -164,7 +164,30 @@ def test_a_prisma_folder_without_migrations_is_a_config_error(tmp_path: Path) ->
                                              "20261101000000_init/README.md": ""})
 
     assert error(migrations.prisma_migrations, folder) == (
-        "[migrate] files: migrations holds no <timestamp>_<name>/migration.sql folder.")
+        "[migrate] files: migrations holds no <name>/migration.sql migration folder.")
 
     write(tmp_path / "migrations", {"20261101000000_init/migration.sql": "SELECT 1;"})
     assert migrations.prisma_migrations(folder) == ("20261101000000_init",)
+
+
+def test_the_fingerprint_covers_what_the_tool_runs_and_how(tmp_path: Path) -> None:
+    """An import's __pycache__ or an editor's swap file is not a change to the migrations;
+    a changed script, a script behind a symlinked folder, or another command is."""
+    versions = tmp_path / "versions"
+    write(versions, {"a1_init.py": revision("a1")})
+    shared = tmp_path / "shared"
+    write(shared, {"b2_next.py": revision("b2", '"a1"')})
+    (versions / "more").symlink_to(shared)
+
+    def settings(command: str = "alembic upgrade head") -> config.Settings:
+        return config.from_mapping({
+            "window": {"confirm_phrase": "X"}, "banner": {"on": "a", "off": "b"},
+            "migrate": {"command": command, "tool": "alembic", "files": "versions"},
+        }, tmp_path / "window.toml")
+
+    before = migrations.fingerprint(settings())
+    write(versions, {"__pycache__/a1_init.cpython-311.pyc": b"\0", ".a1_init.py.swp": "x"})
+    assert migrations.fingerprint(settings()) == before
+    assert migrations.fingerprint(settings("alembic upgrade +1")) != before
+    (shared / "b2_next.py").write_text(revision("b2", '"a1"') + "# edited\n")
+    assert migrations.fingerprint(settings()) != before
