@@ -7,6 +7,7 @@ light. ``pretty_exceptions_show_locals`` is off: locals hold database URLs.
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -102,6 +103,38 @@ def status(
     from orchestrator import commands
 
     typer.echo(commands.show_status(_settings(config), as_json))
+
+
+class ReportFormat(StrEnum):
+    MD = "md"
+    HTML = "html"
+
+
+@app.command()
+def report(
+    run_id: Annotated[str | None, typer.Argument(
+        help="A run from `window history`; the newest by default.")] = None,
+    config: ConfigOption = Path("window.toml"),
+    fmt: Annotated[ReportFormat | None, typer.Option(
+        "--format", help="Only this format; both by default.")] = None,
+) -> None:
+    """Write a window's report.md and report.html again; print their paths."""
+    from orchestrator import commands
+
+    formats = (fmt.value,) if fmt else tuple(f.value for f in ReportFormat)
+    paths = commands.write_reports(_settings(config), run_id, formats)
+    typer.echo("\n".join(str(path) for path in paths))
+
+
+@app.command()
+def history(
+    config: ConfigOption = Path("window.toml"),
+    limit: Annotated[int, typer.Option(min=1, help="Show the newest N runs.")] = 20,
+) -> None:
+    """Past windows, newest first: outcome, exit code, total and per-phase durations."""
+    from orchestrator import commands
+
+    typer.echo(commands.show_history(_settings(config), limit))
 
 
 @app.command()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
@@ -35,6 +36,7 @@ from orchestrator.migrations import ToolState
 from orchestrator.proc import start_ticks
 from orchestrator.redact import redact
 from orchestrator.report import advice, status, table
+from orchestrator.reporting import find_run, history, write, write_after_window
 from orchestrator.runner import Runner, Signals, stop_orphans
 from phases import Registry, default_registry
 
@@ -313,6 +315,22 @@ def show_status(settings: Settings, as_json: bool) -> str:
     return table(report)
 
 
+def write_reports(settings: Settings, run_id: str | None, formats: tuple[str, ...]
+                  ) -> list[Path]:
+    """``window report``: a run's report.md / report.html written again; the paths."""
+    journal = _existing_journal(settings)
+    if journal is None:
+        raise UsageError(f"no window has run from {settings.state_dir} yet.")
+    return write(journal, find_run(journal, run_id, settings.state_dir), settings, formats)
+
+
+def show_history(settings: Settings, limit: int) -> str:
+    journal = _existing_journal(settings)
+    if journal is None:
+        raise UsageError(f"no window has run from {settings.state_dir} yet.")
+    return history(journal, settings.state_dir, limit)
+
+
 @contextmanager
 def _audited(settings: Settings, command: str) -> Iterator[None]:
     """Every run, resume and abort leaves a trail, refusals included: who, where, what."""
@@ -399,9 +417,11 @@ def _drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
         except Interrupted as exc:
             logger.warning("window_interrupted", reason=exc.message)
             print(table(status(journal, journal.run(run_id), settings)))
+            write_after_window(journal, run_id, settings)
             raise
         code = EXIT_CODES[State(final)]
         journal.finish(run_id, code)
+        write_after_window(journal, run_id, settings)  # before the last word is said
         logger.info("window_finished", state=final, exit_code=code,
                     duration_s=round(time.monotonic() - started, 3))
     print(table(status(journal, journal.run(run_id), settings)))
