@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv with window and its development tools
 
 test: $(STAMP) lint typecheck ## Lint, type-check, then every test (unit and real PostgreSQL): what CI runs
-	$(PY) -m pytest tests --durations=8
+	$(PY) -m pytest tests -n auto --durations=8
 
 test-unit: $(STAMP) ## Only the fast, service-free tests
 	$(PY) -m pytest tests/unit

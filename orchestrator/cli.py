@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from orchestrator.errors import WindowError
+from orchestrator.errors import UsageError, WindowError
 
 if TYPE_CHECKING:
     from orchestrator.config import Settings
@@ -146,6 +146,18 @@ def plan(config: ConfigOption = Path("window.toml")) -> None:
 
 
 @app.command()
+def announce(
+    at: Annotated[str, typer.Option("--at", help='Local start time, "YYYY-MM-DD HH:MM".')],
+    tz: Annotated[str, typer.Option("--tz", help="Time zone of --at, e.g. Europe/Athens.")],
+    config: ConfigOption = Path("window.toml"),
+) -> None:
+    """Send the advance notice ([communication] notice) through [notify]; print it."""
+    from orchestrator import notify
+
+    _exit(notify.announce(_settings(config), at, tz))
+
+
+@app.command()
 def lint(config: ConfigOption = Path("window.toml")) -> None:
     """Lint the pending migration files (the migration clinic); exit 3 on any error."""
     from orchestrator import clinic
@@ -174,6 +186,45 @@ def prune(
 
     _exit(commands.prune(_settings(config), confirm, keep=keep,
                          failed_databases=failed_databases))
+
+
+class PackageManagerChoice(StrEnum):
+    PNPM = "pnpm"
+    NPM = "npm"
+    YARN = "yarn"
+
+
+@app.command()
+def init(  # every option is a flag: keyword-only
+    *,
+    prisma: Annotated[bool, typer.Option(
+        "--prisma", help="Migrate with prisma migrate deploy and read its table.")] = False,
+    pnpm: Annotated[bool, typer.Option("--pnpm", help="The project uses pnpm.")] = False,
+    npm: Annotated[bool, typer.Option("--npm", help="The project uses npm.")] = False,
+    yarn: Annotated[bool, typer.Option("--yarn", help="The project uses yarn.")] = False,
+    workdir: Annotated[str | None, typer.Option(
+        help="The folder the migration runs in, from the repository root.")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="The window's name; default: this folder's name with -prod.")] = None,
+    phrase: Annotated[str | None, typer.Option(
+        help="The confirmation phrase; default: the name in capitals with -OK.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write an annotated window.toml and .github/workflows/maintenance-window.yml here."""
+    from orchestrator import init as starter
+
+    managers = [m for m, chosen in zip(PackageManagerChoice, (pnpm, npm, yarn), strict=True)
+                if chosen]
+    if len(managers) > 1:
+        raise UsageError("choose one of --pnpm, --npm and --yarn.")
+    chosen_name = name or starter.default_name(Path.cwd())
+    options = starter.Options(
+        name=chosen_name, phrase=phrase or starter.default_phrase(chosen_name), prisma=prisma,
+        package_manager=managers[0].value if managers else None, workdir=workdir)
+    for path in starter.write(Path.cwd(), options, force=force):
+        typer.echo(f"wrote {path}")
+    typer.echo("next: edit window.toml, then `window plan`; set the DATABASE_URL and"
+               " DATABASE_URL_STAGING secrets for the workflow.")
 
 
 @app.command()

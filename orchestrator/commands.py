@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import structlog
 
 from orchestrator import clinic, gates, housekeeping, log, machine, migrations, pg, rehearsals
-from orchestrator.config import Settings
+from orchestrator.config import Settings, require_contacts
 from orchestrator.context import Context
 from orchestrator.errors import (
     ConfigError,
@@ -33,6 +33,7 @@ from orchestrator.journal import Journal, Run
 from orchestrator.lock import StateLock, TargetLock
 from orchestrator.machine import EXIT_CODES, PHASES, TERMINAL, State
 from orchestrator.migrations import ToolState
+from orchestrator.notify import Notices
 from orchestrator.proc import start_ticks
 from orchestrator.redact import redact
 from orchestrator.report import advice, status, table
@@ -69,6 +70,7 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
     if skip_staging and not settings.staging.skip:
         raise UsageError("--skip-staging also needs [staging] skip = true in the config:"
                          " skipping the rehearsal takes both, on purpose.")
+    require_contacts(settings.contacts)
     target, staging = gates.databases(settings)
 
     def ask(tool: ToolState | None = None) -> None:
@@ -412,8 +414,11 @@ def _drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
         logger.info(event, window=settings.window.name, target=str(target), state=run.state)
         ctx = Context(settings=settings, journal=journal, run_id=run_id, target=target,
                       staging=staging)
+        notices = Notices(settings, run_id)
+        if event in ("window_started", "window_resumed"):
+            notices.started(resumed=event == "window_resumed")
         try:
-            final = Runner(ctx, registry or default_registry(), signals).drive()
+            final = Runner(ctx, registry or default_registry(), signals, notices).drive()
         except Interrupted as exc:
             logger.warning("window_interrupted", reason=exc.message)
             print(table(status(journal, journal.run(run_id), settings)))
@@ -424,7 +429,10 @@ def _drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
         write_after_window(journal, run_id, settings)  # before the last word is said
         logger.info("window_finished", state=final, exit_code=code,
                     duration_s=round(time.monotonic() - started, 3))
+        help_text = advice(journal, journal.run(run_id), settings) \
+            if final == State.NEEDS_ATTENTION else ""
+        notices.finished(final, help_text)
     print(table(status(journal, journal.run(run_id), settings)))
-    if final == State.NEEDS_ATTENTION:
-        print(advice(journal, journal.run(run_id), settings))
+    if help_text:
+        print(help_text)
     return code

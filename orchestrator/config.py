@@ -61,6 +61,14 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Command = str | list[str]
 
 
+def _checked_url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL, not {redact(value)!r}")
+    register_url(value)  # a token in the URL must never be printed
+    return value
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -154,9 +162,72 @@ class BackupSection(Section):
         return self
 
 
+BANNER_KEYS: dict[str, tuple[str, ...]] = {  # the keys each kind of banner reads
+    "command": ("on", "off"),
+    "file": ("path", "message", "template"),
+    "http": ("url", "on_url", "off_url", "method", "headers", "on_body", "off_body",
+             "expect_status", "timeout"),
+}
+
+
 class BannerSection(Section):
-    on: Command
-    off: Command
+    """How users are told: the user's own commands, a maintenance page written to a file the
+    web server looks for, or a call to an HTTP endpoint (a CDN, a feature flag service)."""
+
+    kind: Literal["command", "file", "http"] = "command"
+    on: Command | None = None
+    off: Command | None = None
+    path: str | None = None  # file: relative to the config's folder
+    message: str = ("We are upgrading our database. The site will be back shortly;"
+                    " thank you for your patience.")
+    template: str | None = None  # file: HTML with $message and $ends_at, else a built-in page
+    url: str | None = None  # http: one endpoint, told on from off by on_body / off_body
+    on_url: str | None = None
+    off_url: str | None = None
+    method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = "POST"
+    headers: dict[str, str] = {}
+    on_body: Any = None  # JSON, sent as the request's body
+    off_body: Any = None
+    expect_status: int | None = None  # default: any 2xx
+    timeout: Duration = 10.0  # each request; the phase's deadline bounds the retries
+
+    @field_validator("headers")
+    @classmethod
+    def _secret_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for header in value.values():  # Authorization: Bearer ... must never be printed
+            register(header.split(" ", 1)[-1])
+        return value
+
+    @field_validator("url", "on_url", "off_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else _checked_url(value)
+
+    @model_validator(mode="after")
+    def _kind_has_its_keys(self) -> BannerSection:
+        foreign = sorted(self.model_fields_set - {"kind", *BANNER_KEYS[self.kind]})
+        if foreign:
+            raise ValueError(f"{foreign[0]} is not used by kind = {self.kind!r}")
+        if self.kind == "command" and (self.on is None or self.off is None):
+            raise ValueError(f'kind = "command" needs {"on" if self.on is None else "off"}')
+        if self.kind == "file" and not self.path:
+            raise ValueError('kind = "file" needs path, the page the web server looks for')
+        if self.kind == "http":
+            self._http_has_urls()
+        return self
+
+    def _http_has_urls(self) -> None:
+        if not (self.url or (self.on_url and self.off_url)):
+            raise ValueError('kind = "http" needs url, or both on_url and off_url')
+        if not (self.on_url and self.off_url) and (self.on_body is None
+                                                   or self.off_body is None):
+            raise ValueError('kind = "http" with one url needs on_body and off_body'
+                             " to tell on from off")
+
+    def endpoint(self, which: Literal["on", "off"]) -> str:
+        """The http banner's URL for putting it up (``on``) or taking it down."""
+        specific = self.on_url if which == "on" else self.off_url
+        return specific or self.url or ""
 
 
 MIGRATION_TOOLS = ("prisma", "alembic", "flyway", "none")
@@ -289,11 +360,7 @@ class HttpCheck(CheckBase):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urllib.parse.urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL, not {redact(value)!r}")
-        register_url(value)  # a token in the URL must never be printed
-        return value
+        return _checked_url(value)
 
 
 class SqlCheck(CheckBase):
@@ -322,6 +389,56 @@ CHECK_KINDS = ("http", "sql", "command", "log")
 BUILTIN_CHECKS = ("no-invalid-indexes", "no-migrate-sessions", "migration-tool-state")
 
 
+class ContactsSection(Section):
+    """Who is called when the window goes wrong; in every failure notification and report.
+    Checked by ``plan`` and ``run`` (see ``unfilled_contacts``), not at load."""
+
+    on_call: str = ""
+    backup: str = ""
+    db_support: str = ""
+    decision_maker: str = ""
+
+    def lines(self) -> list[str]:
+        return [f"{key}: {value}" for key, value in self.model_dump().items()]
+
+
+# "[FILL IN]", "<name>", "TODO", "TBD", "xxx": a template nobody filled in.
+_PLACEHOLDER = re.compile(r"\[[^\]]*\]|<[^>]*>|\b(todo|tbd|fixme|fill in|changeme)\b|xxx", re.I)
+
+
+def unfilled_contacts(contacts: ContactsSection) -> list[str]:
+    """The [contacts] keys still empty or holding a placeholder."""
+    return [key for key, value in contacts.model_dump().items()
+            if not value.strip() or _PLACEHOLDER.search(value)]
+
+
+def require_contacts(contacts: ContactsSection) -> None:
+    """``plan`` and ``run`` refuse a window with nobody to call when it goes wrong."""
+    if unfilled := unfilled_contacts(contacts):
+        key = unfilled[0]
+        value = getattr(contacts, key).strip()
+        what = f"still a placeholder ({value!r})" if value else "empty"
+        raise ConfigError(f"[contacts] {key} is {what}: name who to call before a window"
+                          " runs (on_call, backup, db_support, decision_maker).")
+
+
+class NotifySection(Section):
+    # The variable holding apprise URLs (json://, mailto://, slack://, ...), space or comma
+    # separated: they carry tokens, so never the config file itself.
+    urls_env: str | None = None
+
+
+class CommunicationSection(Section):
+    """string.Template texts: $window, $start, $end, $duration, $tz (notice); $state,
+    $contacts, $next (during and after)."""
+
+    notice: str = ("Planned maintenance of $window on $start ($tz), expected to take"
+                   " about $duration (until about $end). The site shows a maintenance page"
+                   " meanwhile; no action is needed from you.")
+    during: str = "Maintenance of $window: $state."
+    after: str = "Maintenance of $window ended: $state.\n$contacts\n$next"
+
+
 class Settings(Section):
     window: WindowSection
     target: TargetSection = TargetSection()
@@ -335,6 +452,9 @@ class Settings(Section):
         BaselineSection()
     monitor: MonitorSection = MonitorSection()
     lint: LintSection = LintSection()
+    contacts: ContactsSection = ContactsSection()
+    notify: NotifySection = NotifySection()
+    communication: CommunicationSection = CommunicationSection()
     config_dir: Path = Field(default=Path(), exclude=True)
 
     def path(self, relative: str) -> Path:

@@ -77,6 +77,14 @@ def fingerprint(url: str) -> dict[str, dict[str, Any]]:
         return pg.describe_tables(conn)
 
 
+DEMO_CONTACTS = """[contacts]
+        on_call = "Maria Papadopoulou +30 691 000 0001"
+        backup = "Nikos Georgiou +30 691 000 0002"
+        db_support = "dba-oncall@example.com"
+        decision_maker = "Eleni Ioannou (CTO) +30 691 000 0003"
+"""
+
+
 def write_project(folder: Path, migration_sql: str, **overrides: Any) -> Path:
     """A git checkout holding window.toml, a migration and a file banner; the config path."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,6 +96,7 @@ def write_project(folder: Path, migration_sql: str, **overrides: Any) -> Path:
         "banner_off": "rm -f maintenance.on",
         "timeouts": "",
         "migrate_extra": "",  # more [migrate] keys, one per line
+        "contacts": DEMO_CONTACTS,  # the [contacts] table (and [notify], ... after it)
         "checks": textwrap.dedent("""
             [[checks]]
             name = "orders-intact"
@@ -127,6 +136,8 @@ def write_project(folder: Path, migration_sql: str, **overrides: Any) -> Path:
 
         [timeouts]
         {settings["timeouts"]}
+
+        {settings["contacts"]}
         """) + settings["checks"])
     return folder / "window.toml"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator import eta, gates, proc
-from orchestrator.config import Settings
+from orchestrator import banners, eta, gates, notify, proc
+from orchestrator.config import Settings, require_contacts
 from orchestrator.errors import ConfigError
 from orchestrator.journal import Journal
 from orchestrator.machine import RECOVERY, forward
@@ -13,7 +13,9 @@ from orchestrator.redact import redact
 
 
 def describe(settings: Settings) -> str:
+    require_contacts(settings.contacts)
     target, staging = gates.databases(settings, refusal=ConfigError)
+    banners.template(settings)  # a maintenance page template that cannot be read stops here
     rehearsed_by, rehearsal = latest_rehearsal(settings)
     expected = eta.estimate(settings, rehearsal)
     lines = [
@@ -23,8 +25,9 @@ def describe(settings: Settings) -> str:
         f"  backup      {settings.path(settings.backup.dir)}/<run_id>  (pg_dump -Fd"
         f" -j{settings.backup.jobs}, compress {settings.backup.compress})",
         f"  state       {settings.state_dir}",
-        f"  banner on   {redact(proc.describe(settings.banner.on))}",
-        f"  banner off  {redact(proc.describe(settings.banner.off))}",
+        f"  banner      {banners.target(settings)}",
+        f"  banner on   {banners.describe(settings, 'on')}",
+        f"  banner off  {banners.describe(settings, 'off')}",
         f"  migrate     {redact(proc.describe(settings.migrate.command))}",
         *([f"  tool        {settings.migrate.tool}, its table against"
            f" {settings.migrate.files or '(no files: failures only)'}"]
@@ -47,8 +50,18 @@ def describe(settings: Settings) -> str:
         *_baseline(settings),
         f"  monitor     every {settings.monitor.interval:g}s during migrate and rollback"
         if settings.monitor.enabled else "  monitor     off",
+        _notify(settings),
+        "  contacts    " + "; ".join(settings.contacts.lines()),
     ]
     return "\n".join(lines)
+
+
+def _notify(settings: Settings) -> str:
+    name = settings.notify.urls_env
+    count = len(notify.urls(settings))
+    if not name:
+        return "  notify      off (set [notify] urls_env)"
+    return f"  notify      {count} service(s) from ${name}" + ("" if count else ": none set!")
 
 
 def _baseline(settings: Settings) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator import eta, proc
+from orchestrator import banners, eta, proc
 from orchestrator.config import Settings
 from orchestrator.journal import Journal, PhaseRow, Run
 from orchestrator.machine import FORWARD, TERMINAL
@@ -195,7 +195,7 @@ def advice(journal: Journal, run: Run, settings: Settings) -> str:
     """What the engineer must do by hand when the window ends in ``needs_attention``."""
     failed = [p for p in journal.phases(run.run_id) if p.status in ("failed", "timed_out")]
     last = failed[-1].name if failed else "rollback"
-    off = proc.describe(settings.banner.off)
+    off = banners.describe(settings, "off")
     paused = journal.get(run.run_id, "rollback_paused")
     if paused and last == "rollback":
         situation = _paused(run, paused["write_gap"], off)

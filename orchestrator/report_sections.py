@@ -40,7 +40,8 @@ def exit_text(facts: dict[str, Any]) -> str:
 
 def sections(facts: dict[str, Any]) -> list[Section]:
     found = [summary(facts), phases(facts), checks(facts), *backup(facts), rollback(facts),
-             baseline(facts), monitoring(facts), rehearsal(facts), drain(facts), driven(facts)]
+             baseline(facts), monitoring(facts), rehearsal(facts), drain(facts), driven(facts),
+             contacts(facts)]
     return [s for s in found if s.rows or s.note]
 
 
@@ -175,6 +176,12 @@ def driven(facts: dict[str, Any]) -> Section:
              f"window {e['command']}" if e["command"] else "-", e["state"] or "")
             for e in facts["driven"]]
     return Section("Who acted", ("at (UTC)", "event", "who", "command", "state"), rows)
+
+
+def contacts(facts: dict[str, Any]) -> Section:
+    return Section("Emergency contacts", (),
+                   [(key.replace("_", " "), value)
+                    for key, value in facts.get("contacts", {}).items() if value])
 
 
 def _when(iso: str | None) -> str:

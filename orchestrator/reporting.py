@@ -51,6 +51,7 @@ def gather(journal: Journal, run: Run, settings: Settings) -> dict[str, Any]:
         expected=expected(settings, facts["rehearsal"]),
         baseline=facts["baseline"] or _before_only(journal.get(run.run_id, BASELINE_BEFORE)),
         accepted_loss=journal.get(run.run_id, "data_loss_accepted"),
+        contacts=settings.contacts.model_dump(),
         monitor=[{**sample, "at": _iso_ms(sample["at"])} for sample in journal.samples(run.run_id)],
     )
     if facts["interrupted"]:  # this process, about to exit, still counts as alive

@@ -16,11 +16,12 @@ from typing import NoReturn
 
 import structlog
 
-from orchestrator import machine, monitor, pg, proc
+from orchestrator import eta, machine, monitor, pg, proc
 from orchestrator.context import Context
 from orchestrator.errors import AbortRequested, Interrupted, PhaseError
 from orchestrator.journal import Journal
 from orchestrator.machine import KEEPS_DEADLINE, TERMINAL, State
+from orchestrator.notify import Notices
 from phases import Registry
 
 ABORT_POLL_SECONDS = 0.25
@@ -80,8 +81,10 @@ class Outcome:
 
 
 class Runner:
-    def __init__(self, base: Context, registry: Registry, signals: Signals) -> None:
+    def __init__(self, base: Context, registry: Registry, signals: Signals,
+                 notices: Notices | None = None) -> None:
         self.base = base
+        self.notices = notices
         self.journal = base.journal
         self.run_id = base.run_id
         self.registry = registry
@@ -107,6 +110,8 @@ class Runner:
                                         trigger=outcome.trigger, state=str(window.state))
             structlog.get_logger().info("state_changed", source=source,
                                         trigger=outcome.trigger, state=str(window.state))
+            if self.notices:
+                self.notices.transition(source, outcome.trigger)
         self.journal.skip_pending(self.run_id)
         self._finish(str(window.state))
         return str(window.state)
@@ -179,7 +184,8 @@ class Runner:
         log = structlog.get_logger().bind(phase=name)
         log.info("phase_started", timeout_s=timeout)
         started = time.monotonic()
-        outcome = self._attempt(name, deadline, log)
+        with self._watched(name):
+            outcome = self._attempt(name, deadline, log)
         took = round(time.monotonic() - started, 3)
         if outcome.error:
             log.error(f"phase_{outcome.status}", error=outcome.error, duration_s=took)
@@ -208,6 +214,14 @@ class Runner:
             log.exception("phase_crashed")
             return Outcome("failed", "failed", f"{type(exc).__name__}: {exc}")
         return Outcome("succeeded", "succeeded", summary=result.summary)
+
+    def _watched(self, name: str) -> AbstractContextManager[None]:
+        """People hear when a forward phase runs past what it was expected to take."""
+        if self.notices is None:
+            return nullcontext()
+        settings = self.base.settings
+        expected = eta.estimate(settings, self.journal.get(self.run_id, "rehearsal")).phases
+        return self.notices.overrun_watch(name, expected.get(name))
 
     @staticmethod
     def _monitored(ctx: Context) -> AbstractContextManager[None]:

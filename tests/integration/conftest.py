@@ -83,8 +83,12 @@ class Shop:
         """A window in the background, once its command sleeps (it writes sleeper.pid); the
         process and the sleeping command's pid."""
         window = self.start("run", "--confirm", demo.PHRASE)
-        self.wait_for("sleeper.pid")
-        return window, int((self.folder / "sleeper.pid").read_text())
+        pid = self.folder / "sleeper.pid"
+        end = time.monotonic() + 60
+        while not (pid.exists() and pid.read_text().strip().isdigit()):  # written, not just made
+            assert time.monotonic() < end, "sleeper.pid never held a pid"
+            time.sleep(0.05)
+        return window, int(pid.read_text())
 
     def background_output(self) -> str:
         return (self.folder.parent / "background.log").read_text()

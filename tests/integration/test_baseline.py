@@ -90,10 +90,12 @@ def test_a_slowdown_only_warns_when_the_baseline_says_so(shop: Shop) -> None:
 def test_a_migration_that_slows_nothing_keeps_its_ratio_near_one(shop: Shop) -> None:
     with_events(shop)
     # The section form, with its own settings; the query reads the whole table (tens of ms),
-    # long enough for a stable median.
+    # long enough for a stable median. The suite runs on every core at once, so a CPU-bound
+    # query can take twice as long from one moment to the next: the limit leaves room.
     shop.configure(ADD_COLUMN, checks=DEFAULT_CHECKS + """
 [baseline]
 runs = 7
+max_slowdown = 4.0
 from_pg_stat_statements = 5  # not installed in this database: a warning, nothing more
 
 [[baseline.queries]]
@@ -105,7 +107,7 @@ query = "SELECT sum(account_id) FROM events"
 
     assert done.returncode == 0, done.stdout + done.stderr
     entry = shop.status()["baseline"]["events-total"]
-    assert 0.5 <= entry["ratio"] <= 2.0, entry
+    assert 0.25 <= entry["ratio"] <= 4.0, entry
     assert entry["slow"] is False and entry["error"] is None
     assert shop.has_column("orders", "note")
     assert audit(shop, "baseline_pg_stat_statements_missing")
