@@ -35,11 +35,14 @@ ConfirmOption = Annotated[
     typer.Option("--confirm", help="The confirmation phrase; asked for on stdin if omitted."),
 ]
 
+JsonLogsOption = Annotated[bool, typer.Option(
+    "--json-logs", help="Print the audit events on stderr as JSON lines, not readable ones.")]
 
-def _settings(path: Path) -> Settings:
+
+def _settings(path: Path, *, json_logs: bool = False) -> Settings:
     from orchestrator import config, log
 
-    log.configure()
+    log.configure(json_lines=json_logs)
     return config.load(path)
 
 
@@ -57,27 +60,31 @@ def run(
         "--skip-staging",
         help="Skip the rehearsal (also needs [staging] skip = true); recorded as a risk.")
     ] = False,
+    json_logs: JsonLogsOption = False,
 ) -> None:
     """Pass the safety gates, then run the whole window."""
     from orchestrator import commands
 
-    _exit(commands.run(_settings(config), confirm, force=force, skip_staging=skip_staging))
+    _exit(commands.run(_settings(config, json_logs=json_logs), confirm, force=force,
+                       skip_staging=skip_staging))
 
 
 @app.command()
-def rehearse(config: ConfigOption = Path("window.toml")) -> None:
+def rehearse(config: ConfigOption = Path("window.toml"),
+             json_logs: JsonLogsOption = False) -> None:
     """Run preflight and the staging rehearsal alone; `run` reuses a recent success."""
     from orchestrator import commands
 
-    _exit(commands.rehearse(_settings(config)))
+    _exit(commands.rehearse(_settings(config, json_logs=json_logs)))
 
 
 @app.command()
-def resume(config: ConfigOption = Path("window.toml")) -> None:
+def resume(config: ConfigOption = Path("window.toml"),
+           json_logs: JsonLogsOption = False) -> None:
     """Continue the last unfinished window from its journal."""
     from orchestrator import commands
 
-    _exit(commands.resume(_settings(config)))
+    _exit(commands.resume(_settings(config, json_logs=json_logs)))
 
 
 @app.command()
@@ -87,11 +94,13 @@ def abort(
     accept_data_loss: Annotated[bool, typer.Option(
         "--accept-data-loss",
         help="Restore a rollback that paused on writes made after the backup.")] = False,
+    json_logs: JsonLogsOption = False,
 ) -> None:
     """Roll the running (or crashed) window back; before the banner, just stop it."""
     from orchestrator import commands
 
-    _exit(commands.abort(_settings(config), confirm, accept_data_loss=accept_data_loss))
+    _exit(commands.abort(_settings(config, json_logs=json_logs), confirm,
+                         accept_data_loss=accept_data_loss))
 
 
 @app.command()

@@ -30,6 +30,7 @@ from orchestrator.errors import (
     UsageError,
 )
 from orchestrator.journal import Journal, Run
+from orchestrator.live import live_view
 from orchestrator.lock import StateLock, TargetLock
 from orchestrator.machine import EXIT_CODES, PHASES, TERMINAL, State
 from orchestrator.migrations import ToolState
@@ -418,7 +419,8 @@ def _drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
         if event in ("window_started", "window_resumed"):
             notices.started(resumed=event == "window_resumed")
         try:
-            final = Runner(ctx, registry or default_registry(), signals, notices).drive()
+            with live_view(journal, run_id, settings):
+                final = Runner(ctx, registry or default_registry(), signals, notices).drive()
         except Interrupted as exc:
             logger.warning("window_interrupted", reason=exc.message)
             print(table(status(journal, journal.run(run_id), settings)))

@@ -1,18 +1,21 @@
 """structlog, configured once: readable lines for the engineer, JSON lines for the audit trail.
 
 Every event passes the redaction processor before either renderer sees it, so a password
-can reach neither the terminal nor ``audit.jsonl``.
+can reach neither the terminal nor ``audit.jsonl``. ``--json-logs`` swaps the readable lines
+for the audit events themselves, one JSON object per line on stderr.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -73,26 +76,66 @@ class AuditTrail:
 audit = AuditTrail()
 
 
-def configure(stream: TextIO | None = None) -> None:
-    """Console lines on stderr (colour only on a terminal), audit lines once a trail is open."""
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the moment of writing: the live panel swaps in a proxy
+    that prints lines above itself, and the log must follow it there."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_stderr = cast("TextIO", _Stderr())
+
+
+@dataclass
+class _Console:
+    json_lines: bool = False
+
+
+console = _Console()
+
+
+def panel_wanted() -> bool:
+    """The live panel replaces the lines only where a person watches a terminal that may
+    have colour; ``--json-logs`` asked for lines a program reads."""
+    return not console.json_lines and colour_wanted(sys.stderr)
+
+
+def colour_wanted(out: TextIO) -> bool:
+    """A terminal, and the person at it has not asked for plain text (no-color.org)."""
+    return out.isatty() and not os.environ.get("NO_COLOR")
+
+
+def configure(stream: TextIO | None = None, *, json_lines: bool = False) -> None:
+    """Console lines on stderr (colour only on a terminal), audit lines once a trail is open;
+    ``json_lines``: the audit events on stderr instead of the readable lines."""
     out = stream or sys.stderr
+    console.json_lines = json_lines
+    renderer: list[Any] = [structlog.processors.add_log_level,
+                           structlog.processors.JSONRenderer(default=str, ensure_ascii=False)] \
+        if json_lines else [
+            _console_view,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False, key="time"),
+            structlog.dev.ConsoleRenderer(
+                colors=colour_wanted(out),
+                timestamp_key="time",
+                pad_event_to=24,
+                exception_formatter=structlog.dev.plain_traceback,  # never show locals: URLs
+            ),
+        ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             _timestamp,
             structlog.processors.format_exc_info,  # tracebacks become text, then get redacted
-            _redact_event,
+            _redact_event,  # before the trail and before either renderer
             audit,
-            _console_view,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False, key="time"),
-            structlog.dev.ConsoleRenderer(
-                colors=out.isatty(),
-                timestamp_key="time",
-                pad_event_to=24,
-                exception_formatter=structlog.dev.plain_traceback,  # never show locals: URLs
-            ),
+            *renderer,
         ],
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.PrintLoggerFactory(file=_stderr if stream is None else out),
         cache_logger_on_first_use=False,
     )
 

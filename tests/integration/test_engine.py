@@ -3,9 +3,16 @@ abort, unreachable databases, and banners that will not behave."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
+import re
 import signal
+import subprocess
+import sys
 import time
+from urllib.parse import quote
 
 from orchestrator import demo
 from orchestrator.pgcluster import free_port
@@ -41,6 +48,44 @@ def test_audit_trail_says_who_where_what_and_how_long(shop: Shop) -> None:
     migrate = next(e for e in events if e["event"] == "phase_succeeded"
                    and e["phase"] == "migrate")
     assert float(migrate["duration_s"]) > 0  # type: ignore[arg-type]
+
+
+def test_json_logs_print_the_audit_events_on_stderr(shop: Shop) -> None:
+    done = shop.run_window("--json-logs")
+    assert done.returncode == 0, done.stderr
+
+    lines = done.stderr.splitlines()
+    events = [json.loads(line) for line in lines]  # every line, or this fails
+    assert all(isinstance(e, dict) and e["event"] for e in events)
+    names = [e["event"] for e in events]
+    assert names.count("phase_started") == 7
+    assert names[-1] == "window_finished"
+    run_id = shop.status()["run_id"]
+    assert all(e["run_id"] == run_id for e in events[1:])
+    for secret in (shop.cluster.password, demo.APP_PASSWORD,
+                   quote(shop.cluster.password, safe=""), quote(demo.APP_PASSWORD, safe="")):
+        assert secret not in done.stderr
+
+
+def test_on_a_terminal_the_live_panel_shows_the_phases(shop: Shop) -> None:
+    primary, secondary = pty.openpty()
+    env = {k: v for k, v in shop.env.items() if k != "NO_COLOR"} | {"TERM": "xterm"}
+    window = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "--confirm",
+                               demo.PHRASE], cwd=shop.folder, env=env, stdin=subprocess.DEVNULL,
+                              stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    screen = bytearray()
+    with contextlib.suppress(OSError):  # EIO once the window closed the terminal
+        while chunk := os.read(primary, 65536):
+            screen += chunk
+    os.close(primary)
+    assert window.wait(timeout=120) == 0, screen.decode(errors="replace")[-3000:]
+
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    assert "of timeout" in shown and "ETA " in shown  # the panel's header and its ETA line
+    assert "━" in shown  # a phase's bar
+    assert "phase_started" in shown  # log lines still come through, above the panel
+    assert "Traceback" not in shown
 
 
 def test_status_table_is_readable(shop: Shop) -> None:
