@@ -58,6 +58,16 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _secret_headers(value: dict[str, str]) -> dict[str, str]:
+    for header in value.values():  # Authorization: Bearer ... must never be printed
+        register(header.split(" ", 1)[-1])
+    return value
+
+
+SecretHeaders = Annotated[dict[str, str], AfterValidator(_secret_headers)]
+
 Command = str | list[str]
 
 
@@ -185,18 +195,11 @@ class BannerSection(Section):
     on_url: str | None = None
     off_url: str | None = None
     method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = "POST"
-    headers: dict[str, str] = {}
+    headers: SecretHeaders = {}
     on_body: Any = None  # JSON, sent as the request's body
     off_body: Any = None
     expect_status: int | None = None  # default: any 2xx
     timeout: Duration = 10.0  # each request; the phase's deadline bounds the retries
-
-    @field_validator("headers")
-    @classmethod
-    def _secret_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for header in value.values():  # Authorization: Bearer ... must never be printed
-            register(header.split(" ", 1)[-1])
-        return value
 
     @field_validator("url", "on_url", "off_url")
     @classmethod
@@ -336,6 +339,7 @@ def _regex(value: str | None) -> str | None:
 Regex = Annotated[str, AfterValidator(_regex)]
 
 
+
 class HttpCheck(CheckBase):
     """Retried with backoff until its timeout: an application needs seconds after a
     migration. Passes on ``expect_status`` AND, when given, a JSON body holding
@@ -348,14 +352,7 @@ class HttpCheck(CheckBase):
     expect_status: int = 200
     expect_json: dict[str, Any] | None = None
     expect_body: Regex | None = None
-    headers: dict[str, str] = {}
-
-    @field_validator("headers")
-    @classmethod
-    def _secret_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for header in value.values():  # Authorization: Bearer ... must never be printed
-            register(header.split(" ", 1)[-1])
-        return value
+    headers: SecretHeaders = {}
 
     @field_validator("url")
     @classmethod

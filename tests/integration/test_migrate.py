@@ -129,3 +129,19 @@ def test_drain_says_which_sessions_it_cannot_see(shop: Shop) -> None:
     assert [s["pid"] for s in drain["unseen"]] == [pid]
     assert drain["drained"] is True
     assert "drain_cannot_see" in done.stderr
+
+
+def test_a_rehearsal_never_reaches_production_through_another_variable(shop: Shop) -> None:
+    """Prisma's directUrl reads DIRECT_URL; in the engineer's shell it is production's. While
+    the window rehearses on staging, every variable naming production names staging."""
+    shop.env["DIRECT_URL"] = shop.prod_url
+    shop.configure(migrate=(
+        'psql -X -At -c "SELECT current_database()" "$DIRECT_URL" >> reached.log && '
+        'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DIRECT_URL"'))
+
+    done = shop.run_window()
+
+    assert done.returncode == 0, done.stderr
+    assert (shop.folder / "reached.log").read_text().split() == [shop.staging_db, shop.prod_db]
+    assert "production_url_hidden" in done.stderr and "DIRECT_URL" in done.stderr
+    assert shop.has_column("orders", "status")
