@@ -109,9 +109,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Where the window stands, phase by phase; works while a run is in progress."""
-    from orchestrator import commands
+    from orchestrator import report  # not commands: status must start fast mid-window
 
-    typer.echo(commands.show_status(_settings(config), as_json))
+    typer.echo(report.show(_settings(config), as_json))
 
 
 class ReportFormat(StrEnum):

@@ -5,7 +5,6 @@ cli -> config -> gates -> runner (machine + journal) -> phase.run(ctx).
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -278,7 +277,7 @@ def show_backups(settings: Settings) -> str:
     target = None
     if os.environ.get(settings.target.url_env):
         target = gates.database(settings, settings.target.url_env, "target", UsageError)
-    return housekeeping.listing(settings, _existing_journal(settings), target)
+    return housekeeping.listing(settings, Journal.existing(settings.state_dir), target)
 
 
 def prune(settings: Settings, confirm: str | None, *, keep: int | None,
@@ -291,7 +290,7 @@ def prune(settings: Settings, confirm: str | None, *, keep: int | None,
         gates.confirm(settings, confirm, "prune deletes backup archives"
                       f"{' and retained _failed_ databases' if failed_databases else ''}.",
                       stdin)
-        journal = _existing_journal(settings)
+        journal = Journal.existing(settings.state_dir)
         logger = structlog.get_logger()
         if keep is not None:
             for path in housekeeping.prune_archives(settings, journal, keep):
@@ -302,33 +301,17 @@ def prune(settings: Settings, confirm: str | None, *, keep: int | None,
     return 0
 
 
-def _existing_journal(settings: Settings) -> Journal | None:
-    path = settings.state_dir / "journal.sqlite"
-    return Journal(path) if path.is_file() else None
-
-
-def show_status(settings: Settings, as_json: bool) -> str:
-    journal = _existing_journal(settings)
-    run = journal.latest_run() if journal else None
-    if journal is None or run is None:
-        raise UsageError(f"no window has run from {settings.state_dir} yet.")
-    report = status(journal, run, settings)
-    if as_json:
-        return json.dumps(report, indent=2)
-    return table(report)
-
-
 def write_reports(settings: Settings, run_id: str | None, formats: tuple[str, ...]
                   ) -> list[Path]:
     """``window report``: a run's report.md / report.html written again; the paths."""
-    journal = _existing_journal(settings)
+    journal = Journal.existing(settings.state_dir)
     if journal is None:
         raise UsageError(f"no window has run from {settings.state_dir} yet.")
     return write(journal, find_run(journal, run_id, settings.state_dir), settings, formats)
 
 
 def show_history(settings: Settings, limit: int) -> str:
-    journal = _existing_journal(settings)
+    journal = Journal.existing(settings.state_dir)
     if journal is None:
         raise UsageError(f"no window has run from {settings.state_dir} yet.")
     return history(journal, settings.state_dir, limit)

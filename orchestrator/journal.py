@@ -112,6 +112,12 @@ class Journal:
     def open(cls, state_dir: Path) -> Journal:
         return cls(state_dir / "journal.sqlite")
 
+    @classmethod
+    def existing(cls, state_dir: Path) -> Journal | None:
+        """The state folder's journal if a window ever ran there; reading never creates one."""
+        path = state_dir / "journal.sqlite"
+        return cls(path) if path.is_file() else None
+
     def close(self) -> None:
         self._db.close()
 

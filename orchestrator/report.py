@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator import banners, eta, proc
 from orchestrator.config import Settings
+from orchestrator.errors import UsageError
 from orchestrator.journal import Journal, PhaseRow, Run
 from orchestrator.machine import FORWARD, TERMINAL
 
 
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else None
+
+
+def show(settings: Settings, as_json: bool) -> str:
+    """``window status``: kept to what it needs, so it answers at once mid-window."""
+    journal = Journal.existing(settings.state_dir)
+    run = journal.latest_run() if journal else None
+    if journal is None or run is None:
+        raise UsageError(f"no window has run from {settings.state_dir} yet.")
+    report = status(journal, run, settings)
+    return json.dumps(report, indent=2) if as_json else table(report)
 
 
 def process_alive(run: Run) -> bool:
