@@ -37,13 +37,17 @@ ConfirmOption = Annotated[
 
 JsonLogsOption = Annotated[bool, typer.Option(
     "--json-logs", help="Print the audit events on stderr as JSON lines, not readable ones.")]
+# A fleet's runner acts on one target's state with these (`window fleet` passes them).
+TargetOption = Annotated[str | None, typer.Option(
+    "--target", hidden=True, help="Act on this fleet target's own state.")]
 
 
-def _settings(path: Path, *, json_logs: bool = False) -> Settings:
+def _settings(path: Path, *, json_logs: bool = False, target: str | None = None) -> Settings:
     from orchestrator import config, log
 
     log.configure(json_lines=json_logs)
-    return config.load(path)
+    settings = config.load(path)
+    return settings.for_target(target) if target is not None else settings
 
 
 def _exit(code: int) -> NoReturn:
@@ -51,7 +55,8 @@ def _exit(code: int) -> NoReturn:
 
 
 @app.command()
-def run(
+def run(  # every option is a flag: keyword-only
+    *,
     config: ConfigOption = Path("window.toml"),
     confirm: ConfirmOption = None,
     force: Annotated[bool, typer.Option(
@@ -61,12 +66,17 @@ def run(
         help="Skip the rehearsal (also needs [staging] skip = true); recorded as a risk.")
     ] = False,
     json_logs: JsonLogsOption = False,
+    target: TargetOption = None,
+    fleet_run: Annotated[str | None, typer.Option(
+        "--fleet-run", hidden=True,
+        help="Claim the target for this fleet run: a window it already has is not run again.")
+    ] = None,
 ) -> None:
     """Pass the safety gates, then run the whole window."""
     from orchestrator import commands
 
-    _exit(commands.run(_settings(config, json_logs=json_logs), confirm, force=force,
-                       skip_staging=skip_staging))
+    _exit(commands.run(_settings(config, json_logs=json_logs, target=target), confirm,
+                       force=force, skip_staging=skip_staging, fleet_run=fleet_run))
 
 
 @app.command()
@@ -80,11 +90,11 @@ def rehearse(config: ConfigOption = Path("window.toml"),
 
 @app.command()
 def resume(config: ConfigOption = Path("window.toml"),
-           json_logs: JsonLogsOption = False) -> None:
+           json_logs: JsonLogsOption = False, target: TargetOption = None) -> None:
     """Continue the last unfinished window from its journal."""
     from orchestrator import commands
 
-    _exit(commands.resume(_settings(config, json_logs=json_logs)))
+    _exit(commands.resume(_settings(config, json_logs=json_logs, target=target)))
 
 
 @app.command()
@@ -95,23 +105,38 @@ def abort(
         "--accept-data-loss",
         help="Restore a rollback that paused on writes made after the backup.")] = False,
     json_logs: JsonLogsOption = False,
+    target: TargetOption = None,
 ) -> None:
     """Roll the running (or crashed) window back; before the banner, just stop it."""
     from orchestrator import commands
 
-    _exit(commands.abort(_settings(config, json_logs=json_logs), confirm,
+    _exit(commands.abort(_settings(config, json_logs=json_logs, target=target), confirm,
                          accept_data_loss=accept_data_loss))
+
+
+@app.command()
+def unlock(
+    config: ConfigOption = Path("window.toml"),
+    confirm: ConfirmOption = None,
+    json_logs: JsonLogsOption = False,
+    target: TargetOption = None,
+) -> None:
+    """Break the S3 state's lease when its runner is gone for sure (audited)."""
+    from orchestrator import commands
+
+    _exit(commands.unlock(_settings(config, json_logs=json_logs, target=target), confirm))
 
 
 @app.command()
 def status(
     config: ConfigOption = Path("window.toml"),
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    target: TargetOption = None,
 ) -> None:
     """Where the window stands, phase by phase; works while a run is in progress."""
     from orchestrator import report  # not commands: status must start fast mid-window
 
-    typer.echo(report.show(_settings(config), as_json))
+    typer.echo(report.show(_settings(config, target=target), as_json))
 
 
 class ReportFormat(StrEnum):
@@ -160,7 +185,7 @@ def announce(
     tz: Annotated[str, typer.Option("--tz", help="Time zone of --at, e.g. Europe/Athens.")],
     config: ConfigOption = Path("window.toml"),
 ) -> None:
-    """Send the advance notice ([communication] notice) through [notify]; print it."""
+    """Send the advance notice (communication.notice) through notify's URLs; print it."""
     from orchestrator import notify
 
     _exit(notify.announce(_settings(config), at, tz))

@@ -17,26 +17,37 @@ from typing import Any, TextIO
 
 import structlog
 
-from orchestrator import clinic, gates, housekeeping, log, machine, migrations, pg, rehearsals
+from orchestrator import (
+    clinic,
+    gates,
+    housekeeping,
+    log,
+    machine,
+    migrations,
+    pg,
+    rehearsals,
+    state,
+)
 from orchestrator.config import Settings, require_contacts
 from orchestrator.context import Context
 from orchestrator.errors import (
     ConfigError,
     GateRefused,
     Interrupted,
+    LeaseLost,
     PhaseError,
     PhaseFailed,
     UsageError,
 )
 from orchestrator.journal import Journal, Run
 from orchestrator.live import live_view
-from orchestrator.lock import StateLock, TargetLock
+from orchestrator.lock import TargetLock
 from orchestrator.machine import EXIT_CODES, PHASES, TERMINAL, State
 from orchestrator.migrations import ToolState
 from orchestrator.notify import Notices
 from orchestrator.proc import start_ticks
 from orchestrator.redact import redact
-from orchestrator.report import advice, status, table
+from orchestrator.report import advice, status, table, where
 from orchestrator.reporting import find_run, history, write, write_after_window
 from orchestrator.runner import Runner, Signals, stop_orphans
 from phases import Registry, default_registry
@@ -60,13 +71,15 @@ def summary(settings: Settings, target: pg.Db, staging: pg.Db,
 
 def run(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
         registry: Registry | None = None, *, force: bool = False,
-        skip_staging: bool = False) -> int:
+        skip_staging: bool = False, fleet_run: str | None = None) -> int:
     with _audited(settings, "run"):
-        return _run(settings, confirm, stdin, registry, force=force, skip_staging=skip_staging)
+        return _run(settings, confirm, stdin, registry, force=force, skip_staging=skip_staging,
+                    fleet_run=fleet_run)
 
 
 def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
-         registry: Registry | None, *, force: bool, skip_staging: bool) -> int:
+         registry: Registry | None, *, force: bool, skip_staging: bool,
+         fleet_run: str | None) -> int:
     if skip_staging and not settings.staging.skip:
         raise UsageError("--skip-staging also needs [staging] skip = true in the config:"
                          " skipping the rehearsal takes both, on purpose.")
@@ -80,7 +93,10 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
     if settings.migrate.tool == "none":
         ask()  # nothing to read first: the phrase before any connection
     warnings: list[str] = []
-    with _holding(settings, target) as journal:
+    with _holding(settings, target, "run") as journal:
+        if fleet_run and (tagged := journal.tagged_run(fleet_run)):
+            return _claimed(settings, journal, tagged, target=target, staging=staging,
+                            registry=registry)
         unfinished = _unfinished(journal)
         if unfinished:
             raise GateRefused(f"window {unfinished.run_id} is unfinished ({unfinished.state}):"
@@ -109,9 +125,24 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
             "backup_when": settings.backup.when})
         if warnings:
             journal.put(run_id, "lint", {"warnings": warnings})
+        if fleet_run:
+            journal.put(run_id, "fleet", {"id": fleet_run})
         _plan_rehearsal(journal, run_id, skip=skip_staging, reused=reused)
         return _drive(settings, journal, run_id, target=target, staging=staging,
                       registry=registry, event="window_started")
+
+
+def _claimed(settings: Settings, journal: Journal, run: Run, *, target: pg.Db,
+             staging: pg.Db, registry: Registry | None) -> int:
+    """A fleet's target already has its window for this fleet run: driven to its end if
+    unfinished (its runner died), else only its outcome is told. It never runs twice."""
+    if run.state in TERMINAL:
+        print(f"window {run.run_id} already ended {run.state} in this fleet run.")
+        return run.exit_code if run.exit_code is not None else EXIT_CODES[State(run.state)]
+    _same_target(run, target)
+    _stop_leftovers(journal, run.run_id, target, settings)
+    return _drive(settings, journal, run.run_id, target=target, staging=staging,
+                  registry=registry, event="window_resumed")
 
 
 def _plan_rehearsal(journal: Journal, run_id: str, *, skip: bool,
@@ -138,7 +169,7 @@ def rehearse(settings: Settings, registry: Registry | None = None) -> int:
         target, staging = gates.databases(settings)
         gates.git_repo(settings)
         fingerprint = migrations.fingerprint(settings)
-        with _holding(settings, target) as journal:
+        with _holding(settings, target, "rehearse") as journal:
             if unfinished := _unfinished(journal):  # production may be half-migrated
                 raise GateRefused(f"window {unfinished.run_id} is unfinished"
                                   f" ({unfinished.state}): `window resume` or `window abort`"
@@ -184,10 +215,10 @@ def resume(settings: Settings, registry: Registry | None = None) -> int:
 
 def _resume(settings: Settings, registry: Registry | None) -> int:
     target, staging = gates.databases(settings)
-    with _holding(settings, target) as journal:
+    with _holding(settings, target, "resume") as journal:
         run = _unfinished(journal)
         if run is None:
-            raise UsageError(f"no unfinished window in {settings.state_dir}: nothing to resume.")
+            raise UsageError(f"no unfinished window in {where(settings)}: nothing to resume.")
         _same_target(run, target)
         _stop_leftovers(journal, run.run_id, target, settings)
         return _drive(settings, journal, run.run_id, target=target, staging=staging,
@@ -202,35 +233,27 @@ def abort(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
 
 def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
            registry: Registry | None, accept_data_loss: bool) -> int:
-    journal = Journal.open(settings.state_dir)
-    run = journal.latest_run()
+    run = _latest(settings)
     if run is None or run.state in (State.COMPLETED, State.ABORTED, State.ROLLED_BACK):
         print("no unfinished window: nothing to roll back.")
         return 0
-    paused = journal.get(run.run_id, "rollback_paused")
-    if run.state == State.NEEDS_ATTENTION and not (paused and accept_data_loss):
-        print(advice(journal, run, settings))
-        return 4
+    with _read(settings) as journal:
+        paused = journal.get(run.run_id, "rollback_paused")
+        if run.state == State.NEEDS_ATTENTION and not (paused and accept_data_loss):
+            print(advice(journal, run, settings))
+            return 4
     gates.confirm(settings, confirm, f"window {run.run_id} is in {run.state}: abort rolls"
                   " production back to its backup (before the banner: simply stops).", stdin)
-    lock = StateLock(settings.state_dir)
+    hold = state.Hold(settings, "abort")
     if run.state == State.NEEDS_ATTENTION:  # a rollback paused on the write gap
-        lock.acquire()
-        run = journal.run(run.run_id)  # as it is now that this process holds the window
-        if run.state != State.NEEDS_ATTENTION:
-            lock.release()
-            print(f"window {run.run_id} is {run.state} now: nothing to accept.")
-            return 0
-        journal.put(run.run_id, "data_loss_accepted", {"by": gates.who(), "write_gap": paused})
-        journal.transition(run.run_id, run.state, "accept_data_loss",
-                           machine.build(run.state, run.backup_when).fire("accept_data_loss"))
-        final = _take_over(settings, journal, journal.run(run.run_id), lock, registry)
-    elif lock.try_acquire():  # no live process drives the window: roll back here
-        final = _take_over(settings, journal, run, lock, registry)
+        hold.acquire()
+        final = _take_over(settings, run, hold, registry, accept_write_gap=paused)
+    elif hold.try_acquire():  # no live process drives the window: roll back here
+        final = _take_over(settings, run, hold, registry)
     else:
-        journal.request_abort(run.run_id)
+        state.request_abort(settings, run.run_id)
         structlog.get_logger().warning("abort_requested", run_id=run.run_id, state=run.state)
-        final = _await_or_take_over(settings, journal, run, lock, registry)
+        final = _await_or_take_over(settings, run, hold, registry)
     if final == State.COMPLETED:
         print(f"window {run.run_id} completed before the abort took effect.")
     else:
@@ -238,46 +261,106 @@ def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
     return 4 if final == State.NEEDS_ATTENTION else 0
 
 
-def _take_over(settings: Settings, journal: Journal, run: Run, lock: StateLock,
-               registry: Registry | None) -> str:
+def _latest(settings: Settings) -> Run | None:
+    """The newest run, read afresh (from the shared state with the S3 backend)."""
+    journal = state.reader(settings)
+    if journal is None:
+        return None
+    with journal:
+        return journal.latest_run()
+
+
+def _take_over(settings: Settings, run: Run, hold: state.Hold, registry: Registry | None,
+               accept_write_gap: dict[str, Any] | None = None) -> str:
     """Abort a window no live process drives (it crashed): this process rolls it back."""
     try:
         target, staging = gates.databases(settings)
         _same_target(run, target)
-        journal.request_abort(run.run_id)
-        structlog.get_logger().warning("abort_requested", run_id=run.run_id, state=run.state)
-        with _holding(settings, target, lock) as own:
+        with _holding(settings, target, "abort", hold) as own:
+            run = own.run(run.run_id)  # as it is now that this process holds the window
+            if accept_write_gap is not None:
+                if run.state != State.NEEDS_ATTENTION:
+                    print(f"window {run.run_id} is {run.state} now: nothing to accept.")
+                    return run.state
+                own.put(run.run_id, "data_loss_accepted",
+                        {"by": gates.who(), "write_gap": accept_write_gap})
+                own.transition(run.run_id, run.state, "accept_data_loss",
+                               machine.build(run.state, run.backup_when)
+                               .fire("accept_data_loss"))
+            elif run.state in TERMINAL:
+                return run.state
+            else:
+                own.request_abort(run.run_id)
+                structlog.get_logger().warning("abort_requested", run_id=run.run_id,
+                                               state=run.state)
             _stop_leftovers(own, run.run_id, target, settings)
             _drive(settings, own, run.run_id, target=target, staging=staging,
                    registry=registry, event="window_abort_taken_over")
             return own.run(run.run_id).state
     finally:
-        lock.release()
+        hold.release()
 
 
-def _await_or_take_over(settings: Settings, journal: Journal, run: Run, lock: StateLock,
+def _await_or_take_over(settings: Settings, run: Run, hold: state.Hold,
                         registry: Registry | None) -> str:
     """Wait for the live process to roll back; if it dies meanwhile, finish the job here."""
     limit = time.time() + sum(settings.timeout(p) for p in PHASES) + ABORT_WAIT_SLACK_SECONDS
+    pause = 1.0 if settings.state.backend == "s3" else 0.2
+    current = run
     try:
         while time.time() < limit:
-            current = journal.run(run.run_id)
+            current = _latest_of(settings, run.run_id)
             if current.state in TERMINAL:
                 return current.state
-            if lock.try_acquire():
-                return _take_over(settings, journal, current, lock, registry)
-            time.sleep(0.2)
+            if hold.try_acquire():
+                return _take_over(settings, current, hold, registry)
+            time.sleep(pause)
     except KeyboardInterrupt:
         raise Interrupted("stopped waiting; the abort request stands and the running window"
                           " will still roll back (`window status` follows it).") from None
-    return journal.run(run.run_id).state
+    return current.state
+
+
+def _latest_of(settings: Settings, run_id: str) -> Run:
+    with _read(settings) as journal:
+        return journal.run(run_id)
+
+
+def _read(settings: Settings) -> Journal:
+    """The window's journal to read; no window ever ran is a usage error."""
+    journal = state.reader(settings)
+    if journal is None:
+        raise UsageError(f"no window has run from {where(settings)} yet.")
+    return journal
+
+
+def unlock(settings: Settings, confirm: str | None, stdin: TextIO | None = None) -> int:
+    """``window unlock``: break a live-looking lease whose runner is known to be gone."""
+    with _audited(settings, "unlock"):
+        if settings.state.backend != "s3":
+            raise UsageError("the local state backend has no lease to break: its lock ends"
+                             " with the process that holds it (`window status` names it).")
+        lease = state.current_lease(settings)
+        if lease is None or not lease.live():
+            print("the window's lease is not held: nothing to unlock.")
+            return 0
+        gates.confirm(settings, confirm, f"unlock breaks the lease of {lease.describe()}:"
+                      " do it only if that runner is gone, or two runners will act at once.",
+                      stdin)
+        broken = state.break_lease(settings)
+        structlog.get_logger().warning("lease_broken", token=broken.token,
+                                       holder=broken.holder, host=broken.host,
+                                       pid=broken.pid, command=broken.command)
+        print(f"lease {broken.token} of {broken.holder} on {broken.host} broken;"
+              " `window resume` or `window abort` takes the window over.")
+        return 0
 
 
 def show_backups(settings: Settings) -> str:
     target = None
     if os.environ.get(settings.target.url_env):
         target = gates.database(settings, settings.target.url_env, "target", UsageError)
-    return housekeeping.listing(settings, Journal.existing(settings.state_dir), target)
+    return housekeeping.listing(settings, state.reader(settings), target)
 
 
 def prune(settings: Settings, confirm: str | None, *, keep: int | None,
@@ -290,7 +373,7 @@ def prune(settings: Settings, confirm: str | None, *, keep: int | None,
         gates.confirm(settings, confirm, "prune deletes backup archives"
                       f"{' and retained _failed_ databases' if failed_databases else ''}.",
                       stdin)
-        journal = Journal.existing(settings.state_dir)
+        journal = state.reader(settings)
         logger = structlog.get_logger()
         if keep is not None:
             for path in housekeeping.prune_archives(settings, journal, keep):
@@ -304,16 +387,12 @@ def prune(settings: Settings, confirm: str | None, *, keep: int | None,
 def write_reports(settings: Settings, run_id: str | None, formats: tuple[str, ...]
                   ) -> list[Path]:
     """``window report``: a run's report.md / report.html written again; the paths."""
-    journal = Journal.existing(settings.state_dir)
-    if journal is None:
-        raise UsageError(f"no window has run from {settings.state_dir} yet.")
+    journal = _read(settings)
     return write(journal, find_run(journal, run_id, settings.state_dir), settings, formats)
 
 
 def show_history(settings: Settings, limit: int) -> str:
-    journal = Journal.existing(settings.state_dir)
-    if journal is None:
-        raise UsageError(f"no window has run from {settings.state_dir} yet.")
+    journal = _read(settings)
     return history(journal, settings.state_dir, limit)
 
 
@@ -338,26 +417,29 @@ def _audited(settings: Settings, command: str) -> Iterator[None]:
                 raise
     finally:
         log.audit.close()
+        state.shelve_audit(settings)
 
 
 @contextmanager
-def _holding(settings: Settings, target: pg.Db, held: StateLock | None = None
+def _holding(settings: Settings, target: pg.Db, command: str, held: state.Hold | None = None
              ) -> Iterator[Journal]:
-    """Gate 4: this process alone drives this state folder and this target."""
-    state_lock = held or StateLock(settings.state_dir)
+    """Gate 4: this process alone drives this state (its folder, and with S3 its lease) and
+    this target."""
+    hold = held or state.Hold(settings, command)
     target_lock = TargetLock(target, settings.target.maintenance_db)
     if held is None:
-        state_lock.acquire()
+        hold.acquire()
     try:
-        target_lock.acquire(time.time() + settings.target.connect_timeout)
-        journal = Journal.open(settings.state_dir)
+        target_lock.acquire(time.time() + settings.target.connect_timeout,
+                            take_over=hold.took_over)
+        journal = hold.open_journal()
         try:
             yield journal
         finally:
             journal.close()
             target_lock.release()
     finally:
-        state_lock.release()
+        hold.release()
 
 
 def _stop_leftovers(journal: Journal, run_id: str, target: pg.Db, settings: Settings) -> None:
@@ -404,6 +486,8 @@ def _drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
         try:
             with live_view(journal, run_id, settings):
                 final = Runner(ctx, registry or default_registry(), signals, notices).drive()
+        except LeaseLost:
+            raise  # another runner drives the window now: nothing more from this one
         except Interrupted as exc:
             logger.warning("window_interrupted", reason=exc.message)
             print(table(status(journal, journal.run(run_id), settings)))

@@ -115,6 +115,35 @@ class TargetSection(Section):
     connect_timeout: Duration = 60.0
 
 
+S3_URI = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?"
+TARGET_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+
+
+class StateSection(Section):
+    """Where the journal lives. ``local``: the state folder alone. ``s3``: the journal, a lease
+    naming the one runner that drives the window, the backups and the reports live under
+    ``uri``; the state folder is only a cache, so another machine can resume or abort."""
+
+    backend: Literal["local", "s3"] = "local"
+    uri: str | None = None
+    # A runner renews its lease every lease_ttl / 6; a lease not renewed for lease_ttl is
+    # expired and `window resume` on any machine may take the window over.
+    lease_ttl: Duration = Field(default=30.0, ge=3.0, le=3600.0)
+
+    @field_validator("uri")
+    @classmethod
+    def _s3(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(S3_URI, value):
+            raise ValueError(f"must look like s3://bucket/prefix, not {value!r}")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _s3_needs_a_uri(self) -> StateSection:
+        if self.backend == "s3" and not self.uri:
+            raise ValueError('backend = "s3" needs uri = "s3://bucket/prefix"')
+        return self
+
+
 class StagingSection(Section):
     url_env: str = "DATABASE_URL_STAGING"
     # "url": rehearse on the staging database as it is; "clone": on a fresh copy of
@@ -160,8 +189,7 @@ class BackupSection(Section):
     @field_validator("s3_uri")
     @classmethod
     def _s3(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?",
-                                                  value):
+        if value is not None and not re.fullmatch(S3_URI, value):
             raise ValueError(f"must look like s3://bucket/prefix, not {value!r}")
         return value
 
@@ -438,6 +466,7 @@ class CommunicationSection(Section):
 
 class Settings(Section):
     window: WindowSection
+    state: StateSection = StateSection()
     target: TargetSection = TargetSection()
     staging: StagingSection = StagingSection()
     backup: BackupSection = BackupSection()
@@ -461,6 +490,30 @@ class Settings(Section):
     @property
     def state_dir(self) -> Path:
         return self.path(self.window.state_dir)
+
+    @property
+    def backup_s3_uri(self) -> str | None:
+        """Where the archives go off the machine: ``[backup] s3_uri``, else, with the S3 state
+        backend, beside the journal (a window resumed elsewhere can then roll back)."""
+        if self.backup.s3_uri or self.state.backend != "s3":
+            return self.backup.s3_uri
+        return f"{self.state.uri}/backups"
+
+    def for_target(self, name: str) -> Settings:
+        """These settings with the state scoped to one target of a fleet: its own journal,
+        lock and lease (``<state_dir>/targets/<name>``, ``<uri>/targets/<name>``)."""
+        if not re.fullmatch(TARGET_NAME, name):
+            raise ConfigError(f"{name!r} is not a target name: letters, digits, '_', '.' and"
+                              " '-', starting with a letter or digit, at most 63.")
+        scoped = f"targets/{name}"
+        uri = f"{self.state.uri}/{scoped}" if self.state.uri else None
+        return self.model_copy(update={
+            "window": self.window.model_copy(
+                update={"state_dir": str(Path(self.window.state_dir) / scoped)}),
+            "state": self.state.model_copy(update={"uri": uri}),
+            "backup": self.backup.model_copy(
+                update={"dir": str(Path(self.backup.dir) / scoped)}),
+        })
 
     def timeout(self, phase: str) -> float:
         return float(getattr(self.timeouts, phase))

@@ -65,8 +65,8 @@ def listing(settings: Settings, journal: Journal | None, target: pg.Db | None) -
                                                 else ""))
     if len(lines) == 1:
         lines.append(f"(no archives in {settings.path(settings.backup.dir)})")
-    if settings.backup.s3_uri:
-        lines += ["", *_on_s3(settings.backup.s3_uri)]
+    if settings.backup_s3_uri:
+        lines += ["", *_on_s3(settings.backup_s3_uri)]
     if target is None:
         lines += ["", f"(set ${settings.target.url_env} to list retained _failed_ databases)"]
         return "\n".join(lines)

@@ -8,14 +8,15 @@ outside (command output, error messages) is redacted before it is written.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from orchestrator.redact import redact, redact_value
 
@@ -55,6 +56,35 @@ CREATE TABLE IF NOT EXISTS facts (
     PRIMARY KEY (run_id, key)
 );
 """
+
+
+class RemoteCopy(Protocol):
+    """The journal's copy in shared state (orchestrator.state.Remote)."""
+
+    def push(self, db: sqlite3.Connection) -> None: ...
+
+    def check(self) -> None: ...
+
+    def abort_requested(self, run_id: str) -> bool: ...
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _writes(method: Callable[Concatenate[Journal, _P], _T]
+            ) -> Callable[Concatenate[Journal, _P], _T]:
+    """A write: once committed here, copied to the shared state (if any) before the caller
+    goes on to act."""
+
+    def write(self: Journal, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        result = method(self, *args, **kwargs)
+        if self.remote is not None:
+            self.remote.push(self._db)
+        return result
+
+    functools.update_wrapper(write, method)
+    return write
 
 
 @dataclass(frozen=True)
@@ -99,14 +129,24 @@ class Child:
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    remote: RemoteCopy | None = None  # with the S3 state backend, while holding the lease
+
+    def __init__(self, path: Path, data: bytes | None = None) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        if data is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+        else:  # a copy to read, in memory; its header must not ask for a WAL file
+            self._db = sqlite3.connect(":memory:", isolation_level=None)
+            self._db.deserialize(data[:18] + b"\x01\x01" + data[20:])
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "shared state") -> Journal:
+        return cls(Path(where), data)
 
     @classmethod
     def open(cls, state_dir: Path) -> Journal:
@@ -121,6 +161,12 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")
@@ -133,6 +179,7 @@ class Journal:
 
     # runs ---------------------------------------------------------------------------------
 
+    @_writes
     def create_run(self, run_id: str, phases: list[str], info: Mapping[str, Any]) -> None:
         with self._transaction() as db:
             db.execute(
@@ -162,6 +209,7 @@ class Journal:
         ).fetchall()
         return [self.run(row["run_id"]) for row in rows]
 
+    @_writes
     def claim(self, run_id: str, pid: int, pid_start: str | None) -> None:
         """This process now drives the run (a fresh run, a resume or an abort)."""
         self._db.execute(
@@ -169,15 +217,18 @@ class Journal:
             (pid, pid_start, run_id),
         )
 
+    @_writes
     def set_interrupted(self, run_id: str) -> None:
         self._db.execute("UPDATE runs SET interrupted = 1 WHERE run_id = ?", (run_id,))
 
+    @_writes
     def finish(self, run_id: str, exit_code: int) -> None:
         self._db.execute(
             "UPDATE runs SET exit_code = ?, finished_at = ? WHERE run_id = ?",
             (exit_code, time.time(), run_id),
         )
 
+    @_writes
     def request_abort(self, run_id: str) -> None:
         self._db.execute(
             "UPDATE runs SET abort_requested_at = coalesce(abort_requested_at, ?)"
@@ -189,7 +240,20 @@ class Journal:
         row = self._db.execute(
             "SELECT abort_requested_at FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
-        return row is not None and row[0] is not None
+        if row is not None and row[0] is not None:
+            return True
+        if self.remote is not None and self.remote.abort_requested(run_id):
+            self.request_abort(run_id)  # asked from another machine: recorded here too
+            return True
+        return False
+
+    def tagged_run(self, fleet_run: str) -> Run | None:
+        """The newest run a fleet started as part of ``fleet_run``."""
+        row = self._db.execute(
+            "SELECT f.run_id FROM facts f JOIN runs r USING (run_id) WHERE f.key = 'fleet'"
+            " AND json_extract(f.value, '$.id') = ? ORDER BY r.created_at DESC LIMIT 1",
+            (fleet_run,)).fetchone()
+        return self.run(row["run_id"]) if row else None
 
     # phases -------------------------------------------------------------------------------
 
@@ -204,6 +268,7 @@ class Journal:
     def phase(self, run_id: str, name: str) -> PhaseRow:
         return next(p for p in self.phases(run_id) if p.name == name)
 
+    @_writes
     def start_phase(self, run_id: str, name: str, deadline: float, timeout_s: float) -> None:
         with self._transaction() as db:
             db.execute(
@@ -214,6 +279,7 @@ class Journal:
             )
             self._event(db, run_id, "phase_started", name, {"deadline": deadline})
 
+    @_writes
     def finish_phase(self, run_id: str, name: str, status: str, error: str | None = None) -> None:
         with self._transaction() as db:
             db.execute(
@@ -223,6 +289,7 @@ class Journal:
             )
             self._event(db, run_id, f"phase_{status}", name, {"error": error} if error else {})
 
+    @_writes
     def conclude_phase(self, run_id: str, name: str, status: str, error: str | None, *,
                        trigger: str, state: str) -> None:
         """A phase's end and the transition it causes, in one transaction."""
@@ -236,6 +303,7 @@ class Journal:
             self._event(db, run_id, f"phase_{status}", name, {"error": error} if error else {})
             self._transition(db, run_id, name, trigger, state)
 
+    @_writes
     def transition(self, run_id: str, source: str, trigger: str, state: str) -> None:
         with self._transaction() as db:
             self._transition(db, run_id, source, trigger, state)
@@ -247,6 +315,7 @@ class Journal:
         self._event(db, run_id, "transition", source,
                     {"trigger": trigger, "from": source, "to": state})
 
+    @_writes
     def skip_pending(self, run_id: str) -> None:
         self._db.execute(
             "UPDATE phases SET status = 'skipped' WHERE run_id = ? AND status = 'pending'",
@@ -272,6 +341,7 @@ class Journal:
         ).fetchall()
         return [{**dict(row), "detail": json.loads(row["detail"] or "{}")} for row in rows]
 
+    @_writes
     def child_started(self, run_id: str, phase: str, label: str, *, pid: int, pgid: int,
                       start_ticks: str | None) -> int:
         cursor = self._db.execute(
@@ -281,6 +351,7 @@ class Journal:
         )
         return int(cursor.lastrowid or 0)
 
+    @_writes
     def child_ended(self, child_id: int, exit_code: int | None, output: str) -> None:
         self._db.execute(
             "UPDATE children SET ended_at = ?, exit_code = ?, output = ? WHERE id = ?",
@@ -295,6 +366,7 @@ class Journal:
         ).fetchall()
         return [Child(**dict(row)) for row in rows]
 
+    @_writes
     def put(self, run_id: str, key: str, value: Mapping[str, Any]) -> None:
         """Record what a phase learned (the backup, the write counters, the rollback), whole,
         replacing what was recorded under ``key`` before. Facts are figures the window
@@ -314,6 +386,7 @@ class Journal:
 
     # rehearsals ---------------------------------------------------------------------------
 
+    @_writes
     def record_rehearsal(self, rehearsal_id: str, *, fingerprint: str | None, target: str,
                          staging: str, facts: Mapping[str, Any], error: str | None = None
                          ) -> None:

@@ -1,4 +1,5 @@
-"""Who may drive a window: one process per state folder, one window per target database.
+"""Who may drive a window: one process per state folder, one window per target database
+(with the S3 state backend, also one runner per shared state: orchestrator.state's lease).
 
 The state folder lock is an ``flock`` held for the life of the process (the kernel drops it
 when the process dies, however it dies). The target lock is a PostgreSQL advisory lock taken
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import structlog
 
 from orchestrator import pg
-from orchestrator.errors import GateRefused, PhaseFailed
+from orchestrator.errors import Busy, GateRefused, PhaseFailed
 
 
 class StateLock:
@@ -37,13 +40,6 @@ class StateLock:
         self._fd = fd
         return True
 
-    def acquire(self) -> None:
-        if not self.try_acquire():
-            raise GateRefused(
-                f"another window is running from {self.path.parent} (pid {self.holder()});"
-                " use `window status` to follow it or `window abort` to stop it."
-            )
-
     def holder(self) -> str:
         try:
             return self.path.read_text().strip() or "unknown"
@@ -56,6 +52,9 @@ class StateLock:
             self._fd = None
 
 
+TAKE_OVER_SECONDS = 10.0
+
+
 class TargetLock:
     """``pg_try_advisory_lock`` on the maintenance database, keyed by the target's name."""
 
@@ -64,19 +63,35 @@ class TargetLock:
         self._maintenance = target.on(maintenance_db)
         self._conn: psycopg.Connection[Any] | None = None
 
-    def acquire(self, deadline: float) -> None:
+    def acquire(self, deadline: float, *, take_over: bool = False) -> None:
+        """``take_over``: the lock's holder lost the window's lease (it expired or was
+        broken); its session is ended so that the lock passes to this process."""
         try:
             conn = pg.connect(self._maintenance, deadline)
         except PhaseFailed as exc:
             raise GateRefused(f"{exc.message}; nothing was done.") from exc
-        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
-                           (f"window:{self._target.dbname}",)).fetchone()
-        if not (row and row[0]):
-            conn.close()
-            raise GateRefused(f"another window holds {self._target}; nothing was done.")
+        key = f"window:{self._target.dbname}"
+        end = time.time() + TAKE_OVER_SECONDS
+        while not _try_lock(conn, key):
+            if not take_over or time.time() > min(end, deadline):
+                conn.close()
+                raise Busy(f"another window holds {self._target}; nothing was done.")
+            ended = conn.execute(
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_locks WHERE locktype ="
+                " 'advisory' AND objsubid = 1 AND granted AND database = (SELECT oid FROM"
+                " pg_database WHERE datname = current_database()) AND ((classid::bigint << 32)"
+                " | objid::bigint) = hashtext(%s)::bigint", (key,)).fetchall()
+            structlog.get_logger().warning("target_lock_taken_over",
+                                           ended=[row[0] for row in ended])
+            time.sleep(0.1)
         self._conn = conn
 
     def release(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _try_lock(conn: psycopg.Connection[Any], key: str) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+    return bool(row and row[0])

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator import banners, eta, gates, notify, proc
+from orchestrator import banners, eta, gates, notify, proc, state
 from orchestrator.config import Settings, require_contacts
 from orchestrator.errors import ConfigError
-from orchestrator.journal import Journal
 from orchestrator.machine import RECOVERY, forward
 from orchestrator.redact import redact
 
@@ -24,7 +23,10 @@ def describe(settings: Settings) -> str:
         f"  staging     {staging}   (from ${settings.staging.url_env})",
         f"  backup      {settings.path(settings.backup.dir)}/<run_id>  (pg_dump -Fd"
         f" -j{settings.backup.jobs}, compress {settings.backup.compress})",
-        f"  state       {settings.state_dir}",
+        f"  state       {settings.state_dir}" + (
+            f" (a cache of {settings.state.uri}: lease {settings.state.lease_ttl:g}s,"
+            f" archives to {settings.backup_s3_uri})" if settings.state.backend == "s3"
+            else ""),
         f"  banner      {banners.target(settings)}",
         f"  banner on   {banners.describe(settings, 'on')}",
         f"  banner off  {banners.describe(settings, 'off')}",
@@ -77,18 +79,15 @@ def _baseline(settings: Settings) -> list[str]:
 
 
 def latest_rehearsal(settings: Settings) -> tuple[str, dict[str, Any] | None]:
-    """The newest rehearsal journaled in the state folder, and its run id; nothing is
+    """The newest rehearsal journaled in the window's state, and its run id; nothing is
     created when there is no journal yet."""
-    path = settings.state_dir / "journal.sqlite"
-    if not path.is_file():
+    journal = state.reader(settings)
+    if journal is None:
         return "", None
-    journal = Journal(path)
-    try:
+    with journal:
         for run in journal.runs():
             if fact := journal.get(run.run_id, "rehearsal"):
                 return run.run_id, fact
-    finally:
-        journal.close()
     return "", None
 
 

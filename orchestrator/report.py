@@ -18,22 +18,35 @@ def _iso(ts: float | None) -> str | None:
 
 
 def show(settings: Settings, as_json: bool) -> str:
-    """``window status``: kept to what it needs, so it answers at once mid-window."""
-    journal = Journal.existing(settings.state_dir)
+    """``window status``: kept to what it needs, so it answers at once mid-window. With the
+    S3 state backend, the shared journal and lease: the same answer on every machine."""
+    from orchestrator import state
+
+    journal = state.reader(settings)
     run = journal.latest_run() if journal else None
     if journal is None or run is None:
-        raise UsageError(f"no window has run from {settings.state_dir} yet.")
-    report = status(journal, run, settings)
+        raise UsageError(f"no window has run from {where(settings)} yet.")
+    lease = state.current_lease(settings)
+    report = status(journal, run, settings,
+                    alive=lease.live() if lease else None)
+    if lease is not None:
+        report["lease"] = lease.as_status()
     return json.dumps(report, indent=2) if as_json else table(report)
+
+
+def where(settings: Settings) -> str:
+    return str(settings.state.uri) if settings.state.backend == "s3" else str(settings.state_dir)
 
 
 def process_alive(run: Run) -> bool:
     return bool(run.pid) and proc.start_ticks(run.pid or 0) == run.pid_start
 
 
-def status(journal: Journal, run: Run, settings: Settings | None = None) -> dict[str, Any]:
-    """``settings`` (the window's config) adds the ETA."""
-    alive = process_alive(run)
+def status(journal: Journal, run: Run, settings: Settings | None = None, *,
+           alive: bool | None = None) -> dict[str, Any]:
+    """``settings`` (the window's config) adds the ETA; ``alive`` says whether a process
+    drives the run (from the lease, when it may run on another machine)."""
+    alive = process_alive(run) if alive is None else alive
     crashed = run.state not in TERMINAL and not alive
     rows = journal.phases(run.run_id)
     phases = [_phase(p, crashed) for p in rows]
@@ -106,12 +119,19 @@ def _phase(row: PhaseRow, crashed: bool) -> dict[str, Any]:
     }
 
 
+def _lease_line(lease: dict[str, Any]) -> str:
+    held = f"held, expires in {lease['expires_in_s']:.0f}s" if lease["live"] else "free"
+    return (f"  lease {held}: token {lease['token']}, last {lease['holder']} on"
+            f" {lease['host']} (pid {lease['pid']}, `window {lease['command']}`)")
+
+
 def table(report: dict[str, Any]) -> str:
     lines = [
         f"window {report['run_id']}: {report['state']}"
         + (" (interrupted: `window resume` continues)" if report["interrupted"] else "")
         + (f", driven by pid {report['pid']}" if report["pid"] else ""),
         f"  target {report['target']}   staging {report['staging']}",
+        *([_lease_line(report["lease"])] if report.get("lease") else []),
         *[f"  RISK: {risk}" for risk in report["risks"]],
         "",
         f"  {'phase':<20} {'status':<12} {'started':<20} {'took':>8} {'timeout':>8}",

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from orchestrator import eta, report_html, report_md
+from orchestrator import eta, report_html, report_md, state
 from orchestrator.config import Settings
 from orchestrator.errors import UsageError
 from orchestrator.journal import Journal, Run
@@ -146,7 +146,9 @@ def write(journal: Journal, run: Run, settings: Settings,
     written = []
     for fmt in formats:
         text = renderers[fmt](facts)
-        written.append(_replace(settings.state_dir / "reports" / f"{run.run_id}.{fmt}", text))
+        name = f"{run.run_id}.{fmt}"
+        written.append(_replace(settings.state_dir / "reports" / name, text))
+        state.shelve(settings, f"reports/{name}", written[-1])  # beside the shared journal
         if newest is not None and newest.run_id == run.run_id:
             written.append(_replace(settings.state_dir / f"report.{fmt}", text))
     return written

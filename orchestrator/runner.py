@@ -127,6 +127,8 @@ class Runner:
 
     def poll(self) -> None:
         self.signals.check()
+        if self.journal.remote is not None:  # a runner that lost its lease stops at once
+            self.journal.remote.check()
         if self._abort_due():
             raise AbortRequested("aborted by the operator (`window abort`)", phase=self._state)
 

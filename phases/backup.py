@@ -172,6 +172,8 @@ def trusted_archive(ctx: Context, facts: dict[str, Any]) -> Path:
     a damaged one is kept aside, never deleted. The manifest itself must be the one written
     at the backup (its digest is journaled), so a substituted archive cannot pass."""
     path = Path(facts["path"])
+    if facts.get("s3_uri") and not path.parent.is_dir():
+        path = archive_path(ctx)  # resumed on another machine: fetched into its own folder
     try:
         _check_archive(ctx, path, facts)
     except PhaseFailed:
@@ -185,6 +187,7 @@ def trusted_archive(ctx: Context, facts: dict[str, Any]) -> Path:
         from orchestrator import s3store  # boto3 only when S3 is used
 
         started = time.monotonic()
+        path.parent.mkdir(parents=True, exist_ok=True)
         s3store.download_archive(facts["s3_uri"], path.parent, deadline=ctx.deadline,
                                  poll=ctx.poll)
         ctx.log.info("archive_downloaded", uri=facts["s3_uri"],
@@ -238,7 +241,7 @@ class Backup:
         if ctx.settings.backup.verify == "restore":
             facts.update(verified=True, standby=self._prove(ctx, path, figures))
             ctx.journal.put(ctx.run_id, "backup", facts)
-        if ctx.settings.backup.s3_uri:
+        if ctx.settings.backup_s3_uri:
             facts["s3_uri"] = self._upload(ctx, path, manifest)
             ctx.journal.put(ctx.run_id, "backup", facts)
         rows = sum(t["rows"] for t in figures.values())
@@ -250,7 +253,7 @@ class Backup:
         from orchestrator import s3store  # boto3 only when S3 is used
 
         started = time.monotonic()
-        uri = s3store.upload_archive(path, manifest, str(ctx.settings.backup.s3_uri),
+        uri = s3store.upload_archive(path, manifest, str(ctx.settings.backup_s3_uri),
                                      deadline=ctx.deadline, poll=ctx.poll)
         ctx.log.info("backup_uploaded", uri=uri, duration_s=round(time.monotonic() - started, 3))
         return uri

@@ -1,0 +1,124 @@
+"""The lease, the fencing of journal writes and the store's compare-and-swap, on the local store
+(the same code runs against S3 in tests/integration/test_state_s3.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import config, state
+from orchestrator.errors import ConfigError, LeaseLost
+from orchestrator.journal import Journal
+
+BASE = {"window": {"confirm_phrase": "OK"}, "banner": {"on": "true", "off": "true"},
+        "migrate": {"command": "true"}}
+
+
+def test_the_store_swaps_only_what_the_writer_saw(tmp_path: Path) -> None:
+    store = state.LocalStore(tmp_path)
+    first = store.put("k", b"1", if_none_match=True)
+    with pytest.raises(state.Conflict):
+        store.put("k", b"2", if_none_match=True)
+    second = store.put("k", b"2", if_match=first)
+    with pytest.raises(state.Conflict):
+        store.put("k", b"3", if_match=first)  # a writer that missed the second version
+    blob = store.get("k")
+    assert blob is not None and (blob.data, blob.etag) == (b"2", second)
+    store.delete("k")
+    assert store.get("k") is None
+
+
+def test_a_live_lease_refuses_a_second_runner_and_an_expired_one_passes_on(
+        tmp_path: Path) -> None:
+    store = state.LocalStore(tmp_path)
+    first = state.Lease(store, ttl=0.6, command="run")
+    second = state.Lease(store, ttl=0.6, command="resume")
+    try:
+        assert first.try_acquire() is None
+        holder = second.try_acquire()
+        assert holder is not None and holder.token == 1 and holder.live()
+        first._stop.set()  # the runner vanished: no more renewals
+        time.sleep(0.7)
+        assert second.try_acquire() is None
+        assert second.token == 2 and second.took_over
+        with pytest.raises(LeaseLost, match=r"expired|taken"):
+            first.check()
+    finally:
+        first.release()
+        second.release()
+    lease = state.LeaseInfo.parse(store.get(state.LEASE).data)  # type: ignore[union-attr]
+    assert lease.token == 2 and lease.released and not lease.live()
+
+
+def test_renewal_keeps_a_lease_alive_past_its_ttl(tmp_path: Path) -> None:
+    store = state.LocalStore(tmp_path)
+    lease = state.Lease(store, ttl=0.6, command="run")
+    assert lease.try_acquire() is None
+    try:
+        time.sleep(1.0)  # renewed every 0.1 s meanwhile
+        lease.check()
+        assert state.Lease(store, ttl=0.6, command="run").try_acquire() is not None
+    finally:
+        lease.release()
+    assert state.Lease(store, ttl=0.6, command="run").try_acquire() is None  # released
+
+
+def test_a_holder_whose_lease_was_taken_cannot_write_the_journal(tmp_path: Path) -> None:
+    store = state.LocalStore(tmp_path / "shared")
+    old = state.Lease(store, ttl=60, command="run")
+    assert old.try_acquire() is None
+    old_journal = Journal(tmp_path / "a" / "journal.sqlite")
+    old_journal.remote = state.Remote(store, old)
+    old_journal.create_run("r1", ["preflight"], {})
+    written = store.get(state.JOURNAL)
+    assert written is not None
+
+    # Another runner breaks in (as after an expiry) and writes the journal first.
+    new = state.Lease(store, ttl=60, command="resume")
+    blob = store.get(state.LEASE)
+    assert blob is not None
+    info = state.LeaseInfo.parse(blob.data)
+    store.put(state.LEASE, state.LeaseInfo(**{**info.__dict__, "expires_at": 0}).dump(),
+              if_match=blob.etag)
+    assert new.try_acquire() is None
+    remote = state.Remote(store, new)
+    remote.pull(tmp_path / "b" / "journal.sqlite")
+    new_journal = Journal(tmp_path / "b" / "journal.sqlite")
+    new_journal.remote = remote
+    assert new_journal.run("r1").state == "preflight"
+    new_journal.claim("r1", 2, None)
+    after = store.get(state.JOURNAL)
+
+    with pytest.raises(LeaseLost):
+        old_journal.set_interrupted("r1")
+    assert store.get(state.JOURNAL) == after  # fenced: nothing of the old holder's landed
+    with pytest.raises(LeaseLost):
+        old.check()
+    old._stop.set()
+    new.release()
+
+
+def test_a_shared_journal_reads_from_memory(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.create_run("r1", ["preflight", "backup"], {"target": "db"})
+    copy = Journal.from_bytes(journal._db.serialize())  # a WAL database, as uploaded
+    assert copy.run("r1").target == "db"
+    assert [p.name for p in copy.phases("r1")] == ["preflight", "backup"]
+
+
+def test_the_state_section_and_fleet_targets() -> None:
+    settings = config.from_mapping(
+        {**BASE, "state": {"backend": "s3", "uri": "s3://bucket/team/"}}, Path("w.toml"))
+    assert settings.state.uri == "s3://bucket/team"
+    assert settings.backup_s3_uri == "s3://bucket/team/backups"
+    scoped = settings.for_target("tenant-1")
+    assert scoped.state.uri == "s3://bucket/team/targets/tenant-1"
+    assert scoped.state_dir == settings.state_dir / "targets" / "tenant-1"
+    with pytest.raises(ConfigError, match="not a target name"):
+        settings.for_target("../escape")
+    with pytest.raises(ConfigError, match="needs uri"):
+        config.from_mapping({**BASE, "state": {"backend": "s3"}}, Path("w.toml"))
+    with pytest.raises(ConfigError, match=r"state\.lease_ttl"):
+        config.from_mapping({**BASE, "state": {"lease_ttl": "1s"}}, Path("w.toml"))
