@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration lint typecheck demo bench clean
+.PHONY: help install test test-crash test-unit test-integration lint typecheck demo bench bench-fast clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv with window and its development tools
 
-test: $(STAMP) lint typecheck ## Lint, type-check, then every test (unit and real PostgreSQL): what CI runs
-	$(PY) -m pytest tests -n auto --durations=8
+test: $(STAMP) lint typecheck ## Lint, type-check, then every test (unit and real PostgreSQL) with a sample of the crash sweep
+	$(PY) -m pytest tests -n auto --durations=8 -m "not sweep"
+
+test-crash: $(STAMP) ## The whole crash sweep: a window killed at every crash point, then resumed or aborted
+	$(PY) -m pytest tests/integration/test_crash_sweep.py -n auto -m sweep -q
 
 test-unit: $(STAMP) ## Only the fast, service-free tests
 	$(PY) -m pytest tests/unit
@@ -35,8 +38,11 @@ typecheck: $(STAMP) ## mypy --strict over orchestrator/ and phases/
 demo: $(STAMP) ## Two windows against a throwaway local PostgreSQL: one completes, one rolls back
 	$(VENV)/bin/window demo
 
-bench: $(STAMP) ## Backup and rollback against raw pg_dump/pg_restore on a 1 GB database (BENCH_GB=...)
+bench: $(STAMP) ## Every benchmark: bench-fast, then backup and rollback against raw pg_dump/pg_restore on 1 GB (BENCH_GB=...)
 	$(PY) -m bench.run
+
+bench-fast: $(STAMP) ## Under a minute: start-up of --help and status, overhead and added downtime of a do-nothing window
+	BENCH_ONLY=startup,overhead $(PY) -m bench.run
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

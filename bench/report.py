@@ -144,13 +144,15 @@ def markdown_section(heading: str, facts: list[str], table: list[Row],
         " checksums. Rollback by restore compares row counts only when the archive was already"
         " proven by restore (its manifest shows it unchanged), full checksums otherwise.", "",
         "Reproduce with `make bench` (`.venv/bin/python -m bench.run`; `BENCH_GB` sets the"
-        " size, default 1.0). A miss is reported, not failed.", ""])
+        " size, default 1.0; `BENCH_ONLY=backup` runs this part alone). A miss is reported,"
+        " not failed.", ""])
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the "Backup and rollback" section of ``path``, keeping every other section."""
+def write_section(path: Path, section: str, name: str = SECTION) -> None:
+    """Replace the section headed ``## name`` of ``path`` (appended if absent), keeping every
+    other section."""
     text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
     if pattern.search(text):
         text = pattern.sub(lambda _match: section + "\n", text, count=1)
     else:

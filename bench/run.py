@@ -1,15 +1,21 @@
-"""``make bench``: what ``window``'s backup and rollback cost over pg_dump and pg_restore.
+"""``make bench``: what ``window`` costs, measured on throwaway clusters it removes again.
 
-One run, on a throwaway cluster it removes again (even on failure or Ctrl-C):
+``BENCH_ONLY`` picks figures (comma-separated; default all of them):
 
-1. generates a shop database of ``BENCH_GB`` GiB (default 1.0) and a small staging copy;
-2. times raw ``pg_dump -Fd -j2 -Z1`` and ``pg_restore -j2 --exit-on-error`` on it;
-3. runs two real windows that fail on production and roll back, one by swapping in the
-   verified standby copy and one by restoring the archive, and reads their audit logs;
-4. prints the comparison and writes it to BENCHMARKS.md (``BENCH_REPORT`` names another file).
+- ``startup`` and ``overhead`` (``bench.fast``, under a minute; ``make bench-fast``):
+  ``window --help`` and ``window status`` start-up against ``python -c pass``, and the
+  orchestration overhead and added downtime of whole windows whose commands do nothing,
+  on a small shop database;
+- ``backup``: backup and rollback against raw pg_dump and pg_restore on a large database:
 
-``BENCH_KEEP=1`` keeps the windows' project folders (audit logs, window output) for a look;
-the cluster is always removed.
+  1. generates a shop database of ``BENCH_GB`` GiB (default 1.0) and a small staging copy;
+  2. times raw ``pg_dump -Fd -j2 -Z1`` and ``pg_restore -j2 --exit-on-error`` on it;
+  3. runs two real windows that fail on production and roll back, one by swapping in the
+     verified standby copy and one by restoring the archive, and reads their audit logs.
+
+Each part prints its table and replaces its own section of BENCHMARKS.md (``BENCH_REPORT``
+names another file). ``BENCH_KEEP=1`` keeps the windows' project folders (audit logs,
+journals, window output) for a look; the clusters are always removed.
 
 Exit 0 when every step ran, misses included; non-zero only when something crashed.
 """
@@ -22,17 +28,19 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import data, raw, report, windows
+from bench import data, fast, raw, report, windows
 from orchestrator.pgcluster import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTION = "shop"
 STAGING = "shop_staging"
 STAGING_GB = 0.001  # a rehearsal database: the schema and a few thousand rows
+FIGURES = ("startup", "overhead", "backup")
 
 
 @dataclass
@@ -46,6 +54,19 @@ class Database:
     def major(self) -> int:
         match = re.match(r"\d+", self.version)
         return int(match.group(0)) if match else 0
+
+
+def chosen_figures() -> set[str]:
+    value = os.environ.get("BENCH_ONLY", "").strip()
+    chosen = {name.strip() for name in value.split(",") if name.strip()} or set(FIGURES)
+    unknown = sorted(chosen - set(FIGURES))
+    if unknown:
+        sys.exit(f"bench: BENCH_ONLY takes {', '.join(FIGURES)}; not {', '.join(unknown)}")
+    return chosen
+
+
+def report_path() -> Path:
+    return Path(os.environ.get("BENCH_REPORT", REPO / "BENCHMARKS.md"))
 
 
 def bench_gb() -> float:
@@ -141,7 +162,7 @@ def publish(gigabytes: float, production: Database, timings: raw.RawTimings,
     print("\n" + report.text_table(["phase", *(f"{w.label} window" for w in runs)],
                                    report.phase_rows(runs)))
     heading = f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-    path = Path(os.environ.get("BENCH_REPORT", REPO / "BENCHMARKS.md"))
+    path = report_path()
     report.write_section(path, report.markdown_section(heading, facts, table, runs))
     print(f"\nwritten to {path}")
 
@@ -160,19 +181,34 @@ def benchmark(cluster: Cluster, workdir: Path, gigabytes: float) -> None:
     publish(gigabytes, production, timings, [swap, restore])
 
 
-def main() -> int:
-    gigabytes = bench_gb()
-    workdir = Path(tempfile.mkdtemp(prefix="window-bench-"))
+def in_workdir(label: str, part: Callable[[Path], None]) -> None:
+    """Run one part in a temporary folder, removed afterwards unless BENCH_KEEP is set."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"window-bench-{label}-"))
+    try:
+        part(workdir)
+    finally:
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def backup_part(gigabytes: float, workdir: Path) -> None:
     cluster = Cluster()
     try:
         print(f"Starting a throwaway PostgreSQL in {cluster.root} ...", flush=True)
         benchmark(cluster, workdir, gigabytes)
     finally:
         cluster.destroy()
-        if os.environ.get("BENCH_KEEP"):
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    chosen = chosen_figures()
+    gigabytes = bench_gb() if "backup" in chosen else 0.0  # a bad BENCH_GB fails at once
+    if chosen & {"startup", "overhead"}:
+        in_workdir("fast", lambda workdir: fast.benchmark(chosen, workdir, report_path()))
+    if "backup" in chosen:
+        in_workdir("backup", lambda workdir: backup_part(gigabytes, workdir))
     return 0
 
 

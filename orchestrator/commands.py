@@ -18,7 +18,6 @@ from typing import Any, TextIO
 import structlog
 
 from orchestrator import (
-    clinic,
     gates,
     housekeeping,
     log,
@@ -98,6 +97,9 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
             return _claimed(settings, journal, tagged, target=target, staging=staging,
                             registry=registry)
         unfinished = _unfinished(journal)
+        if unfinished and _unwrapped(unfinished):
+            raise GateRefused(f"window {unfinished.run_id} ended {unfinished.state} but its"
+                              " process died before wrapping up: `window resume` finishes it.")
         if unfinished:
             raise GateRefused(f"window {unfinished.run_id} is unfinished ({unfinished.state}):"
                               " `window resume` continues it, `window abort` rolls it back.")
@@ -113,6 +115,8 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
                       " `window run --force` runs the window anyway.")
                 return 0
             # The migration clinic, before the window acts on anything: errors refuse.
+            from orchestrator import clinic  # noqa: PLC0415 - pglast only with a tool
+
             warnings = [str(finding) for finding in clinic.gate(settings, tool)]
             ask(tool)
         reused = None if skip_staging else \
@@ -234,9 +238,12 @@ def abort(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
 def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
            registry: Registry | None, accept_data_loss: bool) -> int:
     run = _latest(settings)
-    if run is None or run.state in (State.COMPLETED, State.ABORTED, State.ROLLED_BACK):
+    if run is None or (run.state in (State.COMPLETED, State.ABORTED, State.ROLLED_BACK)
+                       and not _unwrapped(run)):
         print("no unfinished window: nothing to roll back.")
         return 0
+    if _unwrapped(run) and run.state != State.NEEDS_ATTENTION:  # nothing left to roll back
+        return 0 if _resume(settings, registry) != 4 else 4
     with _read(settings) as journal:
         paused = journal.get(run.run_id, "rollback_paused")
         if run.state == State.NEEDS_ATTENTION and not (paused and accept_data_loss):
@@ -287,9 +294,7 @@ def _take_over(settings: Settings, run: Run, hold: state.Hold, registry: Registr
                 own.transition(run.run_id, run.state, "accept_data_loss",
                                machine.build(run.state, run.backup_when)
                                .fire("accept_data_loss"))
-            elif run.state in TERMINAL:
-                return run.state
-            else:
+            elif run.state not in TERMINAL:
                 own.request_abort(run.run_id)
                 structlog.get_logger().warning("abort_requested", run_id=run.run_id,
                                                state=run.state)
@@ -458,8 +463,14 @@ def _stop_leftovers(journal: Journal, run_id: str, target: pg.Db, settings: Sett
 
 
 def _unfinished(journal: Journal) -> Run | None:
+    """The newest run, if it is not over: not in a final state, or in one but not wrapped up
+    (its process died before dropping the scratch databases and recording its exit code)."""
     run = journal.latest_run()
-    return run if run is not None and run.state not in TERMINAL else None
+    return run if run is not None and (run.state not in TERMINAL or _unwrapped(run)) else None
+
+
+def _unwrapped(run: Run) -> bool:
+    return run.state in TERMINAL and run.finished_at is None
 
 
 def _same_target(run: Run, target: pg.Db) -> None:

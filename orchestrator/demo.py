@@ -85,6 +85,20 @@ DEMO_CONTACTS = """[contacts]
 """
 
 
+DEMO_CHECKS = textwrap.dedent("""
+            [[checks]]
+            name = "orders-intact"
+            kind = "sql"
+            query = "SELECT count(*) >= 2000 FROM orders"
+
+            [[checks]]
+            name = "database-answers"
+            kind = "command"
+            command = 'psql -X -At -c "SELECT 1" "$DATABASE_URL"'
+            expect_output = "1"
+        """)
+
+
 def write_project(folder: Path, migration_sql: str, **overrides: Any) -> Path:
     """A git checkout holding window.toml, a migration and a file banner; the config path."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -97,18 +111,7 @@ def write_project(folder: Path, migration_sql: str, **overrides: Any) -> Path:
         "timeouts": "",
         "migrate_extra": "",  # more [migrate] keys, one per line
         "contacts": DEMO_CONTACTS,  # the [contacts] table (and [notify], ... after it)
-        "checks": textwrap.dedent("""
-            [[checks]]
-            name = "orders-intact"
-            kind = "sql"
-            query = "SELECT count(*) >= 2000 FROM orders"
-
-            [[checks]]
-            name = "database-answers"
-            kind = "command"
-            command = 'psql -X -At -c "SELECT 1" "$DATABASE_URL"'
-            expect_output = "1"
-        """),
+        "checks": DEMO_CHECKS,
         **overrides,
     }
     (folder / "window.toml").write_text(textwrap.dedent(f"""\

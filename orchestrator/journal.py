@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+from orchestrator import crash
 from orchestrator.redact import redact, redact_value
 
 OUTPUT_LIMIT = 64 * 1024  # of each command's output, kept after redaction
@@ -81,6 +82,10 @@ def _writes(method: Callable[Concatenate[Journal, _P], _T]
         result = method(self, *args, **kwargs)
         if self.remote is not None:
             self.remote.push(self._db)
+        # A crash point: committed, and nothing of what follows has happened yet. Named by the
+        # write and what it is about (the phase, the fact's key) where it says.
+        about = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+        crash.point(f"journal.{method.__name__}.{about}".rstrip("."))
         return result
 
     functools.update_wrapper(write, method)

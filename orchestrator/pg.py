@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from orchestrator import crash
 from orchestrator.errors import PhaseFailed
 from orchestrator.redact import redact
 
@@ -240,12 +241,14 @@ def rename_database(conn: psycopg.Connection[Any], old: str, new: str, deadline:
                        (old,)).fetchone()
     was_open = bool(row and row[0])
     set_allow_connections(conn, old, allow=False)
+    crash.point("pg.rename_database.closed")
     try:
         while True:
             terminate_sessions(conn, dbname=old)
             try:
                 conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                     sql.Identifier(old), sql.Identifier(new)))
+                crash.point("pg.rename_database.renamed")
                 break
             except psycopg.errors.ObjectInUse:
                 if time.time() >= deadline:
@@ -256,6 +259,7 @@ def rename_database(conn: psycopg.Connection[Any], old: str, new: str, deadline:
             set_allow_connections(conn, new, allow=True)
         elif was_open:
             set_allow_connections(conn, old, allow=True)
+    crash.point("pg.rename_database")
 
 
 def reopen_closed(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
@@ -281,6 +285,7 @@ def create_database_like(conn: psycopg.Connection[Any], name: str, like: str) ->
         "CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}"
     ).format(sql.Identifier(name), sql.Identifier(owner), sql.Literal(encoding),
              sql.Literal(collate), sql.Literal(ctype)))
+    crash.point("pg.create_database_like")
 
 
 def copy_database_properties(conn: psycopg.Connection[Any], source: str, target: str
@@ -326,6 +331,7 @@ def copy_database_properties(conn: psycopg.Connection[Any], source: str, target:
 def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
         sql.Identifier(name)))
+    crash.point("pg.drop_database")
 
 
 def describe_tables(conn: psycopg.Connection[Any], tables: list[Table] | None = None
@@ -367,3 +373,18 @@ def write_counters(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         " FROM pg_stat_user_tables").fetchall()
     lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     return {"wal_lsn": lsn[0] if lsn else None, "tables": {name: int(n) for name, n in rows}}
+
+
+def stats_settle_wait(conn: psycopg.Connection[Any], settle: float) -> float:
+    """How long to wait before the write counters hold every commit made so far: a session
+    reports its counters within about ``settle`` of going idle (and at once when it ends), so
+    only sessions of this database busy now or within ``settle`` keep the window waiting.
+    The window's own sessions write nothing here."""
+    row = conn.execute(
+        "SELECT coalesce(max(CASE WHEN state = 'active' THEN %(settle)s ELSE %(settle)s"
+        " - extract(epoch FROM clock_timestamp() - state_change) END), 0)::float8"
+        " FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        " AND NOT starts_with(coalesce(application_name, ''), 'window/')",
+        {"settle": settle}).fetchone()
+    return max(0.0, float(row[0])) if row else settle

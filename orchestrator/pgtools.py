@@ -6,6 +6,7 @@ name. Debian keeps every installed major under /usr/lib/postgresql/<major>/bin.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from orchestrator.errors import PhaseFailed
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 
 
+@functools.cache  # a program's version does not change while a window runs
 def major(program: Path) -> int | None:
     try:
         out = subprocess.run([str(program), "--version"], capture_output=True, text=True,

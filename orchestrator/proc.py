@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import crash
 from orchestrator.config import Command
 from orchestrator.errors import PhaseFailed, PhaseTimeout
 
@@ -86,6 +87,7 @@ def run(command: Command, *, env: Mapping[str, str], cwd: Path, deadline: float,
         hooks.ended(child_id, child.returncode, stdout.text() + stderr.text())
         raise
     result = Result(child.returncode, stdout.text(), stderr.text())
+    crash.point(f"process.exited.{Path(argv(command)[0]).name}")  # done, not yet journaled
     hooks.ended(child_id, result.exit_code, result.output)
     return result
 
@@ -96,7 +98,8 @@ def _wait(child: subprocess.Popen[bytes], deadline: float, poll: Callable[[], No
         poll()
         if time.time() >= deadline:
             raise PhaseTimeout(f"`{label}` was still running at its deadline and was killed.")
-        time.sleep(POLL_SECONDS)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # returns as soon as it exits
+            child.wait(timeout=POLL_SECONDS)
 
 
 def stop_group(pgid: int, grace: float = GRACE_SECONDS) -> None:

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator import banners, eta, proc
+from orchestrator import eta, proc
 from orchestrator.config import Settings
 from orchestrator.errors import UsageError
 from orchestrator.journal import Journal, PhaseRow, Run
@@ -20,13 +20,14 @@ def _iso(ts: float | None) -> str | None:
 def show(settings: Settings, as_json: bool) -> str:
     """``window status``: kept to what it needs, so it answers at once mid-window. With the
     S3 state backend, the shared journal and lease: the same answer on every machine."""
-    from orchestrator import state
-
-    journal = state.reader(settings)
+    shared = settings.state.backend == "s3"
+    if shared:  # the state module, and structlog with it, loads only for the S3 state
+        from orchestrator import state
+    journal = state.reader(settings) if shared else Journal.existing(settings.state_dir)
     run = journal.latest_run() if journal else None
     if journal is None or run is None:
         raise UsageError(f"no window has run from {where(settings)} yet.")
-    lease = state.current_lease(settings)
+    lease = state.current_lease(settings) if shared else None
     report = status(journal, run, settings,
                     alive=lease.live() if lease else None)
     if lease is not None:
@@ -227,6 +228,8 @@ def advice(journal: Journal, run: Run, settings: Settings) -> str:
     """What the engineer must do by hand when the window ends in ``needs_attention``."""
     failed = [p for p in journal.phases(run.run_id) if p.status in ("failed", "timed_out")]
     last = failed[-1].name if failed else "rollback"
+    from orchestrator import banners  # only for a window that needs attention
+
     off = banners.describe(settings, "off")
     paused = journal.get(run.run_id, "rollback_paused")
     if paused and last == "rollback":

@@ -140,9 +140,11 @@ class BannerOn:
     def _count_writes(ctx: Context) -> None:
         """The write counters once users are held off: with the backup's, they tell what a
         rollback would discard."""
-        time.sleep(ctx.settings.backup.write_stats_settle)
         try:
             with ctx.connect(ctx.target) as conn:
+                if wait := pg.stats_settle_wait(conn, ctx.settings.backup.write_stats_settle):
+                    ctx.log.info("write_stats_settling", wait_s=round(wait, 3))
+                    time.sleep(wait)
                 ctx.journal.put(ctx.run_id, "writes_at_banner", pg.write_counters(conn))
         except (PhaseFailed, psycopg.Error) as exc:  # a report, not a reason to stop
             ctx.log.warning("write_counters_unavailable", error=str(exc))

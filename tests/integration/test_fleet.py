@@ -1,0 +1,405 @@
+"""``window fleet``, end to end: real target databases, real ``window fleet`` processes and the
+children they start; the S3 case against moto's standalone server."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+
+from orchestrator import config, demo, state
+from orchestrator.journal import Run
+from orchestrator.pgcluster import Cluster
+from tests.integration.moto import aws_env, moto_server  # noqa: F401
+
+_fleets = itertools.count(1)
+BUCKET = "fleet-state"
+
+
+@dataclass
+class FleetProject:
+    """Target databases (each a shop), one shared staging database, and project folders
+    (git checkouts holding window.toml, migration.sql and fleet.toml) that migrate them."""
+
+    cluster: Cluster
+    root: Path
+    prefix: str
+    names: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    started: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        staging = demo.create_shop(self.cluster, f"{self.prefix}_staging")
+        self.env = {**os.environ, "DATABASE_URL_STAGING": staging, "NO_COLOR": "1"}
+        self.env.pop("DATABASE_URL", None)
+        for name in self.names:
+            self.env[self.variable(name)] = demo.create_shop(self.cluster, self.db(name))
+
+    def db(self, name: str) -> str:
+        return f"{self.prefix}_{name}"
+
+    def url(self, name: str) -> str:
+        return self.env[self.variable(name)]
+
+    @staticmethod
+    def variable(name: str) -> str:
+        return f"{name.upper()}_URL"
+
+    def write(self, folder: str = "project", *, migration_sql: str = demo.GOOD_MIGRATION,
+              staging: str = 'mode = "clone"', window_extra: str = "",
+              fleet_toml: str | None = None, **overrides: Any) -> Path:
+        """A project folder; its fleet.toml's path. Every migration appends the database it
+        ran on to the shared ``migrated.log``."""
+        overrides.setdefault("migrate", (
+            'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && psql -X -At -c'
+            f' "SELECT current_database()" "$DATABASE_URL" >> {self.root / "migrated.log"}'))
+        where = self.root / folder
+        text = demo.write_project(where, migration_sql, **overrides).read_text()
+        anchor = 'url_env = "DATABASE_URL_STAGING"'
+        (where / "window.toml").write_text(
+            window_extra + "\n" + text.replace(anchor, f"{anchor}\n{staging}"))
+        (where / "fleet.toml").write_text(fleet_toml or self.targets_toml())
+        return where / "fleet.toml"
+
+    def targets_toml(self, concurrency: int = 2) -> str:
+        entries = "".join(f'\n[[targets]]\nname = "{n}"\nurl_env = "{self.variable(n)}"\n'
+                          for n in self.names)
+        return f'config = "window.toml"\nconcurrency = {concurrency}\n{entries}'
+
+    def fleet(self, *args: str, folder: str = "project", timeout: float = 120
+              ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orchestrator", "fleet", *args],
+                              cwd=self.root / folder, env=self.env, text=True,
+                              capture_output=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL)
+
+    def start(self, *args: str, folder: str = "project", log: str | None = None
+              ) -> subprocess.Popen[str]:
+        """``window fleet ...`` in the background, its output in ``<log or folder>.log``."""
+        with (self.root / f"{log or folder}.log").open("w") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator", "fleet", *args], cwd=self.root / folder,
+                env=self.env, text=True, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT)
+        self.started.append(process)
+        return process
+
+    def output(self, log: str = "project") -> str:
+        return (self.root / f"{log}.log").read_text()
+
+    def status(self, folder: str = "project") -> dict[str, Any]:
+        done = self.fleet("status", "fleet.toml", "--json", folder=folder)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    def settings(self, folder: str = "project") -> config.Settings:
+        return config.load(self.root / folder / "window.toml")
+
+    def run_of(self, name: str, fleet_run: str, folder: str = "project") -> Run | None:
+        return state.latest_tagged_run(self.settings(folder).for_target(name), fleet_run)
+
+    def runs(self, name: str, folder: str = "project") -> list[Run]:
+        journal = state.reader(self.settings(folder).for_target(name))
+        if journal is None:
+            return []
+        with journal:
+            return journal.runs()
+
+    def migrated(self) -> list[str]:
+        log = self.root / "migrated.log"
+        return log.read_text().split() if log.exists() else []
+
+    def has_status_column(self, name: str) -> bool:
+        with psycopg.connect(self.url(name), autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM information_schema.columns WHERE"
+                               " table_name = 'orders' AND column_name = 'status'").fetchone()
+        return bool(row and row[0])
+
+    def stop_all(self) -> None:
+        """A failed test must not leave windows running: the runners, and every process
+        working in the project folders (children run in their own sessions)."""
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if (proc / "cwd").readlink().is_relative_to(self.root) \
+                        and int(proc.name) != os.getpid():
+                    os.kill(int(proc.name), signal.SIGKILL)
+
+
+@pytest.fixture
+def make_fleet(cluster: Cluster, tmp_path: Path) -> Iterator[Any]:
+    made: list[FleetProject] = []
+
+    def make(*names: str) -> FleetProject:
+        project = FleetProject(cluster, tmp_path, f"fleet{next(_fleets)}", list(names))
+        made.append(project)
+        return project
+
+    yield make
+    for project in made:
+        project.stop_all()
+
+
+def fleet_id(output: str) -> str:
+    return next(word.strip(":.") for word in output.split() if word.startswith("fleet_2"))
+
+
+def test_a_fleet_from_a_catalog_runs_the_canary_first_then_waves_of_two(
+        make_fleet: Any, cluster: Cluster) -> None:
+    names = ["c0", "t1", "t2", "t3", "t4", "t5"]
+    project = make_fleet(*names)
+    catalog = demo.create_shop(cluster, f"{project.prefix}_catalog")
+    with psycopg.connect(catalog, autocommit=True) as conn:
+        conn.execute("CREATE TABLE databases (name text, url text, position int)")
+        for position, name in enumerate(reversed(names)):  # canary named in the file
+            conn.execute("INSERT INTO databases VALUES (%s, %s, %s)",
+                         (name, project.url(name), position))
+    project.env["CATALOG_URL"] = catalog
+    project.write(staging="skip = true", fleet_toml=textwrap.dedent("""\
+        concurrency = 2
+        canary = "c0"
+
+        [catalog]
+        url_env = "CATALOG_URL"
+        query = "SELECT name, url FROM databases ORDER BY position"
+    """))
+
+    done = project.fleet("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    fleet_run = fleet_id(done.stdout)
+    assert f"fleet run {fleet_run} completed: all 6 targets." in done.stdout
+    assert "[t5] " in done.stdout and "[c0] " in done.stdout  # each child's lines, prefixed
+    assert demo.APP_PASSWORD not in done.stdout + done.stderr
+    runs = {name: project.run_of(name, fleet_run) for name in names}
+    assert all(run is not None and run.state == "completed" for run in runs.values())
+    order = ["c0", "t5", "t4", "t3", "t2", "t1"]  # the catalog's order, canary first
+    waves = [order[:1], order[1:3], order[3:5], order[5:]]
+    for earlier, later in itertools.pairwise(waves):
+        last_finish = max(runs[n].finished_at or 0 for n in earlier)  # type: ignore[union-attr]
+        assert all(runs[n].created_at > last_finish for n in later)  # type: ignore[union-attr]
+    assert sorted(project.migrated()) == sorted(project.db(n) for n in names)
+    assert all(project.has_status_column(name) for name in names)
+    facts = project.status()
+    assert (facts["state"], facts["wave"], facts["exit_code"]) == ("completed", None, 0)
+    assert [t["name"] for t in facts["targets"]] == order
+
+
+def fails_only_on(dbname: str) -> str:
+    """The good migration, then a statement that fails on one production database alone
+    (the clone rehearsal runs on a scratch copy with another name, and passes)."""
+    return demo.GOOD_MIGRATION + textwrap.dedent(f"""
+        DO $$ BEGIN
+          IF current_database() = '{dbname}' THEN
+            RAISE EXCEPTION 'this database holds rows the migration cannot take';
+          END IF;
+        END $$;
+    """)
+
+
+def test_a_failing_target_rolls_back_alone_and_stops_the_waves(make_fleet: Any) -> None:
+    project = make_fleet("c0", "t1", "bad", "t3", "t4")
+    project.write(migration_sql=fails_only_on(project.db("bad")))
+    before = demo.fingerprint(project.url("bad"))
+
+    done = project.fleet("run", "fleet.toml", "--confirm", demo.PHRASE)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    fleet_run = fleet_id(done.stdout)
+    assert f"fleet run {fleet_run} stopped: bad ended rolled_back (exit 1)." in done.stdout
+    assert "Not started: t3, t4." in done.stdout
+    assert demo.fingerprint(project.url("bad")) == before  # restored: data intact
+    bad = project.run_of("bad", fleet_run)
+    assert bad is not None and (bad.state, bad.exit_code) == ("rolled_back", 1)
+    for name in ("c0", "t1"):  # the canary and bad's wave-mate completed and stay so
+        run = project.run_of(name, fleet_run)
+        assert run is not None and run.state == "completed"
+        assert project.has_status_column(name)
+    for name in ("t3", "t4"):  # later waves never started
+        assert project.runs(name) == []
+        assert not project.has_status_column(name)
+    facts = project.status()
+    assert (facts["state"], facts["stopped_by"], facts["wave"]) == ("stopped", "bad", 1)
+    assert "bad ended rolled_back (exit 1)" in facts["reason"]
+
+    again = project.fleet("resume", "fleet.toml")  # nothing failed is false: no new wave
+
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert project.runs("t3") == [] and project.runs("t4") == []
+    assert project.run_of("bad", fleet_run) == bad  # not run twice
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_two_runners_started_together_never_run_the_same_target(
+        make_fleet: Any, request: pytest.FixtureRequest, backend: str) -> None:
+    """local: two processes in one project folder. s3: two machines, as two checkouts (two
+    state folders) sharing the state in S3 (moto's server)."""
+    names = ["c0", "t1", "t2", "t3"]
+    project = make_fleet(*names)
+    folders, shared_state = ["project", "project"], ""
+    if backend == "s3":
+        request.getfixturevalue("aws_env")
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        shared_state = f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
+        project.env.update({k: v for k, v in os.environ.items()
+                            if k.startswith(("AWS_", "NO_PROXY", "no_proxy"))})
+        folders = ["machine-a", "machine-b"]
+    for folder in set(folders):
+        project.write(folder, staging="skip = true", window_extra=shared_state,
+                      fleet_toml=project.targets_toml(concurrency=3))
+
+    runners = [project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging",
+                             folder=folder, log=f"runner-{n}")
+               for n, folder in enumerate(folders)]
+    codes = [runner.wait(timeout=110) for runner in runners]
+
+    outputs = [project.output(f"runner-{n}") for n in range(2)]
+    assert codes == [0, 0], "\n".join(outputs)
+    assert len({fleet_id(output) for output in outputs}) == 1  # one fleet run, joined
+    assert sorted(project.migrated()) == sorted(project.db(n) for n in names)  # once each
+    for name in names:
+        runs = project.runs(name, folder=folders[0])
+        assert [run.state for run in runs] == ["completed"], name
+    assert project.status(folders[1])["state"] == "completed"
+
+
+def test_fleet_refusals_are_one_sentence_and_start_nothing(make_fleet: Any,
+                                                           cluster: Cluster) -> None:
+    project = make_fleet("c0", "t1")
+    fleet_file = project.write(staging='mode = "url"')
+    url = project.env.pop(project.variable("t1"))
+
+    def refused(*args: str, code: int = 2) -> str:
+        done = project.fleet(*args)
+        assert done.returncode == code, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        assert demo.APP_PASSWORD not in done.stdout + done.stderr
+        return done.stderr.strip()
+
+    run = ("run", "fleet.toml", "--confirm", demo.PHRASE)
+    assert "T1_URL is not set: it must hold the target 't1' database URL" in refused(*run)
+    project.env[project.variable("t1")] = url
+    assert "several targets would rehearse on the one staging database" in refused(*run)
+    fleet_file.write_text(project.targets_toml(concurrency=1))
+    assert "the confirmation phrase does not match" in refused(
+        "run", "fleet.toml", "--confirm", "NOPE", code=3)
+    project.env["CATALOG_URL"] = catalog = demo.create_shop(cluster, f"{project.prefix}_cat")
+    fleet_file.write_text('[catalog]\nurl_env = "CATALOG_URL"\nquery = "SELECT nme FROM x"\n')
+    assert 'the [catalog] query failed: relation "x" does not exist' in refused(*run)
+    fleet_file.write_text(f'[catalog]\nurl_env = "CATALOG_URL"\n'  # (url, name): swapped
+                          f"query = \"SELECT '{catalog}', 'c0'\"\n")
+    assert "which is not a target name" in refused(*run)
+    assert "no fleet has run" in refused("status", "fleet.toml")
+    assert project.runs("c0") == [] and project.migrated() == []
+
+
+def test_status_and_abort_of_a_fleet_stopped_mid_wave(make_fleet: Any) -> None:
+    project = make_fleet("c0", "t1", "t2", "t3")
+    hold = (' && db=$(psql -X -At -c "SELECT current_database()" "$DATABASE_URL")'
+            f' && if [ "$db" != "{project.db("c0")}" ]; then touch "migrating.$db"'
+            " && sleep 60; fi")
+    project.write(staging="skip = true", migrate='psql -X -q -v ON_ERROR_STOP=1 -f'
+                  ' migration.sql "$DATABASE_URL"' + hold)
+    before = {n: demo.fingerprint(project.url(n)) for n in ("t1", "t2")}
+    runner = project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
+    deadline = time.monotonic() + 60
+    while not all((project.root / "project" / f"migrating.{project.db(n)}").exists()
+                  for n in ("t1", "t2")):
+        assert runner.poll() is None, project.output()
+        assert time.monotonic() < deadline, project.output()
+        time.sleep(0.1)
+
+    facts = project.status()
+
+    assert (facts["state"], facts["wave"], facts["waves"]) == ("running", 1, 3)
+    states = {t["name"]: t["state"] for t in facts["targets"]}
+    assert states == {"c0": "completed", "t1": "migrate", "t2": "migrate", "t3": "pending"}
+    assert all(t["run_id"] for t in facts["targets"][:3])
+
+    aborted = project.fleet("abort", "fleet.toml", "--confirm", demo.PHRASE)
+
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    assert runner.wait(timeout=60) == 1, project.output()  # its targets rolled back
+    facts = project.status()
+    assert facts["state"] == "aborted"
+    states = {t["name"]: t["state"] for t in facts["targets"]}
+    assert states == {"c0": "completed", "t1": "rolled_back", "t2": "rolled_back",
+                      "t3": "pending"}
+    assert {n: demo.fingerprint(project.url(n)) for n in ("t1", "t2")} == before
+    assert project.has_status_column("c0")
+    again = project.fleet("resume", "fleet.toml")
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "was aborted" in again.stdout
+    assert project.runs("t3") == []
+
+
+def test_an_interrupted_fleet_resumes_where_it_stopped(make_fleet: Any) -> None:
+    project = make_fleet("c0", "t1", "t2")
+    project.write(staging="skip = true", migrate=(
+        'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && touch migrated.$$'
+        ' && if [ ! -e go ]; then touch waiting && sleep 60; fi'))
+    runner = project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
+    deadline = time.monotonic() + 60
+    while not (project.root / "project" / "waiting").exists():
+        assert runner.poll() is None and time.monotonic() < deadline, project.output()
+        time.sleep(0.1)
+    (project.root / "project" / "go").touch()  # later migrations go straight through
+
+    runner.send_signal(signal.SIGINT)
+
+    assert runner.wait(timeout=60) == 5, project.output()
+    assert "`window fleet resume` continues it" in project.output()
+    fleet_run = fleet_id(project.output())
+    canary = project.run_of("c0", fleet_run)
+    assert canary is not None and canary.state not in ("completed", "rolled_back")
+    assert project.runs("t1") == []
+
+    done = project.fleet("resume", "fleet.toml")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r.run_id for r in project.runs("c0")] == [canary.run_id]  # resumed, not rerun
+    assert all(project.has_status_column(n) for n in ("c0", "t1", "t2"))
+    assert project.status()["state"] == "completed"
+
+
+def test_a_runner_killed_mid_window_takes_no_window_down_with_it(make_fleet: Any) -> None:
+    project = make_fleet("c0", "t1")
+    project.write(staging="skip = true", migrate=(
+        'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && touch waiting'
+        " && while [ ! -e go ]; do sleep 0.1; done"))
+    runner = project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
+    deadline = time.monotonic() + 60
+    while not (project.root / "project" / "waiting").exists():
+        assert runner.poll() is None and time.monotonic() < deadline, project.output()
+        time.sleep(0.1)
+
+    runner.kill()  # a dropped SSH session, an OOM kill: no chance to say anything
+    runner.wait(timeout=10)
+    (project.root / "project" / "go").touch()
+    done = project.fleet("resume", "fleet.toml")  # waits for c0's window, then runs t1
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    [canary] = project.runs("c0")
+    assert canary.state == "completed" and not canary.interrupted
+    journal = state.reader(project.settings().for_target("c0"))
+    assert journal is not None
+    with journal:
+        assert journal.phase(canary.run_id, "migrate").attempts == 1  # never re-entered
+    assert [r.state for r in project.runs("t1")] == ["completed"]
