@@ -174,7 +174,9 @@ def report(
 @app.command()
 def history(
     config: ConfigOption = Path("window.toml"),
-    limit: Annotated[int, typer.Option(min=1, help="Show the newest N runs.")] = 20,
+    # SQLite takes a 64-bit LIMIT: a larger N is a usage error, not an OverflowError.
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000,
+                                       help="Show the newest N runs.")] = 20,
 ) -> None:
     """Past windows, newest first: outcome, exit code, total and per-phase durations."""
     from orchestrator import commands
@@ -289,6 +291,11 @@ def main() -> None:
     try:
         app()
     except WindowError as exc:
-        typer.echo(f"window: {exc.message}", err=True)
+        typer.echo(f"window: {one_line(exc.message)}", err=True)
         sys.exit(exc.exit_code)
 
+
+def one_line(message: str) -> str:
+    """The sentence as one printable line: a newline or an escape sequence in a name the
+    user gave (a path, a key, a variable) is shown escaped, never acted on by the terminal."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)

@@ -438,6 +438,7 @@ def _holding(settings: Settings, target: pg.Db, command: str, held: state.Hold |
         target_lock.acquire(time.time() + settings.target.connect_timeout,
                             take_over=hold.took_over)
         journal = hold.open_journal()
+        journal.target_lock = target_lock
         try:
             yield journal
         finally:

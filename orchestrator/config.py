@@ -6,7 +6,9 @@ that names the file and the key, because that is all an engineer at 2 a.m. needs
 
 from __future__ import annotations
 
+import math
 import re
+import reprlib
 import tomllib
 import urllib.parse
 from pathlib import Path
@@ -41,19 +43,38 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# A week: longer is a typo, and past ~24 days PostgreSQL refuses it as a statement_timeout.
+MAX_DURATION_SECONDS = 7 * 24 * 3600.0
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
+_SHORT.maxlevel = 2
+
+
+def shown(value: object) -> str:
+    """``repr`` cut short: a value quoted in an error stays one readable line, however long
+    or deeply nested it is."""
+    return _SHORT.repr(value)
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from 90, 90.5, "90s", "10m" or "1h"; positive or a ValueError."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError(
-            f"must be a duration such as 90, \"90s\", \"10m\" or \"1h\", not {value!r}")
+    """Seconds from 90, 90.5, "90s", "10m" or "1h"; positive, at most a week, or a
+    ValueError."""
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str) and (match := _DURATION.match(value)):
+            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        else:
+            seconds = math.nan
+    except OverflowError:  # an integer past float's range
+        seconds = math.inf
+    if math.isnan(seconds):
+        raise ValueError(f"must be a duration such as 90, \"90s\", \"10m\" or \"1h\","
+                         f" not {shown(value)}")
     if seconds <= 0:
-        raise ValueError(f"must be positive, not {value!r}")
+        raise ValueError(f"must be positive, not {shown(value)}")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"must be at most a week (168h), not {shown(value)}")
     return seconds
 
 
@@ -68,19 +89,30 @@ def _secret_headers(value: dict[str, str]) -> dict[str, str]:
 
 SecretHeaders = Annotated[dict[str, str], AfterValidator(_secret_headers)]
 
+
+def _env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):  # what a shell can export
+        raise ValueError("must name an environment variable, such as DATABASE_URL, not"
+                         f" {shown(value)}")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
 Command = str | list[str]
 
 
 def _checked_url(value: str) -> str:
     parts = urllib.parse.urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http:// or https:// URL, not {redact(value)!r}")
+        raise ValueError(f"must be an http:// or https:// URL, not {shown(redact(value))}")
     register_url(value)  # a token in the URL must never be printed
     return value
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No number in a config is infinite or NaN: each is a count, a share or a time.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class WindowSection(Section):
@@ -97,7 +129,7 @@ class WindowSection(Section):
     def _known_builtins(cls, value: list[str]) -> list[str]:
         unknown = sorted(set(value) - set(BUILTIN_CHECKS))
         if unknown:
-            raise ValueError(f"{unknown[0]!r} is not a built-in check"
+            raise ValueError(f"{shown(unknown[0])} is not a built-in check"
                              f" ({', '.join(BUILTIN_CHECKS)})")
         return value
 
@@ -110,7 +142,7 @@ class WindowSection(Section):
 
 
 class TargetSection(Section):
-    url_env: str = "DATABASE_URL"
+    url_env: EnvName = "DATABASE_URL"
     maintenance_db: str = "postgres"
     connect_timeout: Duration = 60.0
 
@@ -134,7 +166,7 @@ class StateSection(Section):
     @classmethod
     def _s3(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(S3_URI, value):
-            raise ValueError(f"must look like s3://bucket/prefix, not {value!r}")
+            raise ValueError(f"must look like s3://bucket/prefix, not {shown(value)}")
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
@@ -145,7 +177,7 @@ class StateSection(Section):
 
 
 class StagingSection(Section):
-    url_env: str = "DATABASE_URL_STAGING"
+    url_env: EnvName = "DATABASE_URL_STAGING"
     # "url": rehearse on the staging database as it is; "clone": on a fresh copy of
     # production restored into a scratch database (on staging's server, or with
     # clone_on = "production" beside production), dropped afterwards.
@@ -190,7 +222,7 @@ class BackupSection(Section):
     @classmethod
     def _s3(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(S3_URI, value):
-            raise ValueError(f"must look like s3://bucket/prefix, not {value!r}")
+            raise ValueError(f"must look like s3://bucket/prefix, not {shown(value)}")
         return value
 
     @model_validator(mode="after")
@@ -442,7 +474,7 @@ def require_contacts(contacts: ContactsSection) -> None:
     if unfilled := unfilled_contacts(contacts):
         key = unfilled[0]
         value = getattr(contacts, key).strip()
-        what = f"still a placeholder ({value!r})" if value else "empty"
+        what = f"still a placeholder ({shown(value)})" if value else "empty"
         raise ConfigError(f"[contacts] {key} is {what}: name who to call before a window"
                           " runs (on_call, backup, db_support, decision_maker).")
 
@@ -450,7 +482,7 @@ def require_contacts(contacts: ContactsSection) -> None:
 class NotifySection(Section):
     # The variable holding apprise URLs (json://, mailto://, slack://, ...), space or comma
     # separated: they carry tokens, so never the config file itself.
-    urls_env: str | None = None
+    urls_env: EnvName | None = None
 
 
 class CommunicationSection(Section):
@@ -503,7 +535,7 @@ class Settings(Section):
         """These settings with the state scoped to one target of a fleet: its own journal,
         lock and lease (``<state_dir>/targets/<name>``, ``<uri>/targets/<name>``)."""
         if not re.fullmatch(TARGET_NAME, name):
-            raise ConfigError(f"{name!r} is not a target name: letters, digits, '_', '.' and"
+            raise ConfigError(f"{shown(name)} is not a target name: letters, digits, '_', '.' and"
                               " '-', starting with a letter or digit, at most 63.")
         scoped = f"targets/{name}"
         uri = f"{self.state.uri}/{scoped}" if self.state.uri else None
@@ -526,16 +558,25 @@ class Settings(Section):
                 and (name != "migration-tool-state" or self.migrate.tool != "none")]
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; /dev/zero is not one
+
+
 def load(path: Path) -> Settings:
     """Settings from a TOML file, or a ConfigError with one sentence naming the fault."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config.")
+        raw = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such config file (pass --config PATH).") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read ({exc}).") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}.") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply.") from exc
     return from_mapping(raw, path)
 
 
@@ -548,33 +589,78 @@ def from_mapping(raw: dict[str, Any], path: Path) -> Settings:
             if isinstance(entries, list) else []
         duplicated = sorted({str(n) for n in names if names.count(n) > 1})
         if duplicated:
-            raise ConfigError(f"{path}: {where} name {duplicated[0]!r} is used twice.")
+            raise ConfigError(f"{path}: {where} name {shown(duplicated[0])} is used twice.")
+    if nul := _holding_nul(raw):  # no path, command or environment can hold one
+        raise ConfigError(f"{path}: {nul}: must not contain a NUL character.")
+    given = {**raw, "config_dir": path.resolve().parent}
     try:
-        return Settings.model_validate({**raw, "config_dir": path.resolve().parent})
+        return Settings.model_validate(given)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe(exc)}.") from exc
+        raise ConfigError(f"{path}: {describe(exc, given)}.") from exc
 
 
-def describe(exc: ValidationError) -> str:
-    """The first validation problem as 'key: what is wrong'."""
+def _holding_nul(raw: dict[str, Any]) -> str | None:
+    """The first key whose name or value (at any depth) holds a NUL character; walked with a
+    stack, not recursion, so no nesting is too deep for it."""
+    stack: list[tuple[tuple[int | str, ...], object]] = [((), raw)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            return _dotted(loc) or "a key"
+        items = value.items() if isinstance(value, dict) else \
+            enumerate(value) if isinstance(value, list) else ()
+        for key, item in reversed(list(items)):
+            if isinstance(key, str) and "\x00" in key:
+                return _dotted((*loc, key))
+            stack.append(((*loc, key), item))
+    return None
+
+
+def describe(exc: ValidationError, raw: object = None) -> str:
+    """The first validation problem as 'key: what is wrong', on one printable line. With the
+    ``raw`` input, the key is exactly the path the user wrote."""
     error = exc.errors(include_url=False)[0]
-    key = _dotted(error["loc"])
     kind = error["type"]
+    key = _dotted(error["loc"], raw, missing=kind == "missing")
     if kind == "extra_forbidden":
         return f"unknown key {key}"
     if kind == "missing":
         return f"missing required key {key}"
+    if kind == "union_tag_invalid":  # pydantic's message quotes the user's value verbatim
+        context = error.get("ctx", {})
+        return (f"{key}.{context.get('discriminator', 'kind').strip(chr(39))}: must be one of"
+                f" {context.get('expected_tags', '')}, not {shown(context.get('tag'))}")
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{key}: {message}"
+    return f"{key}: {_printable(message)}"
 
 
-def _dotted(loc: tuple[int | str, ...]) -> str:
+def _printable(text: str, limit: int = 300) -> str:
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key(part: str) -> str:
+    """A key as written in TOML: bare, or quoted (and escaped, and cut short) when not."""
+    return part if _BARE_KEY.fullmatch(part) else shown(part)
+
+
+def _dotted(loc: tuple[int | str, ...], raw: object = None, *, missing: bool = False) -> str:
     parts: list[str] = []
+    node = raw
     for index, part in enumerate(loc):
         if isinstance(part, int):
             parts.append(f"[{part}]")
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            continue
+        if raw is not None:
+            if not (isinstance(node, dict)
+                    and (part in node or (index == len(loc) - 1 and missing))):
+                continue  # pydantic names the union member or validator it tried
+            node = node.get(part)
         elif index and isinstance(loc[index - 1], int) and part in CHECK_KINDS:
             continue  # pydantic names the union member it tried; the user never wrote that
-        else:
-            parts.append(f".{part}" if parts else part)
+        parts.append(f".{_key(part)}" if parts else _key(part))
     return "".join(parts)

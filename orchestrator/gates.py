@@ -17,7 +17,7 @@ import psycopg
 from orchestrator import migrations, pg
 from orchestrator.config import Settings
 from orchestrator.errors import GateRefused, PhaseFailed, WindowError
-from orchestrator.redact import redact, register, register_url
+from orchestrator.redact import loose_passwords, redact, register, register_url
 
 TTY_PROMPT_SECONDS = 300.0
 PIPE_PROMPT_SECONDS = 10.0
@@ -33,12 +33,17 @@ def database(settings: Settings, variable: str, role: str,
     register_url(url)
     try:
         db = pg.Db.from_url(url)
-    except psycopg.ProgrammingError as exc:
+    except (psycopg.ProgrammingError, UnicodeError) as exc:  # %ff: not UTF-8 once decoded
         raise refusal(f"{variable} is not a valid PostgreSQL URL.") from exc
     except ValueError as exc:
         raise refusal(f"{variable} cannot be used: {exc}.") from exc
     register(db.params.get("password"))  # ?password=... and keyword forms too
     register(os.environ.get("PGPASSWORD"))
+    # A raw "/" in the password: libpq read the user as the host and the password as the
+    # port, and str(db) would print it.
+    if "password" not in db.params and any(pw in str(db) for pw in loose_passwords(url)):
+        raise refusal(f"{variable} is not a valid PostgreSQL URL: percent-encode the"
+                      " password's special characters (/ as %2F, @ as %40).")
     return db
 
 

@@ -69,6 +69,12 @@ class RemoteCopy(Protocol):
     def abort_requested(self, run_id: str) -> bool: ...
 
 
+class TargetHold(Protocol):
+    """The target's lock (orchestrator.lock.TargetLock), taken again if the server lost it."""
+
+    def keep(self) -> None: ...
+
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -135,6 +141,7 @@ class Child:
 
 class Journal:
     remote: RemoteCopy | None = None  # with the S3 state backend, while holding the lease
+    target_lock: TargetHold | None = None  # while a command holds the target
 
     def __init__(self, path: Path, data: bytes | None = None) -> None:
         self.path = path

@@ -9,6 +9,7 @@ against the same database; it too dies with its session.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -19,7 +20,7 @@ import psycopg
 import structlog
 
 from orchestrator import pg
-from orchestrator.errors import Busy, GateRefused, PhaseFailed
+from orchestrator.errors import Busy, GateRefused, LeaseLost, PhaseFailed
 
 
 class StateLock:
@@ -53,6 +54,7 @@ class StateLock:
 
 
 TAKE_OVER_SECONDS = 10.0
+KEEP_SECONDS = 1.0  # how often a running window makes sure it still holds the target's lock
 
 
 class TargetLock:
@@ -62,6 +64,8 @@ class TargetLock:
         self._target = target
         self._maintenance = target.on(maintenance_db)
         self._conn: psycopg.Connection[Any] | None = None
+        self._key = f"window:{target.dbname}"
+        self._next_keep = 0.0
 
     def acquire(self, deadline: float, *, take_over: bool = False) -> None:
         """``take_over``: the lock's holder lost the window's lease (it expired or was
@@ -70,7 +74,7 @@ class TargetLock:
             conn = pg.connect(self._maintenance, deadline)
         except PhaseFailed as exc:
             raise GateRefused(f"{exc.message}; nothing was done.") from exc
-        key = f"window:{self._target.dbname}"
+        key = self._key
         end = time.time() + TAKE_OVER_SECONDS
         while not _try_lock(conn, key):
             if not take_over or time.time() > min(end, deadline):
@@ -86,9 +90,41 @@ class TargetLock:
             time.sleep(0.1)
         self._conn = conn
 
+    def keep(self) -> None:
+        """Hold the lock again once the server dropped the session holding it (a restart, a
+        failover): every ``KEEP_SECONDS`` the session is asked a trivial query; when it is
+        gone, one connection attempt takes the lock again (the next call retries while the
+        server is down). LeaseLost if another window took the target meanwhile: this one
+        must stop acting on it."""
+        now = time.monotonic()
+        if now < self._next_keep:
+            return
+        self._next_keep = now + KEEP_SECONDS
+        if self._conn is not None:
+            try:
+                self._conn.execute("SELECT 1")
+            except psycopg.Error:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.close()
+                self._conn = None
+            else:
+                return
+        try:
+            conn = pg.connect(self._maintenance, time.time())  # one attempt
+        except PhaseFailed:
+            return
+        if not _try_lock(conn, self._key):
+            conn.close()
+            raise LeaseLost(f"the server dropped this window's lock on {self._target} and"
+                            " another window took it; this one stopped (`window resume`"
+                            " continues once that one is done).")
+        self._conn = conn
+        structlog.get_logger().warning("target_lock_taken_again", target=str(self._target))
+
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
             self._conn = None
 
 

@@ -148,6 +148,16 @@ def connect(db: Db, deadline: float, *, autocommit: bool = True,
         delay = min(delay * 2, 5.0)
 
 
+def answers(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server still answers on ``conn``: after a failure, tells a server that
+    went away (restart, failover) from one that refused the work."""
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
 def server_major(conn: psycopg.Connection[Any]) -> int:
     return int(conn.info.server_version // 10000)
 

@@ -7,6 +7,7 @@ registered and replaced wherever it appears, in any encoding; and anything shape
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -19,21 +20,36 @@ _known: set[str] = set()
 
 
 def register(secret: str | None) -> None:
-    """Remember a secret so that every later ``redact`` hides it, raw or %-encoded."""
+    """Remember a secret so that every later ``redact`` hides it: raw, %-encoded, or inside
+    a JSON string (a tool's JSON error escapes "ä" as \\u00e4 and keeps the rest verbatim)."""
     if not secret or len(secret) < 3:
         return
-    _known.update(
-        {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
-    )
+    _known.update({secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret),
+                   json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]})
+
+
+# The password of a database URL that does not parse (a raw "/", "@" or "[" in it): up to
+# the first and up to the last "@". libpq reads "user:pa/ss@host" as host "user", port "pa"
+# and database "ss@host", and the window would print that.
+_LOOSE_PASSWORDS = (re.compile(r"^postgres(?:ql)?://[^:/?#@]*:(?P<pw>[^@]+)@"),
+                    re.compile(r"^postgres(?:ql)?://[^:/?#@]*:(?P<pw>.+)@"))
 
 
 def register_url(url: str | None) -> None:
     if not url:
         return
-    parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        register(urllib.parse.unquote(parts.password))
-        register(parts.password)
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:  # "Invalid IPv6 URL": the loose forms below still find it
+        password = None
+    for secret in {*loose_passwords(url), *([password] if password else [])}:
+        register(urllib.parse.unquote(secret))
+        register(secret)
+
+
+def loose_passwords(url: str) -> list[str]:
+    """What stands where a database URL's password would, whether the URL parses or not."""
+    return [m.group("pw") for pattern in _LOOSE_PASSWORDS if (m := pattern.match(url))]
 
 
 def redact(text: str) -> str:

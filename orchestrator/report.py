@@ -251,6 +251,7 @@ def advice(journal: Journal, run: Run, settings: Settings) -> str:
             f" {backup} (row counts in `window status --json`). Restore it by hand"
             " into a new database (createdb, then pg_restore --jobs N --exit-on-error"
             " --dbname NEW ARCHIVE), compare the row counts, rename the broken database"
-            f" away (keep it: it holds the evidence), rename NEW to {run.target}, then: {off}")
+            " away (keep it: it holds the evidence), rename NEW to"
+            f" {(run.target or '').rpartition('/')[2]} (on {run.target}), then: {off}")
     return (f"\nNEEDS ATTENTION ({last} did not succeed). {situation}\n"
             f"The journal and audit log are in {settings.state_dir}.")

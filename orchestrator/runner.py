@@ -100,6 +100,7 @@ class Runner:
             if interrupt := self.signals.pending():
                 self.journal.set_interrupted(self.run_id)
                 raise interrupt
+            self._keep_target()
             outcome = self._abort_now(source) if self._abort_due() else self._run_phase(source)
             if machine.destination(source, outcome.trigger, self.when) == State.ABORTED:
                 outcome = self._lower_banner(outcome)
@@ -116,6 +117,17 @@ class Runner:
         self._finish(str(window.state))
         return str(window.state)
 
+    def _keep_target(self) -> None:
+        """Between phases too: the target's lock, taken again if a server restart dropped
+        it; a window that finds it taken by another stops here."""
+        if self.journal.target_lock is None:
+            return
+        try:
+            self.journal.target_lock.keep()
+        except Interrupted:
+            self.journal.set_interrupted(self.run_id)
+            raise
+
     def _finish(self, state: str) -> None:
         for phase in self.registry.finishing():
             name = getattr(phase, "name", type(phase).__name__)
@@ -129,6 +141,8 @@ class Runner:
         self.signals.check()
         if self.journal.remote is not None:  # a runner that lost its lease stops at once
             self.journal.remote.check()
+        if self.journal.target_lock is not None:  # a server restart drops it: take it again
+            self.journal.target_lock.keep()
         if self._abort_due():
             raise AbortRequested("aborted by the operator (`window abort`)", phase=self._state)
 

@@ -11,8 +11,10 @@ becomes a rename. Re-entering the phase starts over.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import resource
 import shutil
 import sys
 import time
@@ -30,6 +32,8 @@ from phases.base import PhaseResult
 from phases.migrate import tail
 
 NAME_LIMIT = 63  # PostgreSQL's identifier length
+MIB = 1024 * 1024
+LOW_SPACE_BYTES = 1024 * MIB  # less free room than this is named when a dump fails
 
 
 def archive_path(ctx: Context) -> Path:
@@ -51,6 +55,21 @@ def dump_compression(ctx: Context, dump: Path) -> str:
     if chosen != "auto":
         return chosen
     return "lz4" if (pgtools.major(dump) or 0) >= 16 else "1"
+
+
+def out_of_room(folder: Path) -> str:
+    """What may have cut a dump short, said with its error: a full disk, or a file size limit
+    (``ulimit -f``) that pg_dump inherits from this process and that kills it part-way
+    without a word of its own ("a worker process died unexpectedly")."""
+    found = []
+    soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        found.append(f"a file size limit of {soft / MIB:g} MiB (ulimit -f) applies to the"
+                     " archive's files")
+    with contextlib.suppress(OSError):
+        if (free := shutil.disk_usage(folder).free) < LOW_SPACE_BYTES:
+            found.append(f"only {free / MIB:.0f} MiB free in {folder}")
+    return f" ({'; '.join(found)})" if found else ""
 
 
 def tool_env(ctx: Context, db: pg.Db) -> dict[str, str]:
@@ -316,7 +335,8 @@ class Backup:
         result = ctx.run_command(command, db=ctx.target, env=tool_env(ctx, ctx.target),
                                  label="pg_dump", progress=progress if progress.enabled else None)
         if result.exit_code != 0:
-            raise PhaseFailed(f"pg_dump exited {result.exit_code}: {tail(result.output)}")
+            raise PhaseFailed(f"pg_dump exited {result.exit_code}: {tail(result.output)}"
+                              + out_of_room(path.parent))
         ctx.log.info("backup_dumped", duration_s=round(time.monotonic() - started, 3),
                      size_bytes=archive.size_bytes(path), compress=compress)
         return compress

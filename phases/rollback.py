@@ -69,12 +69,7 @@ class Rollback:
         retained = retained_name(name, ctx.run_id)
         copy = standby_name(name, ctx.run_id)
         mark = marker(ctx.run_id, backup["tables"])
-        with ctx.maintenance(ctx.target) as conn:
-            if reopened := pg.reopen_closed(conn, [name, retained]):
-                ctx.log.warning("connections_reopened", databases=reopened)
-            method = self._swap(ctx, conn, backup, mark, (name, retained, copy))
-            if not is_marked(conn, name, mark):
-                raise PhaseFailed(f"{name} is not the copy verified against the backup")
+        method = self._swap_until_done(ctx, backup, mark, (name, retained, copy))
         facts = {"method": method, "duration_s": round(time.monotonic() - started, 3),
                  "retained_database": retained, "write_gap": gap}
         ctx.journal.put(ctx.run_id, "rollback", facts)
@@ -122,6 +117,32 @@ class Rollback:
         raise PhaseFailed(f"snapshot {snapshot} was restored to the new instance {new_id}"
                           f" ({restored.get('address')}:{restored.get('port')}); switch the"
                           " application to it, then take the banner down")
+
+    def _swap_until_done(self, ctx: Context, backup: dict[str, Any], mark: str,
+                         names: tuple[str, str, str]) -> str:
+        """The swap; should the server go away under it (a restart, a failover), again from
+        where it stopped once the server answers, within the phase's deadline: every step
+        looks at what exists first, and a restore cut short starts over."""
+        while True:
+            with ctx.maintenance(ctx.target) as conn:
+                try:
+                    return self._swap_checked(ctx, conn, backup, mark, names)
+                except (PhaseFailed, psycopg.OperationalError) as exc:
+                    if pg.answers(conn) or time.time() >= ctx.deadline:
+                        raise
+                    error = exc.message if isinstance(exc, PhaseFailed) else str(exc)
+            ctx.log.warning("rollback_restarted", reason="the server went away",
+                            error=error)
+
+    def _swap_checked(self, ctx: Context, conn: psycopg.Connection[Any],
+                      backup: dict[str, Any], mark: str, names: tuple[str, str, str]) -> str:
+        name, retained, _copy = names
+        if reopened := pg.reopen_closed(conn, [name, retained]):
+            ctx.log.warning("connections_reopened", databases=reopened)
+        method = self._swap(ctx, conn, backup, mark, names)
+        if not is_marked(conn, name, mark):
+            raise PhaseFailed(f"{name} is not the copy verified against the backup")
+        return method
 
     def _swap(self, ctx: Context, conn: psycopg.Connection[Any], backup: dict[str, Any],
               mark: str, names: tuple[str, str, str]) -> str:
