@@ -563,21 +563,25 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; /dev/zero is not one
 
 def load(path: Path) -> Settings:
     """Settings from a TOML file, or a ConfigError with one sentence naming the fault."""
+    return from_mapping(read_toml(path, "config file (pass --config PATH)"), path)
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a mapping, or a ConfigError with one sentence naming the file."""
     try:
         with path.open("rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config.")
-        raw = tomllib.loads(data.decode("utf-8"))
+        return tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such config file (pass --config PATH).") from exc
+        raise ConfigError(f"{path}: no such {what}.") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read ({exc}).") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}.") from exc
     except RecursionError as exc:
         raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply.") from exc
-    return from_mapping(raw, path)
 
 
 def from_mapping(raw: dict[str, Any], path: Path) -> Settings:

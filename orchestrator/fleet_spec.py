@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,14 +95,7 @@ class Target:
 
 def load(path: Path) -> Fleet:
     """The fleet file and the window config it names, or one ConfigError sentence."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such fleet file.") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc}).") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}.") from exc
+    raw = config.read_toml(path, "fleet file")
     try:
         spec = FleetFile.model_validate(raw)
     except ValidationError as exc:

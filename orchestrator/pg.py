@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from orchestrator import crash
 from orchestrator.errors import PhaseFailed
-from orchestrator.redact import redact
+from orchestrator.redact import redact, register
 
 CONNECT_ATTEMPT_SECONDS = 5
 # libpq keyword -> environment variable, for the keywords a URL can carry.
@@ -142,6 +142,8 @@ def connect(db: Db, deadline: float, *, autocommit: bool = True,
                 ) from exc
         else:
             _open.add(conn)
+            if conn.info.password:  # from the URL, PGPASSWORD or a .pgpass file alike
+                register(conn.info.password)
             return conn
         poll()
         time.sleep(delay)

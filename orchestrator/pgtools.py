@@ -29,11 +29,15 @@ def major(program: Path) -> int | None:
 
 
 def candidates(name: str) -> list[Path]:
-    """``name`` from PATH first, then Debian's versioned folders, newest first."""
+    """``name`` from PATH first, then Debian's versioned folders, newest first. Debian's
+    ``pg_wrapper`` on PATH (a Perl script, ~40 ms a call) would only run one of those
+    versioned programs: they come first then."""
     found = [Path(p) for p in [shutil.which(name)] if p]
     versioned = sorted(DEBIAN_ROOT.glob(f"*/bin/{name}"),
                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
                        else 0, reverse=True)
+    if found and found[0].resolve().name == "pg_wrapper" and versioned:
+        return versioned + found
     return found + versioned
 
 

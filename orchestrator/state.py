@@ -53,6 +53,7 @@ LEASE = "lease.json"
 JOURNAL = "journal.sqlite"
 ABORT = "abort.json"
 RENEWALS_PER_TTL = 6
+PUSH_RETRY_SECONDS = 1.0
 _CONFLICTS = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
@@ -300,7 +301,7 @@ class Lease:
         """Raise ``LeaseLost`` once the lease is gone: a renewal refused, or not renewed in
         time (this process was paused or cut off)."""
         if self._lost is None and self.info is not None and time.time() >= self.info.expires_at:
-            self._lose("it expired before it could be renewed (this process was paused or"
+            self.lose("it expired before it could be renewed (this process was paused or"
                        " cut off from the shared state)")
         if self._lost is not None:
             raise LeaseLost(f"this runner lost the window's lease: {self._lost}; another"
@@ -308,10 +309,7 @@ class Lease:
                             " writing to the shared state (`window status` shows where it"
                             " stands).")
 
-    def lost(self) -> bool:
-        return self._lost is not None
-
-    def _lose(self, why: str) -> None:
+    def lose(self, why: str) -> None:
         with self._lock:
             if self._lost is None:
                 self._lost = why
@@ -333,7 +331,7 @@ class Lease:
             self._etag = self.store.put(LEASE, renewed.dump(), if_match=self._etag)
         except Conflict:
             taken = self.store.get(LEASE)
-            self._lose(_taken_by(LeaseInfo.parse(taken.data) if taken else None))
+            self.lose(_taken_by(LeaseInfo.parse(taken.data) if taken else None))
             return
         except GateRefused as exc:  # unreachable: try again until it expires
             structlog.get_logger().warning("lease_not_renewed", error=exc.message)
@@ -405,15 +403,20 @@ class Remote:
         """Checkpoint, then act: the shared journal holds this commit before anything else
         happens. Refused if another runner wrote it since (this one lost the lease)."""
         with self._lock:
-            self.lease.check()
-            try:
-                self._etag = self.store.put(
-                    JOURNAL, db.serialize(), if_match=self._etag,
-                    if_none_match=self._etag is None,
-                    meta={"fencing-token": str(self.lease.token)})
-            except Conflict:
-                self.lease._lose("the shared journal was written by another runner")
-                self.lease.check()
+            while True:
+                self.lease.check()  # an outage outlasting the lease ends here: LeaseLost
+                try:
+                    self._etag = self.store.put(
+                        JOURNAL, db.serialize(), if_match=self._etag,
+                        if_none_match=self._etag is None,
+                        meta={"fencing-token": str(self.lease.token)})
+                except Conflict:
+                    self.lease.lose("the shared journal was written by another runner")
+                except GateRefused as exc:  # S3 out of reach: nothing acts until it answers
+                    structlog.get_logger().warning("journal_not_shared", error=exc.message)
+                    time.sleep(PUSH_RETRY_SECONDS)
+                else:
+                    return
 
     def abort_requested(self, run_id: str) -> bool:
         return self.lease.abort_for == run_id

@@ -76,10 +76,14 @@ def _is_gone(conn: psycopg.Connection) -> bool:
 
 
 def test_drain_waits_for_a_running_request_to_finish(shop: Shop) -> None:
+    # The banner goes up once the request has reached the server.
+    shop.configure(banner_on="echo on >> banner.log && touch maintenance.on && while"
+                   " [ ! -f request.sent ]; do sleep 0.05; done && sleep 0.3")
     busy = psycopg.connect(shop.prod_url, autocommit=True)
     pid = busy.info.backend_pid
     def request() -> None:  # one that came in just as the banner went up
         shop.wait_for("maintenance.on")
+        (shop.folder / "request.sent").touch()
         busy.execute("SELECT pg_sleep(3)")
 
     thread = threading.Thread(target=request)

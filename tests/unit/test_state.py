@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator import config, state
-from orchestrator.errors import ConfigError, LeaseLost
+from orchestrator.errors import ConfigError, GateRefused, LeaseLost
 from orchestrator.journal import Journal
 
 BASE = {"window": {"confirm_phrase": "OK"}, "banner": {"on": "true", "off": "true"},
@@ -122,3 +123,38 @@ def test_the_state_section_and_fleet_targets() -> None:
         config.from_mapping({**BASE, "state": {"backend": "s3"}}, Path("w.toml"))
     with pytest.raises(ConfigError, match=r"state\.lease_ttl"):
         config.from_mapping({**BASE, "state": {"lease_ttl": "1s"}}, Path("w.toml"))
+
+
+class Flaky(state.LocalStore):
+    """A store out of reach for its first ``outage`` journal writes."""
+
+    def __init__(self, root: Path, outage: int) -> None:
+        super().__init__(root)
+        self.outage = outage
+
+    def put(self, key: str, data: bytes, **kwargs: Any) -> str:
+        if key == state.JOURNAL and self.outage > 0:
+            self.outage -= 1
+            raise GateRefused("the shared state cannot be reached: connection refused")
+        return super().put(key, data, **kwargs)
+
+
+def test_a_journal_write_waits_out_an_outage_and_stops_when_it_outlasts_the_lease(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "PUSH_RETRY_SECONDS", 0.05)
+    store = Flaky(tmp_path / "shared", outage=3)
+    lease = state.Lease(store, ttl=60, command="run")
+    assert lease.try_acquire() is None
+    journal = Journal(tmp_path / "a" / "journal.sqlite")
+    journal.remote = state.Remote(store, lease)
+    journal.create_run("r1", ["preflight"], {})  # three refusals, then written
+    assert store.outage == 0 and store.get(state.JOURNAL) is not None
+
+    store.outage = 10**6  # S3 gone for good: the write holds the window until the lease ends
+    short = state.Lease(state.LocalStore(tmp_path / "other"), ttl=0.3, command="run")
+    assert short.try_acquire() is None
+    short._stop.set()  # no renewals: it expires while the write waits
+    journal.remote = state.Remote(store, short)
+    with pytest.raises(LeaseLost, match="expired"):
+        journal.claim("r1", 1, None)
+    lease.release()
