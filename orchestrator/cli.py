@@ -38,9 +38,9 @@ ConfirmOption = Annotated[
 
 JsonLogsOption = Annotated[bool, typer.Option(
     "--json-logs", help="Print the audit events on stderr as JSON lines, not readable ones.")]
-# A fleet's runner acts on one target's state with these (`window fleet` passes them).
+# One target of a fleet (`window fleet` passes it to the windows it starts).
 TargetOption = Annotated[str | None, typer.Option(
-    "--target", hidden=True, help="Act on this fleet target's own state.")]
+    "--target", help="A fleet target's own window (its state under targets/NAME).")]
 
 
 def _settings(path: Path, *, json_logs: bool = False, target: str | None = None,

@@ -26,7 +26,9 @@ def show(settings: Settings, as_json: bool) -> str:
     journal = state.reader(settings) if shared else Journal.existing(settings.state_dir)
     run = journal.latest_run() if journal else None
     if journal is None or run is None:
-        raise UsageError(f"no window has run from {where(settings)} yet.")
+        fleet = " (a fleet's targets: `window fleet status`, or `--target NAME`)" if (
+            settings.state_dir / "targets").is_dir() else ""
+        raise UsageError(f"no window has run from {where(settings)} yet{fleet}.")
     lease = state.current_lease(settings) if shared else None
     report = status(journal, run, settings,
                     alive=lease.live() if lease else None)
