@@ -237,18 +237,16 @@ def abort(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
 
 def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
            registry: Registry | None, accept_data_loss: bool) -> int:
-    run = _latest(settings)
+    run, paused, help_text = _where_abort_stands(settings)
     if run is None or (run.state in (State.COMPLETED, State.ABORTED, State.ROLLED_BACK)
                        and not _unwrapped(run)):
         print("no unfinished window: nothing to roll back.")
         return 0
     if _unwrapped(run) and run.state != State.NEEDS_ATTENTION:  # nothing left to roll back
         return 0 if _resume(settings, registry) != 4 else 4
-    with _read(settings) as journal:
-        paused = journal.get(run.run_id, "rollback_paused")
-        if run.state == State.NEEDS_ATTENTION and not (paused and accept_data_loss):
-            print(advice(journal, run, settings))
-            return 4
+    if run.state == State.NEEDS_ATTENTION and not (paused and accept_data_loss):
+        print(help_text)
+        return 4
     gates.confirm(settings, confirm, f"window {run.run_id} is in {run.state}: abort rolls"
                   " production back to its backup (before the banner: simply stops).", stdin)
     hold = state.Hold(settings, "abort")
@@ -268,13 +266,20 @@ def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
     return 4 if final == State.NEEDS_ATTENTION else 0
 
 
-def _latest(settings: Settings) -> Run | None:
-    """The newest run, read afresh (from the shared state with the S3 backend)."""
+def _where_abort_stands(settings: Settings
+                        ) -> tuple[Run | None, dict[str, Any] | None, str]:
+    """The newest run, the write gap a paused rollback stopped on, and the advice for a
+    window that needs attention: read once (with the S3 backend, one download)."""
     journal = state.reader(settings)
     if journal is None:
-        return None
+        return None, None, ""
     with journal:
-        return journal.latest_run()
+        run = journal.latest_run()
+        if run is None:
+            return None, None, ""
+        help_text = advice(journal, run, settings) \
+            if run.state == State.NEEDS_ATTENTION else ""
+        return run, journal.get(run.run_id, "rollback_paused"), help_text
 
 
 def _take_over(settings: Settings, run: Run, hold: state.Hold, registry: Registry | None,
@@ -438,7 +443,7 @@ def _holding(settings: Settings, target: pg.Db, command: str, held: state.Hold |
         target_lock.acquire(time.time() + settings.target.connect_timeout,
                             take_over=hold.took_over)
         journal = hold.open_journal()
-        journal.target_lock = target_lock
+        journal.holds = (hold, target_lock)
         try:
             yield journal
         finally:

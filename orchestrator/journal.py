@@ -64,15 +64,14 @@ class RemoteCopy(Protocol):
 
     def push(self, db: sqlite3.Connection) -> None: ...
 
-    def check(self) -> None: ...
-
     def abort_requested(self, run_id: str) -> bool: ...
 
 
-class TargetHold(Protocol):
-    """The target's lock (orchestrator.lock.TargetLock), taken again if the server lost it."""
+class Held(Protocol):
+    """Something this process holds while it drives the window (the state's lease, the
+    target's lock): ``check`` raises ``Interrupted`` once it no longer does."""
 
-    def keep(self) -> None: ...
+    def check(self) -> None: ...
 
 
 _P = ParamSpec("_P")
@@ -141,7 +140,7 @@ class Child:
 
 class Journal:
     remote: RemoteCopy | None = None  # with the S3 state backend, while holding the lease
-    target_lock: TargetHold | None = None  # while a command holds the target
+    holds: tuple[Held, ...] = ()  # what the driving process holds, checked as it polls
 
     def __init__(self, path: Path, data: bytes | None = None) -> None:
         self.path = path

@@ -90,12 +90,12 @@ class TargetLock:
             time.sleep(0.1)
         self._conn = conn
 
-    def keep(self) -> None:
-        """Hold the lock again once the server dropped the session holding it (a restart, a
-        failover): every ``KEEP_SECONDS`` the session is asked a trivial query; when it is
-        gone, one connection attempt takes the lock again (the next call retries while the
-        server is down). LeaseLost if another window took the target meanwhile: this one
-        must stop acting on it."""
+    def check(self) -> None:
+        """Still held; taken again once the server dropped the session holding it (a
+        restart, a failover): every ``KEEP_SECONDS`` the session is asked a trivial query;
+        when it is gone, one connection attempt takes the lock again (the next call retries
+        while the server is down). LeaseLost if another window took the target meanwhile:
+        this one must stop acting on it."""
         now = time.monotonic()
         if now < self._next_keep:
             return

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator import eta, proc
+from orchestrator import eta, proc, state
 from orchestrator.config import Settings
 from orchestrator.errors import UsageError
 from orchestrator.journal import Journal, PhaseRow, Run
@@ -20,16 +20,13 @@ def _iso(ts: float | None) -> str | None:
 def show(settings: Settings, as_json: bool) -> str:
     """``window status``: kept to what it needs, so it answers at once mid-window. With the
     S3 state backend, the shared journal and lease: the same answer on every machine."""
-    shared = settings.state.backend == "s3"
-    if shared:  # the state module, and structlog with it, loads only for the S3 state
-        from orchestrator import state
-    journal = state.reader(settings) if shared else Journal.existing(settings.state_dir)
+    journal = state.reader(settings)
     run = journal.latest_run() if journal else None
     if journal is None or run is None:
         fleet = " (a fleet's targets: `window fleet status`, or `--target NAME`)" if (
             settings.state_dir / "targets").is_dir() else ""
         raise UsageError(f"no window has run from {where(settings)} yet{fleet}.")
-    lease = state.current_lease(settings) if shared else None
+    lease = state.current_lease(settings)
     report = status(journal, run, settings,
                     alive=lease.live() if lease else None)
     if lease is not None:

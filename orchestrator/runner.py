@@ -97,10 +97,11 @@ class Runner:
         window = machine.build(self.journal.run(self.run_id).state, self.when)
         while window.state not in TERMINAL:
             self._state = source = str(window.state)
-            if interrupt := self.signals.pending():
+            try:
+                self._check_held()
+            except Interrupted:
                 self.journal.set_interrupted(self.run_id)
-                raise interrupt
-            self._keep_target()
+                raise
             outcome = self._abort_now(source) if self._abort_due() else self._run_phase(source)
             if machine.destination(source, outcome.trigger, self.when) == State.ABORTED:
                 outcome = self._lower_banner(outcome)
@@ -117,17 +118,6 @@ class Runner:
         self._finish(str(window.state))
         return str(window.state)
 
-    def _keep_target(self) -> None:
-        """Between phases too: the target's lock, taken again if a server restart dropped
-        it; a window that finds it taken by another stops here."""
-        if self.journal.target_lock is None:
-            return
-        try:
-            self.journal.target_lock.keep()
-        except Interrupted:
-            self.journal.set_interrupted(self.run_id)
-            raise
-
     def _finish(self, state: str) -> None:
         for phase in self.registry.finishing():
             name = getattr(phase, "name", type(phase).__name__)
@@ -138,13 +128,16 @@ class Runner:
                 ctx.log.warning("finish_failed", error=str(exc))
 
     def poll(self) -> None:
-        self.signals.check()
-        if self.journal.remote is not None:  # a runner that lost its lease stops at once
-            self.journal.remote.check()
-        if self.journal.target_lock is not None:  # a server restart drops it: take it again
-            self.journal.target_lock.keep()
+        self._check_held()
         if self._abort_due():
             raise AbortRequested("aborted by the operator (`window abort`)", phase=self._state)
+
+    def _check_held(self) -> None:
+        """A signal, or this process no longer holding the window (its lease lost, the
+        target's lock taken by another window), stops it at once."""
+        self.signals.check()
+        for held in self.journal.holds:
+            held.check()
 
     def _abort_due(self) -> bool:
         now = time.monotonic()

@@ -39,8 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
-
 from orchestrator.errors import Busy, GateRefused, LeaseLost, PhaseError
 from orchestrator.journal import Journal, Run
 
@@ -207,6 +205,13 @@ def _digest(data: bytes) -> str:
 # the lease --------------------------------------------------------------------------------
 
 
+def _log() -> Any:
+    """The logger, loaded on first use: reading a local state (`window status`) needs none."""
+    import structlog
+
+    return structlog.get_logger()
+
+
 def _who() -> str:
     from orchestrator import gates
 
@@ -288,7 +293,7 @@ class Lease:
             return LeaseInfo.parse(again.data) if again else previous
         self.info = info
         self.took_over = previous is not None and not previous.released
-        structlog.get_logger().info("lease_acquired", token=info.token,
+        _log().info("lease_acquired", token=info.token,
                                     where=self.store.where(LEASE),
                                     taken_over=previous.token if self.took_over and previous
                                     else None)
@@ -313,7 +318,7 @@ class Lease:
         with self._lock:
             if self._lost is None:
                 self._lost = why
-                structlog.get_logger().error("lease_lost", reason=why, token=self.token)
+                _log().error("lease_lost", reason=why, token=self.token)
         self._stop.set()
 
     def _renew_until_stopped(self) -> None:
@@ -334,7 +339,7 @@ class Lease:
             self.lose(_taken_by(LeaseInfo.parse(taken.data) if taken else None))
             return
         except GateRefused as exc:  # unreachable: try again until it expires
-            structlog.get_logger().warning("lease_not_renewed", error=exc.message)
+            _log().warning("lease_not_renewed", error=exc.message)
             return
         self.info = renewed
         self._look_for_abort()
@@ -355,7 +360,7 @@ class Lease:
         done = LeaseInfo(**{**info.__dict__, "released": True, "expires_at": time.time()})
         with contextlib.suppress(Conflict, GateRefused):
             self.store.put(LEASE, done.dump(), if_match=self._etag)
-            structlog.get_logger().info("lease_released", token=info.token)
+            _log().info("lease_released", token=info.token)
         self.info = None
 
 
@@ -413,16 +418,13 @@ class Remote:
                 except Conflict:
                     self.lease.lose("the shared journal was written by another runner")
                 except GateRefused as exc:  # S3 out of reach: nothing acts until it answers
-                    structlog.get_logger().warning("journal_not_shared", error=exc.message)
+                    _log().warning("journal_not_shared", error=exc.message)
                     time.sleep(PUSH_RETRY_SECONDS)
                 else:
                     return
 
     def abort_requested(self, run_id: str) -> bool:
         return self.lease.abort_for == run_id
-
-    def check(self) -> None:
-        self.lease.check()
 
 
 # holding a window -----------------------------------------------------------------------------
@@ -476,6 +478,11 @@ class Hold:
         journal = Journal(path)
         journal.remote = self.remote
         return journal
+
+    def check(self) -> None:
+        """LeaseLost once the lease is gone (the state folder's lock cannot be lost)."""
+        if self.lease is not None:
+            self.lease.check()
 
     @property
     def took_over(self) -> bool:
@@ -558,4 +565,4 @@ def shelve(settings: Settings, key: str, path: Path) -> None:
     try:
         S3Store(str(settings.state.uri)).upload_file(key, path)
     except GateRefused as exc:
-        structlog.get_logger().warning("not_shelved", key=key, error=exc.message)
+        _log().warning("not_shelved", key=key, error=exc.message)
