@@ -174,18 +174,24 @@ def nothing_to_resume(shop: Shop) -> None:
     no_traceback(resumed.stdout, resumed.stderr)
 
 
-def test_server_stopped_during_the_backup_stops_the_window_and_a_new_run_completes(
-        server: Cluster, shop: Shop) -> None:
-    before, schema = shop.fingerprint(), shop.schema()
+@contextmanager
+def backup_waiting(shop: Shop, cluster: Cluster) -> Iterator[subprocess.Popen[str]]:
+    """A window whose pg_dump waits on a lock the test holds until the block ends."""
     locker = psycopg.connect(shop.prod_url)
     locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")  # pg_dump waits on it
     try:
         window = shop.start("run", "--confirm", demo.PHRASE)
-        wait_until(lambda: sessions(server, "backup", waiting=True), "pg_dump waiting")
-        with outage(server, seconds=1):
-            pass
+        wait_until(lambda: sessions(cluster, "backup", waiting=True), "pg_dump waiting")
+        yield window
     finally:
         locker.close()
+
+
+def test_server_stopped_during_the_backup_stops_the_window_and_a_new_run_completes(
+        server: Cluster, shop: Shop) -> None:
+    before, schema = shop.fingerprint(), shop.schema()
+    with backup_waiting(shop, server) as window, outage(server, seconds=1):
+        pass
 
     assert window.wait(timeout=120) == 3, shop.background_output()
     output = shop.background_output()
@@ -397,14 +403,8 @@ def test_s3_endpoint_stopped_before_the_upload_stops_before_the_banner(
     moto.s3().create_bucket(Bucket=BUCKET)
     backup_option(shop, f's3_uri = "s3://{BUCKET}/shop"')
     before, schema = shop.fingerprint(), shop.schema()
-    locker = psycopg.connect(shop.prod_url)
-    locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")  # pg_dump waits on it
-    try:
-        window = shop.start("run", "--confirm", demo.PHRASE)
-        wait_until(lambda: sessions(cluster, "backup", waiting=True), "pg_dump waiting")
+    with backup_waiting(shop, cluster) as window:
         moto.stop()  # the dump, its proof and then the upload go on without S3
-    finally:
-        locker.close()
 
     assert window.wait(timeout=120) == 3, shop.background_output()
     no_traceback(shop.background_output())

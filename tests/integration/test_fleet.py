@@ -98,6 +98,15 @@ class FleetProject:
         self.started.append(process)
         return process
 
+    def start_until_waiting(self) -> subprocess.Popen[str]:
+        """``fleet run`` in the background, once a migration touched ``waiting``."""
+        runner = self.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
+        deadline = time.monotonic() + 60
+        while not (self.root / "project" / "waiting").exists():
+            assert runner.poll() is None and time.monotonic() < deadline, self.output()
+            time.sleep(0.1)
+        return runner
+
     def output(self, log: str = "project") -> str:
         return (self.root / f"{log}.log").read_text()
 
@@ -355,11 +364,7 @@ def test_an_interrupted_fleet_resumes_where_it_stopped(make_fleet: Any) -> None:
     project.write(staging="skip = true", migrate=(
         'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && touch migrated.$$'
         ' && if [ ! -e go ]; then touch waiting && sleep 60; fi'))
-    runner = project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
-    deadline = time.monotonic() + 60
-    while not (project.root / "project" / "waiting").exists():
-        assert runner.poll() is None and time.monotonic() < deadline, project.output()
-        time.sleep(0.1)
+    runner = project.start_until_waiting()
     (project.root / "project" / "go").touch()  # later migrations go straight through
 
     runner.send_signal(signal.SIGINT)
@@ -384,11 +389,7 @@ def test_a_runner_killed_mid_window_takes_no_window_down_with_it(make_fleet: Any
     project.write(staging="skip = true", migrate=(
         'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && touch waiting'
         " && while [ ! -e go ]; do sleep 0.1; done"))
-    runner = project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
-    deadline = time.monotonic() + 60
-    while not (project.root / "project" / "waiting").exists():
-        assert runner.poll() is None and time.monotonic() < deadline, project.output()
-        time.sleep(0.1)
+    runner = project.start_until_waiting()
 
     runner.kill()  # a dropped SSH session, an OOM kill: no chance to say anything
     runner.wait(timeout=10)
