@@ -29,8 +29,9 @@ test-unit: $(STAMP) ## Only the fast, service-free tests
 test-integration: $(STAMP) ## Only the tests against a private PostgreSQL cluster
 	$(PY) -m pytest tests/integration
 
-lint: $(STAMP) ## ruff over the code and the tests
+lint: $(STAMP) ## ruff over the code and the tests; import-linter over the layers (pyproject.toml)
 	$(VENV)/bin/ruff check orchestrator phases tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP) ## mypy --strict over orchestrator/ and phases/
 	$(VENV)/bin/mypy

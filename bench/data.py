@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from orchestrator.demo import APP_PASSWORD, APP_USER
-from orchestrator.pgcluster import Cluster
+from orchestrator.commands.demo import APP_PASSWORD, APP_USER
+from orchestrator.postgres.cluster import Cluster
 
 GIB = 1024**3
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import overhead, report, startup
-from orchestrator import demo
-from orchestrator.pgcluster import Cluster
+from orchestrator.commands import demo
+from orchestrator.postgres.cluster import Cluster
 
 SECTION = "Start-up and overhead"
 HEADER = ["Figure", "Floor", "window", "Ratio", "Goal", "Result"]

@@ -36,8 +36,9 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import raw
-from orchestrator import demo, pgtools
-from orchestrator.pgcluster import Cluster
+from orchestrator.commands import demo
+from orchestrator.postgres import tools
+from orchestrator.postgres.cluster import Cluster
 
 WINDOWS = 5
 WINDOW_TIMEOUT_S = 300
@@ -260,7 +261,7 @@ def direct_tools(cluster: Cluster, dbname: str, workdir: Path) -> dict[str, floa
         for _ in range(raw.DUMP_RUNS):
             shutil.rmtree(archive, ignore_errors=True)
             dumps.append(raw.dump(cluster, dbname, archive, major))
-        listed = raw.timed([str(pgtools.find("pg_restore", major)), "--list", str(archive)],
+        listed = raw.timed([str(tools.find("pg_restore", major)), "--list", str(archive)],
                            raw.libpq_env(cluster, dbname))
         restored = raw.restore(cluster, archive, scratch, major)
     finally:

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import pgtools
-from orchestrator.demo import APP_PASSWORD, APP_USER
-from orchestrator.pgcluster import Cluster
+from orchestrator.commands.demo import APP_PASSWORD, APP_USER
+from orchestrator.postgres import tools
+from orchestrator.postgres.cluster import Cluster
 
 JOBS = 2
 DUMP_RUNS = 3
@@ -54,7 +54,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 
 def dump(cluster: Cluster, dbname: str, archive: Path, major: int) -> float:
-    argv = [str(pgtools.find("pg_dump", major)), "--format=directory", f"--jobs={JOBS}",
+    argv = [str(tools.find("pg_dump", major)), "--format=directory", f"--jobs={JOBS}",
             "--compress=1", f"--file={archive}"]
     return timed(argv, libpq_env(cluster, dbname))
 
@@ -62,7 +62,7 @@ def dump(cluster: Cluster, dbname: str, archive: Path, major: int) -> float:
 def restore(cluster: Cluster, archive: Path, into: str, major: int) -> float:
     """Into a new, empty database owned by the application's role, as a rollback would."""
     cluster.psql(f"CREATE DATABASE {into} OWNER {APP_USER} TEMPLATE template0")
-    argv = [str(pgtools.find("pg_restore", major)), f"--jobs={JOBS}", "--exit-on-error",
+    argv = [str(tools.find("pg_restore", major)), f"--jobs={JOBS}", "--exit-on-error",
             f"--dbname={into}", str(archive)]
     return timed(argv, libpq_env(cluster, into))
 

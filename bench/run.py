@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import data, fast, raw, report, windows
-from orchestrator.pgcluster import Cluster
+from orchestrator.postgres.cluster import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTION = "shop"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import demo
+from orchestrator.commands import demo
 
 WINDOW_TIMEOUT_S = 2 * 3600
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from orchestrator.engine.phase import FakePhase, Phase, PhaseResult, Registry
 from phases.backup import Backup
 from phases.banner import BannerOff, BannerOn, RollbackBannerOff
-from phases.base import FakePhase, Phase, PhaseResult, Registry
 from phases.migrate import Migrate
 from phases.post_check import PostCheck
 from phases.preflight import Preflight

@@ -11,215 +11,32 @@ becomes a rename. Re-entering the phase starts over.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import resource
 import shutil
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-import psycopg
-from psycopg import IsolationLevel, sql
+from psycopg import IsolationLevel
 
-from orchestrator import archive, pg, pgtools
-from orchestrator.context import Context
+from orchestrator.engine import proc
+from orchestrator.engine.context import Context
+from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from phases.base import PhaseResult
-from phases.migrate import tail
-
-NAME_LIMIT = 63  # PostgreSQL's identifier length
-MIB = 1024 * 1024
-LOW_SPACE_BYTES = 1024 * MIB  # less free room than this is named when a dump fails
-
-
-def archive_path(ctx: Context) -> Path:
-    return ctx.settings.path(ctx.settings.backup.dir) / ctx.run_id
-
-
-def standby_name(dbname: str, run_id: str) -> str:
-    return suffixed(dbname, f"_window_{run_id}")
-
-
-def suffixed(dbname: str, suffix: str) -> str:
-    return dbname[: NAME_LIMIT - len(suffix)] + suffix
-
-
-def dump_compression(ctx: Context, dump: Path) -> str:
-    """``pg_dump --compress`` for this window (the backup's and the rehearsal's): ``[backup]
-    compress``, or for "auto" lz4 where ``dump`` is 16+, else gzip level 1."""
-    chosen = ctx.settings.backup.compress
-    if chosen != "auto":
-        return chosen
-    return "lz4" if (pgtools.major(dump) or 0) >= 16 else "1"
-
-
-def out_of_room(folder: Path) -> str:
-    """What may have cut a dump short, said with its error: a full disk, or a file size limit
-    (``ulimit -f``) that pg_dump inherits from this process and that kills it part-way
-    without a word of its own ("a worker process died unexpectedly")."""
-    found = []
-    soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    if soft != resource.RLIM_INFINITY:
-        found.append(f"a file size limit of {soft / MIB:g} MiB (ulimit -f) applies to the"
-                     " archive's files")
-    with contextlib.suppress(OSError):
-        if (free := shutil.disk_usage(folder).free) < LOW_SPACE_BYTES:
-            found.append(f"only {free / MIB:.0f} MiB free in {folder}")
-    return f" ({'; '.join(found)})" if found else ""
-
-
-def tool_env(ctx: Context, db: pg.Db) -> dict[str, str]:
-    """libpq's variables for pg_dump / pg_restore: the password never lands in argv."""
-    env = ctx.command_env(db)
-    env.update(db.libpq_env())
-    env["PGAPPNAME"] = ctx.app_name
-    return env
-
-
-class TableProgress:
-    """``pg_dump`` / ``pg_restore --verbose`` lines counted against the number of tables, shown
-    on one terminal line; off a terminal (CI, pipes) it stays silent and asks for no
-    ``--verbose`` at all."""
-
-    DUMPED = "dumping contents of table"  # pg_dump, once per table (also with --jobs)
-    RESTORED = "TABLE DATA"  # pg_restore: "finished item 3342 TABLE DATA orders"
-
-    def __init__(self, what: str, total: int, marker: str, stream: TextIO | None = None
-                 ) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() and total > 0
-        self.what, self.total, self.done, self.marker = what, total, 0, marker
-
-    def flags(self) -> list[str]:
-        return ["--verbose"] if self.enabled else []
-
-    def __call__(self, line: str) -> None:
-        if self.marker in line and (self.marker == self.DUMPED or "finished item" in line):
-            self.done = min(self.total, self.done + 1)
-            end = "\n" if self.done == self.total else ""
-            self.stream.write(f"\r  {self.what}: {self.done}/{self.total} tables{end}")
-            self.stream.flush()
-
-
-def marker(run_id: str, tables: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()[:16]
-    return f"window {run_id} verified {digest}"
-
-
-def is_marked(conn: psycopg.Connection[Any], name: str, expected: str) -> bool:
-    row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database"
-                       " WHERE datname = %s", (name,)).fetchone()
-    return row is not None and row[0] == expected
-
-
-def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], source: Path,
-                              name: str, *, like: str, tables: int = 0) -> float:
-    """A fresh database ``name`` holding the archive; the seconds pg_restore took. The caller
-    vouches for the archive: the backup phase has just written it and its manifest, and a
-    rollback takes it from ``trusted_archive``, which checks the manifest once."""
-    pg.drop_database(conn, name)  # a restore interrupted mid-way starts over
-    pg.create_database_like(conn, name, like=like)
-    # Only its owner may connect until it is sealed; production's grants come at the swap.
-    conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
-        sql.Identifier(name)))
-    target = ctx.target.on(name)
-    progress = TableProgress(f"restoring into {name}", tables, TableProgress.RESTORED)
-    command = [str(pgtools.find("pg_restore", pg.server_major(conn))),
-               f"--jobs={ctx.settings.backup.jobs}", "--exit-on-error", f"--dbname={name}",
-               *progress.flags(), str(source)]
-    started = time.monotonic()
-    result = ctx.run_command(command, db=target, env=tool_env(ctx, target), label="pg_restore",
-                             progress=progress if progress.enabled else None)
-    if result.exit_code != 0:
-        raise PhaseFailed(f"pg_restore into {name} exited {result.exit_code}:"
-                          f" {tail(result.output)}")
-    return time.monotonic() - started
-
-
-def seal(conn: psycopg.Connection[Any], name: str, mark: str) -> None:
-    """Close a compared copy to connections, end any that slipped in, then mark it verified:
-    from the mark on, nothing can have changed it."""
-    pg.set_allow_connections(conn, name, allow=False)
-    pg.terminate_sessions(conn, dbname=name)
-    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-        sql.Identifier(name), sql.Literal(mark)))
-
-
-def manifest_digest(path: Path) -> str:
-    return archive.sha256_file(archive.manifest_path(path))
-
-
-def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str | None = None,
-             checksums: bool = True) -> dict[str, dict[str, Any]]:
-    """``pg.describe_table`` for every table, ``[backup] jobs`` at a time, each worker on its
-    own connection; with ``snapshot``, each worker reads that exported snapshot."""
-
-    def one(table: pg.Table) -> tuple[str, dict[str, Any]]:
-        with ctx.connect(db, autocommit=snapshot is None) as conn:
-            if snapshot is not None:
-                conn.isolation_level = IsolationLevel.REPEATABLE_READ
-                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
-                    sql.Literal(snapshot)))
-            return table.qualified, pg.describe_table(conn, table, checksums=checksums)
-
-    with ThreadPoolExecutor(max_workers=ctx.settings.backup.jobs) as pool:
-        return dict(pool.map(one, tables))
-
-
-def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, Any], *,
-                        checksums: bool = True) -> None:
-    """Rows (and checksums) of ``db`` equal the backup's, table by table, or PhaseFailed."""
-    with ctx.connect(db) as conn:
-        tables = pg.user_tables(conn)
-    actual = describe(ctx, db, tables, checksums=checksums)
-    if not checksums:
-        expected = {t: {"rows": v["rows"]} for t, v in expected.items()}
-    wrong = sorted(t for t in {*expected, *actual} if expected.get(t) != actual.get(t))
-    if wrong:
-        shown = "; ".join(f"{t}: backup {expected.get(t)}, copy {actual.get(t)}"
-                          for t in wrong[:5])
-        raise PhaseFailed(f"the restored copy {db} differs from the backup: {shown}")
-
-
-def trusted_archive(ctx: Context, facts: dict[str, Any]) -> Path:
-    """The backup's archive, checked against its manifest. A missing or damaged local copy is
-    fetched again from S3 when the backup was uploaded (a window resumed on another machine);
-    a damaged one is kept aside, never deleted. The manifest itself must be the one written
-    at the backup (its digest is journaled), so a substituted archive cannot pass."""
-    path = Path(facts["path"])
-    if facts.get("s3_uri") and not path.parent.is_dir():
-        path = archive_path(ctx)  # resumed on another machine: fetched into its own folder
-    try:
-        _check_archive(ctx, path, facts)
-    except PhaseFailed:
-        if not facts.get("s3_uri"):
-            raise
-        stamp = int(time.time())
-        for item in (path, archive.manifest_path(path)):
-            if item.exists():
-                item.rename(item.with_name(f"{item.name}.damaged-{stamp}"))
-                ctx.log.warning("archive_set_aside", path=f"{item}.damaged-{stamp}")
-        from orchestrator import s3store  # boto3 only when S3 is used
-
-        started = time.monotonic()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        s3store.download_archive(facts["s3_uri"], path.parent, deadline=ctx.deadline,
-                                 poll=ctx.poll)
-        ctx.log.info("archive_downloaded", uri=facts["s3_uri"],
-                     duration_s=round(time.monotonic() - started, 3))
-        _check_archive(ctx, path, facts)
-    return path
-
-
-def _check_archive(ctx: Context, path: Path, facts: dict[str, Any]) -> None:
-    expected = facts.get("manifest_sha256")
-    if expected and archive.manifest_path(path).is_file() and manifest_digest(path) != expected:
-        raise PhaseFailed(f"the manifest of {path} is not the one written at the backup")
-    archive.verify(path, ctx.settings.backup.jobs)
+from orchestrator.postgres import archive, pg, tools
+from orchestrator.toolkit.dumps import (
+    archive_path,
+    compare_with_backup,
+    describe,
+    dump_compression,
+    manifest_digest,
+    marker,
+    restore_into_new_database,
+    run_tool,
+    seal,
+    standby_name,
+    tool_env,
+)
+from orchestrator.toolkit.progress import TableProgress
 
 
 class Backup:
@@ -269,10 +86,10 @@ class Backup:
 
     @staticmethod
     def _upload(ctx: Context, path: Path, manifest: Path) -> str:
-        from orchestrator import s3store  # boto3 only when S3 is used
+        from orchestrator.cloud import s3  # boto3 only when S3 is used
 
         started = time.monotonic()
-        uri = s3store.upload_archive(path, manifest, str(ctx.settings.backup_s3_uri),
+        uri = s3.upload_archive(path, manifest, str(ctx.settings.backup_s3_uri),
                                      deadline=ctx.deadline, poll=ctx.poll)
         ctx.log.info("backup_uploaded", uri=uri, duration_s=round(time.monotonic() - started, 3))
         return uri
@@ -280,7 +97,7 @@ class Backup:
     @staticmethod
     def _snapshot(ctx: Context) -> PhaseResult:
         """``method = "rds_snapshot"``: the instance's own snapshot is the backup."""
-        from orchestrator import rds  # boto3 only when RDS is used
+        from orchestrator.cloud import rds  # boto3 only when RDS is used
 
         instance = ctx.settings.backup.rds.instance_id if ctx.settings.backup.rds else ""
         with ctx.connect(ctx.target) as conn:
@@ -325,30 +142,27 @@ class Backup:
 
     def _dump(self, ctx: Context, path: Path, snapshot: str, major: int, tables: int) -> str:
         settings = ctx.settings.backup
-        dump = pgtools.find("pg_dump", major)
+        dump = tools.find("pg_dump", major)
         compress = dump_compression(ctx, dump)
         progress = TableProgress("dumping", tables, TableProgress.DUMPED)
         command = [str(dump), "--format=directory", f"--jobs={settings.jobs}",
                    f"--snapshot={snapshot}", f"--compress={compress}", f"--file={path}",
                    *progress.flags()]
         started = time.monotonic()
-        result = ctx.run_command(command, db=ctx.target, env=tool_env(ctx, ctx.target),
-                                 label="pg_dump", progress=progress if progress.enabled else None)
-        if result.exit_code != 0:
-            raise PhaseFailed(f"pg_dump exited {result.exit_code}: {tail(result.output)}"
-                              + out_of_room(path.parent))
+        run_tool(ctx, command, db=ctx.target, label="pg_dump", failing="pg_dump",
+                 progress=progress, room=path.parent)
         ctx.log.info("backup_dumped", duration_s=round(time.monotonic() - started, 3),
                      size_bytes=archive.size_bytes(path), compress=compress)
         return compress
 
     @staticmethod
     def _check_contents(ctx: Context, path: Path, tables: list[pg.Table], major: int) -> None:
-        command = [str(pgtools.find("pg_restore", major)), "--list", str(path)]
+        command = [str(tools.find("pg_restore", major)), "--list", str(path)]
         result = ctx.run_command(command, db=ctx.target, env=tool_env(ctx, ctx.target),
                                  label="pg_restore --list")
         if result.exit_code != 0:
             raise PhaseFailed(f"the archive's table of contents does not read: "
-                              f"{tail(result.output)}")
+                              f"{proc.tail(result.output)}")
         # "3348; 0 16394 TABLE DATA public orders owner": the third field is the table's oid,
         # which, unlike the names, cannot contain spaces.
         listed = {int(line.split()[2]) for line in result.stdout.splitlines()

@@ -25,13 +25,13 @@ from typing import Literal
 
 import psycopg
 
-from orchestrator import banners, eta, pg, rehearsals
-from orchestrator.context import Context
+from orchestrator.engine import banners, eta, proc, rehearsals
+from orchestrator.engine.context import Context
+from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import ConfigError, PhaseFailed
+from orchestrator.postgres import pg
 from orchestrator.redact import redact
-from phases import baseline
-from phases.base import PhaseResult
-from phases.migrate import tail
+from orchestrator.toolkit import baseline
 
 OFF_ATTEMPTS = 3
 
@@ -51,7 +51,7 @@ def _run(ctx: Context, which: Literal["on", "off"]) -> None:
     result = ctx.run_command(command or "", db=ctx.target)
     if result.exit_code != 0:
         raise PhaseFailed(f"banner {which} command exited {result.exit_code}:"
-                          f" {tail(result.output)}")
+                          f" {proc.tail(result.output)}")
 
 
 def _switch_page(ctx: Context, which: Literal["on", "off"]) -> None:

@@ -6,60 +6,11 @@ The staging rehearsal runs the same command through ``run_migration`` with stagi
 
 from __future__ import annotations
 
-import time
-
-import psycopg
-
-from orchestrator import migrations, pg, rehearsals
-from orchestrator.context import Context
-from orchestrator.errors import PhaseFailed, WindowError
-from phases.base import PhaseResult
-from phases.drain import drain
-
-TAIL_LINES = 8
-FAILURE_LOOKUP_SECONDS = 10.0
-
-
-def run_migration(ctx: Context, db: pg.Db) -> str:
-    settings = ctx.settings.migrate
-    cwd = ctx.settings.path(settings.workdir) if settings.workdir else None
-    result = ctx.run_command(settings.command, db=db, cwd=cwd, env=bounded_env(ctx, db))
-    if result.exit_code != 0:
-        raise PhaseFailed(f"migration on {db} exited {result.exit_code}: {tail(result.output)}"
-                          + "".join(f"; {failure}" for failure in recorded_failures(ctx, db)))
-    return tail(result.output)
-
-
-def recorded_failures(ctx: Context, db: pg.Db) -> list[str]:
-    """The failed migrations the tool's own table records: they say more than its exit code
-    (which migration, its log, how to resolve it by hand)."""
-    if ctx.settings.migrate.tool == "none":
-        return []
-    try:
-        with ctx.connect(db, deadline=time.time() + FAILURE_LOOKUP_SECONDS) as conn:
-            state = migrations.read(conn, ctx.settings.migrate, None, db.schema)
-    except (WindowError, psycopg.Error) as exc:
-        ctx.log.warning("migration_table_unreadable", error=str(exc))
-        return []
-    return [f"{state.table}: {failed.describe()}" for failed in state.failed]
-
-
-def bounded_env(ctx: Context, db: pg.Db) -> dict[str, str]:
-    """The command's environment, with PGOPTIONS bounding every statement and lock wait of
-    its sessions. libpq clients (psql, psycopg, Alembic on psycopg) read it; JDBC (Flyway)
-    and Prisma's engine do not."""
-    env = ctx.command_env(db)
-    settings = ctx.settings.migrate
-    statement = settings.statement_timeout or ctx.remaining()
-    bounds = (f"-c lock_timeout={max(1, int(settings.lock_timeout * 1000))}"
-              f" -c statement_timeout={max(1000, int(statement * 1000))}")
-    env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {bounds}".strip()
-    return env
-
-
-def tail(output: str, lines: int = TAIL_LINES) -> str:
-    kept = [line for line in output.strip().splitlines() if line.strip()][-lines:]
-    return " | ".join(kept) if kept else "(no output)"
+from orchestrator.engine import rehearsals
+from orchestrator.engine.context import Context
+from orchestrator.engine.phase import PhaseResult
+from orchestrator.toolkit.drain import drain
+from orchestrator.toolkit.migration import run_migration
 
 
 class Migrate:

@@ -4,10 +4,10 @@ engineer does not learn of a second problem only on the next attempt."""
 
 from __future__ import annotations
 
-from orchestrator.context import Context
+from orchestrator.engine.context import Context
+from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from phases import baseline, checks
-from phases.base import PhaseResult
+from orchestrator.toolkit import baseline, checks
 
 
 class PostCheck:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 
-from orchestrator import pg, pgtools
-from orchestrator.context import Context
+from orchestrator.engine.context import Context
+from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from phases import probes
-from phases.base import PhaseResult
+from orchestrator.postgres import pg, tools
+from orchestrator.toolkit import probes
 
 
 class Preflight:
@@ -29,7 +29,7 @@ class Preflight:
             )
         versions = {str(db): self._reach(ctx, db) for db in (ctx.target, ctx.staging)}
         major = versions[str(ctx.target)]
-        tools = {name: str(pgtools.find(name, major)) for name in ("pg_dump", "pg_restore")}
+        programs = {name: str(tools.find(name, major)) for name in ("pg_dump", "pg_restore")}
         backup_dir = ctx.settings.path(ctx.settings.backup.dir)
         try:
             backup_dir.mkdir(parents=True, exist_ok=True)
@@ -40,8 +40,8 @@ class Preflight:
             raise PhaseFailed(f"backup folder {backup_dir} is not writable: {exc}") from exc
         if offsets := probes.log_offsets(ctx.settings):
             ctx.journal.put(ctx.run_id, probes.LOG_OFFSETS, offsets)
-        ctx.log.info("environment_checked", servers=versions, **tools)
-        return PhaseResult("production and staging reachable", {"servers": versions, **tools})
+        ctx.log.info("environment_checked", servers=versions, **programs)
+        return PhaseResult("production and staging reachable", {"servers": versions, **programs})
 
     @staticmethod
     def _reach(ctx: Context, db: pg.Db) -> int:

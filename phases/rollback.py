@@ -19,10 +19,11 @@ from typing import Any, NoReturn
 
 import psycopg
 
-from orchestrator import pg
-from orchestrator.context import Context
+from orchestrator.engine.context import Context
+from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from phases.backup import (
+from orchestrator.postgres import pg
+from orchestrator.toolkit.dumps import (
     compare_with_backup,
     is_marked,
     marker,
@@ -32,7 +33,6 @@ from phases.backup import (
     suffixed,
     trusted_archive,
 )
-from phases.base import PhaseResult
 
 
 def retained_name(dbname: str, run_id: str) -> str:
@@ -103,7 +103,7 @@ class Rollback:
         """An RDS snapshot restores to a new instance, with a new endpoint: the window cannot
         point the application at it, so it says exactly what to switch and keeps the banner up
         (needs attention) rather than show users the broken database."""
-        from orchestrator import rds  # boto3 only when RDS is used
+        from orchestrator.cloud import rds  # boto3 only when RDS is used
 
         snapshot = backup["snapshot"]["snapshot_id"]
         new_id = f"{backup['instance_id']}-rollback-{ctx.run_id.replace('_', '-')}"[:63]

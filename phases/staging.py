@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator import migrations, rehearsals
 from orchestrator.config import Settings
-from orchestrator.context import Context
+from orchestrator.engine import rehearsals
+from orchestrator.engine.context import Context
+from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from phases import rehearsal
-from phases.base import PhaseResult
+from orchestrator.postgres import migrations
+from orchestrator.toolkit import rehearsal
 
 
 def timeline_problems(settings: Settings, measured: dict[str, Any]) -> list[str]:

@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator import demo
-from orchestrator.pgcluster import Cluster
+from orchestrator.commands import demo
+from orchestrator.postgres.cluster import Cluster
 
 _names = itertools.count(1)
 

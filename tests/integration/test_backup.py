@@ -7,7 +7,7 @@ import json
 
 import psycopg
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop
 
 # On production only: the migration's first statement lands, then it fails.

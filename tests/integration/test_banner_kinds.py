@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop
 from tests.integration.test_report import pixels_of, screenshot
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop
 from tests.integration.test_tools import PRISMA_TABLE, applied_row
 

@@ -30,10 +30,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from orchestrator.crash import CRASH_EXIT_CODE
-from orchestrator.machine import TERMINAL
-from orchestrator.pgcluster import Cluster
+from orchestrator.engine.machine import TERMINAL
+from orchestrator.postgres.cluster import Cluster
 from tests.integration import crash_points
 from tests.integration.conftest import Shop, pid_alive
 

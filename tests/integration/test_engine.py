@@ -14,8 +14,8 @@ import sys
 import time
 from urllib.parse import quote
 
-from orchestrator import demo
-from orchestrator.pgcluster import free_port
+from orchestrator.commands import demo
+from orchestrator.postgres.cluster import free_port
 from tests.integration.conftest import Shop, pid_alive
 from tests.integration.test_window import SLOW_ON_PRODUCTION
 

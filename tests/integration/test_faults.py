@@ -27,8 +27,8 @@ import boto3
 import psycopg
 import pytest
 
-from orchestrator import demo
-from orchestrator.pgcluster import Cluster, free_port
+from orchestrator.commands import demo
+from orchestrator.postgres.cluster import Cluster, free_port
 from tests.integration.conftest import Shop, pid_alive
 from tests.integration.moto import reset
 from tests.integration.test_window import SLOW_ON_PRODUCTION, add_free_sample

@@ -21,9 +21,11 @@ import boto3
 import psycopg
 import pytest
 
-from orchestrator import config, demo, state
-from orchestrator.journal import Run
-from orchestrator.pgcluster import Cluster
+from orchestrator import config
+from orchestrator.commands import demo
+from orchestrator.engine import holding
+from orchestrator.engine.journal import Run
+from orchestrator.postgres.cluster import Cluster
 from tests.integration.moto import aws_env, moto_server  # noqa: F401
 
 _fleets = itertools.count(1)
@@ -119,10 +121,10 @@ class FleetProject:
         return config.load(self.root / folder / "window.toml")
 
     def run_of(self, name: str, fleet_run: str, folder: str = "project") -> Run | None:
-        return state.latest_tagged_run(self.settings(folder).for_target(name), fleet_run)
+        return holding.latest_tagged_run(self.settings(folder).for_target(name), fleet_run)
 
     def runs(self, name: str, folder: str = "project") -> list[Run]:
-        journal = state.reader(self.settings(folder).for_target(name))
+        journal = holding.reader(self.settings(folder).for_target(name))
         if journal is None:
             return []
         with journal:
@@ -399,7 +401,7 @@ def test_a_runner_killed_mid_window_takes_no_window_down_with_it(make_fleet: Any
     assert done.returncode == 0, done.stdout + done.stderr
     [canary] = project.runs("c0")
     assert canary.state == "completed" and not canary.interrupted
-    journal = state.reader(project.settings().for_target("c0"))
+    journal = holding.reader(project.settings().for_target("c0"))
     assert journal is not None
     with journal:
         assert journal.phase(canary.run_id, "migrate").attempts == 1  # never re-entered

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop
 
 SLOW_MIGRATE = 'if [ "$WINDOW_PHASE" = migrate ]; then sleep 60 & echo $! > sleeper.pid; wait; fi'

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop
 
 # Each window waits on the barrier (a FIFO) and starts when it closes: both at once.

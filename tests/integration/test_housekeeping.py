@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop
 from tests.integration.test_window import add_free_sample
 

@@ -8,7 +8,7 @@ import time
 
 import psycopg
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop
 
 SERVER_SIDE_SLEEP = (

@@ -9,9 +9,12 @@ from typing import Any
 
 import psycopg
 
-from orchestrator import config, demo, monitor, pg
-from orchestrator.context import Context
-from orchestrator.journal import Journal
+from orchestrator import config
+from orchestrator.commands import demo
+from orchestrator.engine import monitor
+from orchestrator.engine.context import Context
+from orchestrator.engine.journal import Journal
+from orchestrator.postgres import pg
 from tests.integration.conftest import Shop
 
 MIGRATE_AFTER_A_SLOW_STATEMENT = (

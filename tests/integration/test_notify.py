@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop
 
 NOTIFY = """

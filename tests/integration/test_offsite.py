@@ -9,7 +9,7 @@ import signal
 
 import boto3
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop
 from tests.integration.moto import aws_env, moto_server  # noqa: F401
 from tests.integration.test_backup import failing_migration

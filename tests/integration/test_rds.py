@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from orchestrator import rds
+from orchestrator.cloud import rds
 from orchestrator.errors import PhaseFailed, PhaseTimeout
 from tests.integration.moto import aws_env, moto_server  # noqa: F401
 

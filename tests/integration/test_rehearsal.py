@@ -9,9 +9,12 @@ from typing import Any
 
 import psycopg
 
-from orchestrator import config, demo, pg, report
-from orchestrator.journal import Journal
-from phases.rehearsal import database_on
+from orchestrator import config
+from orchestrator.commands import demo
+from orchestrator.engine.journal import Journal
+from orchestrator.postgres import pg
+from orchestrator.reporting import status
+from orchestrator.toolkit.rehearsal import database_on
 from tests.integration.conftest import Shop
 
 # The migration, then which database it ran on: the scratch copy, then production.
@@ -41,7 +44,7 @@ def status_with_eta(shop: Shop) -> dict[str, Any]:
     try:
         run = journal.latest_run()
         assert run is not None
-        return report.status(journal, run, settings)
+        return status.status(journal, run, settings)
     finally:
         journal.close()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop
 from tests.integration.test_tools import PRISMA_TABLE
 

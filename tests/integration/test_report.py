@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator import demo
-from orchestrator.report_html import BAR_COLOURS
+from orchestrator.commands import demo
+from orchestrator.reporting.as_html import BAR_COLOURS
 from tests.integration.conftest import Shop
 
 SLEEPS_ON_PRODUCTION = ('if [ "$WINDOW_PHASE" = migrate ]; then'

@@ -15,7 +15,7 @@ import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from orchestrator import s3store
+from orchestrator.cloud import s3 as s3store
 from orchestrator.errors import AbortRequested, ConfigError, PhaseFailed, PhaseTimeout
 from tests.integration.moto import aws_env, moto_server  # noqa: F401
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psycopg
 
-from orchestrator import demo
-from orchestrator.pgcluster import Cluster
+from orchestrator.commands import demo
+from orchestrator.postgres.cluster import Cluster
 from tests.integration.conftest import Shop
 from tests.integration.test_window import add_free_sample
 

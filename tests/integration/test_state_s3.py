@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop, pid_alive
 from tests.integration.moto import aws_env, moto_server  # noqa: F401 - fixtures
 

@@ -10,10 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator import demo, migrations
+from orchestrator.commands import demo
 from orchestrator.config import MigrateSection
 from orchestrator.errors import ConfigError
-from orchestrator.pg import Db
+from orchestrator.postgres import migrations
+from orchestrator.postgres.pg import Db
 from tests.integration.conftest import Shop
 
 # Prisma's documented table, as `prisma migrate deploy` creates it.

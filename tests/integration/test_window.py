@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from orchestrator import demo
+from orchestrator.commands import demo
 from tests.integration.conftest import Shop, pid_alive
 
 SLOW_ON_PRODUCTION = (

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import banners, config
+from orchestrator import config
+from orchestrator.engine import banners
 from orchestrator.errors import ConfigError
 from orchestrator.redact import redact
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from orchestrator.config import BaselineQuery, BaselineSection
-from phases import baseline
+from orchestrator.toolkit import baseline
 
 
 def timed(ms: float) -> dict[str, Any]:

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from pglast import ast
 
-from orchestrator import clinic, clinic_prisma, clinic_sql, config
-from orchestrator.clinic import Finding
-from orchestrator.clinic_findings import Migration
+from orchestrator import config
+from orchestrator.clinic import examine, prisma, sql
+from orchestrator.clinic.examine import Finding
+from orchestrator.clinic.findings import Migration
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, GateRefused
-from orchestrator.migrations import ToolState
+from orchestrator.postgres.migrations import ToolState
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "clinic"
 PRISMA = "prisma/migrations"
@@ -75,11 +76,11 @@ EXPECTED = {
 
 @pytest.mark.parametrize("case", sorted(EXPECTED))
 def test_each_rule_fires_on_the_bug_it_names_and_nothing_else(case: str) -> None:
-    assert seen(clinic.examine(settings_for(case), None)) == EXPECTED[case]
+    assert seen(examine.examine(settings_for(case), None)) == EXPECTED[case]
 
 
 def test_the_clean_history_is_quiet_squawk_included() -> None:
-    assert clinic.examine(settings_for("clean", squawk=True), None) == []
+    assert examine.examine(settings_for("clean", squawk=True), None) == []
 
 
 @pytest.mark.parametrize("case", ["clean", "column-retyped", "prisma-baseline"])
@@ -87,14 +88,14 @@ def test_a_sound_history_is_quiet(case: str) -> None:
     """column-retyped: Prisma's ``DROP COLUMN "age", ADD COLUMN "age" TEXT`` in one statement
     (the DROP runs first); prisma-baseline: the documented ``0_init`` folder, which Prisma
     applies first because it sorts first."""
-    assert clinic.examine(settings_for(case), None) == []
+    assert examine.examine(settings_for(case), None) == []
 
 
 def write_prisma(root: Path, migrations: dict[str, str]) -> None:
-    for name, sql in migrations.items():
+    for name, text in migrations.items():
         path = root / PRISMA / name / "migration.sql"
         path.parent.mkdir(parents=True)
-        path.write_text(sql)
+        path.write_text(text)
 
 
 USER_WITH_AGE = 'CREATE TABLE IF NOT EXISTS "User" ("id" bigint, "age" integer);\n'
@@ -116,7 +117,7 @@ RETYPE_AGE = 'ALTER TABLE "User" DROP COLUMN "age",\nADD COLUMN "age" TEXT NOT N
 def test_a_column_added_twice_still_fires_around_drops(
         tmp_path: Path, migrations: dict[str, str], expected: tuple[str, int, str]) -> None:
     write_prisma(tmp_path, migrations)
-    found = [f for f in clinic.examine(settings_for(tmp_path), None)
+    found = [f for f in examine.examine(settings_for(tmp_path), None)
              if f.rule == "column-added-twice"]
     name, line, earlier = expected
     assert seen(found) == [(f"{PRISMA}/{name}/migration.sql", line, "column-added-twice",
@@ -130,7 +131,7 @@ def test_a_column_dropped_and_added_back_in_one_statement_is_rerunnable(
     write_prisma(tmp_path, {"20240101000000_a": USER_WITH_AGE + RETYPE_AGE
                             + 'ALTER TABLE "User" DROP COLUMN "age",\n'
                               'ADD COLUMN "email" text;\n'})
-    found = clinic.examine(settings_for(tmp_path), None)
+    found = examine.examine(settings_for(tmp_path), None)
     assert [(f.line, f.rule) for f in found] == [(5, "missing-if-not-exists")]
     assert "ADD COLUMN email" in found[0].message
 
@@ -146,7 +147,7 @@ def test_prisma_runs_any_folder_s_migration_sql_and_warns_of_other_sql_beside_it
     (root / "notes").mkdir()
     (root / "notes" / "fix.sql").write_text("SELECT 1;\n")
     (root / "fix.sql").write_text("SELECT 1;\n")
-    found = clinic.examine(settings_for(tmp_path), None)
+    found = examine.examine(settings_for(tmp_path), None)
     assert seen(found) == [
         (f"{PRISMA}/20240102000000_b/down.sql", 1, "prisma-unused-sql", "warning"),
         (f"{PRISMA}/20240102000000_b/old/migration.sql", 1, "prisma-unused-sql", "warning"),
@@ -161,20 +162,20 @@ def test_prisma_runs_any_folder_s_migration_sql_and_warns_of_other_sql_beside_it
 def test_layout_findings_do_not_depend_on_what_is_applied() -> None:
     name = "20240101000000_init"
     applied = state((name, "hotfix"), ())
-    assert seen(clinic.examine(settings_for("loose-sql"), applied)) == EXPECTED["loose-sql"]
+    assert seen(examine.examine(settings_for("loose-sql"), applied)) == EXPECTED["loose-sql"]
 
 
 def test_flyway_placeholders_are_read_as_names_or_numbers() -> None:
-    assert clinic.examine(settings_for("flyway-placeholders", "flyway", "sql"), None) == []
+    assert examine.examine(settings_for("flyway-placeholders", "flyway", "sql"), None) == []
     migration = Migration("V1__a.sql", Path("V1__a.sql"), True)
-    statements, problem = clinic_sql.parse(
+    statements, problem = sql.parse(
         migration, "GRANT SELECT ON ${schema}.t TO ${flyway:user};\n"
                    "ALTER TABLE ${schema}.t ADD COLUMN IF NOT EXISTS c varchar(${length});",
         placeholders=True)
     assert problem is None
-    assert [clinic_sql.kind(s.node) for s in statements] == ["GRANT", "ALTER TABLE"]
+    assert [sql.kind(s.node) for s in statements] == ["GRANT", "ALTER TABLE"]
     assert isinstance(statements[1].node, ast.AlterTableStmt)
-    assert clinic_sql.key(statements[1].node.relation) == "placeholder_schema.t"
+    assert sql.key(statements[1].node.relation) == "placeholder_schema.t"
 
 
 def test_flyway_placeholders_hide_no_real_syntax_error(tmp_path: Path) -> None:
@@ -186,25 +187,25 @@ def test_flyway_placeholders_hide_no_real_syntax_error(tmp_path: Path) -> None:
         "ALTER TABLE ${schema}.c ADD COLUMN IF NOT EXISTS x int;\n")
     (tmp_path / "sql" / "V3__c.sql").write_text(
         "CREATE TABLE IF NOT EXISTS ${schema}.c (id bigint);\n")
-    found = clinic.examine(settings_for(tmp_path, "flyway", "sql"), None)
+    found = examine.examine(settings_for(tmp_path, "flyway", "sql"), None)
     assert seen(found) == [("sql/V1__init.sql", 2, "sql-syntax", "error"),
                            ("sql/V2__later.sql", 1, "table-used-before-created", "error")]
 
 
 def test_prisma_has_no_placeholders(tmp_path: Path) -> None:
     write_prisma(tmp_path, {"20240101000000_a": "CREATE TABLE IF NOT EXISTS ${x} (id int);\n"})
-    assert [f.rule for f in clinic.examine(settings_for(tmp_path), None)] == ["sql-syntax"]
+    assert [f.rule for f in examine.examine(settings_for(tmp_path), None)] == ["sql-syntax"]
 
 
 def test_findings_read_file_line_rule_message() -> None:
-    found = clinic.examine(settings_for("altered-before-created"), None)
+    found = examine.examine(settings_for("altered-before-created"), None)
     assert [str(f) for f in found] == [
         f"{ADD_STATUS}:2: table-used-before-created: ALTER TABLE uses orders before"
         " 20240102000000_create_orders (line 2) creates it"]
 
 
 def test_flyway_history_runs_in_version_order_not_name_order() -> None:
-    found = clinic.examine(settings_for("flyway-version-order", "flyway", "sql"), None)
+    found = examine.examine(settings_for("flyway-version-order", "flyway", "sql"), None)
     assert seen(found) == [("sql/V9__add_status.sql", 1, "table-used-before-created", "error")]
 
 
@@ -213,7 +214,7 @@ def test_cli_output_hides_no_real_syntax_error_around_it(tmp_path: Path) -> None
     migration.parent.mkdir(parents=True)
     migration.write_text("warn You are about to drop the column\nCREATE TABLE IF NOT EXISTS"
                          " a (id bigint);\nCREATE TABLE IF NOT EXISTS b (id bigint,);\n")
-    found = clinic.examine(settings_for(tmp_path), None)
+    found = examine.examine(settings_for(tmp_path), None)
     assert [(f.line, f.rule) for f in found] == [(1, "prisma-cli-output"), (3, "sql-syntax")]
 
 
@@ -225,20 +226,20 @@ def test_cli_output_hides_no_real_syntax_error_around_it(tmp_path: Path) -> None
     "  warn indented is not pasted output;",
 ])
 def test_cli_output_is_only_found_where_a_statement_could_start(sql: str) -> None:
-    assert clinic_prisma.cli_output_lines(sql) == []
+    assert prisma.cli_output_lines(sql) == []
 
 
 def test_applied_migrations_are_not_linted_again() -> None:
     name = "20240101000000_coupons"
-    found = clinic.examine(settings_for("not-rerunnable"), state((name,), ()))
+    found = examine.examine(settings_for("not-rerunnable"), state((name,), ()))
     assert found == []
 
 
 def test_an_order_bug_the_database_already_went_through_is_not_reported() -> None:
     first, second = "20240101000000_add_status", "20240102000000_create_orders"
     settings = settings_for("altered-before-created")
-    assert clinic.examine(settings, state((first, second), ())) == []
-    assert seen(clinic.examine(settings, state((first,), (second,)))) == \
+    assert examine.examine(settings, state((first, second), ())) == []
+    assert seen(examine.examine(settings, state((first,), (second,)))) == \
         EXPECTED["altered-before-created"]
 
 
@@ -249,7 +250,7 @@ def test_an_applied_migration_whose_file_changed_is_an_error() -> None:
                  status: hashlib.sha256(b"ALTER TABLE x ADD COLUMN y text;\n").hexdigest()}
     recorded = ToolState("prisma", "_prisma_migrations", (init, status), (), (),
                          checksums=checksums)
-    found = clinic.examine(settings_for("clean"), recorded)
+    found = examine.examine(settings_for("clean"), recorded)
     assert seen(found) == [(f"{PRISMA}/{status}/migration.sql", 1, "prisma-checksum-changed",
                             "error")]
     assert "changed after it was applied" in found[0].message
@@ -259,43 +260,43 @@ def test_checksums_compare_as_prisma_compares_them() -> None:
     script = b"CREATE TABLE a (id int);\nCREATE TABLE b (id int);\n"
     crlf = hashlib.sha256(script.replace(b"\n", b"\r\n")).hexdigest()
     unpadded = "".join(f"{byte:x}" for byte in hashlib.sha256(script).digest())
-    assert clinic_prisma.matches(script, crlf)  # checked out with other line endings
-    assert clinic_prisma.matches(script, unpadded)  # written by an old schema engine
-    assert not clinic_prisma.matches(script + b"-- edited\n", crlf)
+    assert prisma.matches(script, crlf)  # checked out with other line endings
+    assert prisma.matches(script, unpadded)  # written by an old schema engine
+    assert not prisma.matches(script + b"-- edited\n", crlf)
 
 
 def test_idempotency_warnings_can_be_turned_off() -> None:
-    assert clinic.examine(settings_for("not-rerunnable", idempotency=False), None) == []
+    assert examine.examine(settings_for("not-rerunnable", idempotency=False), None) == []
 
 
 def test_errors_promote_a_warning_by_rule_name() -> None:
-    found = clinic.examine(settings_for("not-rerunnable", errors=["missing-if-not-exists"]),
+    found = examine.examine(settings_for("not-rerunnable", errors=["missing-if-not-exists"]),
                            None)
     assert {f.severity for f in found} == {"error"}
 
 
 def test_squawk_findings_are_warnings_with_the_files_line() -> None:
-    found = clinic.examine(settings_for("squawk", squawk=True), None)
+    found = examine.examine(settings_for("squawk", squawk=True), None)
     assert seen(found) == [(f"{PRISMA}/20240101000000_total/migration.sql", 4,
                             "squawk:adding-required-field", "warning")]
 
 
 @pytest.mark.parametrize("name", ["adding-required-field", "squawk:adding-required-field"])
 def test_errors_promote_a_squawk_rule(name: str) -> None:
-    found = clinic.examine(settings_for("squawk", squawk=True, errors=[name]), None)
+    found = examine.examine(settings_for("squawk", squawk=True, errors=[name]), None)
     assert [(f.rule, f.severity) for f in found] == [("squawk:adding-required-field", "error")]
 
 
 def test_squawk_exclude_silences_a_rule_and_refuses_an_unknown_one() -> None:
     settings = settings_for("squawk", squawk=True, squawk_exclude=["adding-required-field"])
-    assert clinic.examine(settings, None) == []
+    assert examine.examine(settings, None) == []
     with pytest.raises(ConfigError, match="'no-such-rule' is not a squawk rule"):
-        clinic.examine(settings_for("squawk", squawk=True, squawk_exclude=["no-such-rule"]),
+        examine.examine(settings_for("squawk", squawk=True, squawk_exclude=["no-such-rule"]),
                        None)
 
 
 def test_squawk_overlapping_our_idempotency_rule_is_said_once() -> None:
-    found = clinic.examine(settings_for("not-rerunnable", squawk=True), None)
+    found = examine.examine(settings_for("not-rerunnable", squawk=True), None)
     assert "squawk:prefer-robust-stmts" not in {f.rule for f in found}
     assert {f.rule for f in found} >= {"missing-if-not-exists", "squawk:prefer-bigint-over-int"}
 
@@ -304,26 +305,26 @@ def test_a_missing_squawk_is_one_warning_not_a_traceback(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    found = clinic.examine(settings_for("clean", squawk=True), None)
+    found = examine.examine(settings_for("clean", squawk=True), None)
     assert [(str(f.file), f.line, f.rule, f.severity) for f in found] == [
         (PRISMA, 0, "squawk-missing", "warning")]
     assert str(found[0]).startswith(f"{PRISMA}: squawk-missing: the squawk binary is neither")
 
 
 def test_summary_counts_errors_warnings_and_files() -> None:
-    found = clinic.examine(settings_for("column-added-twice"), None)
-    assert clinic.summary(found) == "1 error, 1 warning in 1 file"
-    assert clinic.summary([]) == "no errors, no warnings"
+    found = examine.examine(settings_for("column-added-twice"), None)
+    assert examine.summary(found) == "1 error, 1 warning in 1 file"
+    assert examine.summary([]) == "no errors, no warnings"
 
 
 def test_the_gate_refuses_on_errors_and_hands_back_warnings(
         capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(GateRefused, match="migration clinic found 1 error, 1 warning"):
-        clinic.gate(settings_for("column-added-twice"), None)
+        examine.gate(settings_for("column-added-twice"), None)
     assert "column-added-twice" in capsys.readouterr().out
-    warnings = clinic.gate(settings_for("not-rerunnable"), None)
+    warnings = examine.gate(settings_for("not-rerunnable"), None)
     assert [f.rule for f in warnings] == ["missing-if-not-exists"] * 3
-    assert clinic.gate(settings_for("column-added-twice", enabled=False), None) == []
+    assert examine.gate(settings_for("column-added-twice", enabled=False), None) == []
 
 
 def test_an_unknown_lint_key_is_a_config_error() -> None:
@@ -381,9 +382,9 @@ def test_window_lint_config_errors_exit_2(tmp_path: Path) -> None:
 
 def test_lint_warnings_demotes_one_of_the_clinics_own_rules() -> None:
     """An escape hatch narrower than `enabled = false`: the rule is still reported."""
-    demoted = clinic.examine(settings_for("column-added-twice",
+    demoted = examine.examine(settings_for("column-added-twice",
                                           warnings=["column-added-twice"],
                                           idempotency=False), None)
     assert {(f.rule, f.severity) for f in demoted} == {("column-added-twice", "warning")}
     with pytest.raises(ConfigError, match=r"\[lint\] warnings: 'no-such-rule'"):
-        clinic.examine(settings_for("clean", warnings=["no-such-rule"]), None)
+        examine.examine(settings_for("clean", warnings=["no-such-rule"]), None)

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import config, eta
+from orchestrator import config
+from orchestrator.engine import eta
 from phases.staging import timeline_problems
 
 MINIMAL: dict[str, Any] = {

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import fleet, fleet_spec, state
 from orchestrator.errors import ConfigError, GateRefused, UsageError
-from orchestrator.fleet import NOT_RUN, PENDING, Record, View
+from orchestrator.fleet import record as fleet
+from orchestrator.fleet import spec as fleet_spec
+from orchestrator.fleet.record import NOT_RUN, PENDING, Record, View
+from orchestrator.store import blobs
 
 WINDOW_TOML = textwrap.dedent("""\
     [window]
@@ -237,7 +239,7 @@ def record(fleet_id: str = "fleet_1", **changes: object) -> Record:
 
 
 def test_runners_started_together_agree_on_one_fleet_run(tmp_path: Path) -> None:
-    store = state.LocalStore(tmp_path)
+    store = blobs.LocalStore(tmp_path)
     results: list[tuple[Record, bool]] = []
     barrier = threading.Barrier(4)
 
@@ -255,7 +257,7 @@ def test_runners_started_together_agree_on_one_fleet_run(tmp_path: Path) -> None
 
 
 def test_an_ended_fleet_run_is_replaced_only_once_its_targets_are_quiet(tmp_path: Path) -> None:
-    store = state.LocalStore(tmp_path)
+    store = blobs.LocalStore(tmp_path)
     fleet.begin(store, record("fleet_1"), lambda _: True)
     assert fleet.update(store, "fleet_1", fleet.ending("stopped", "b rolled back"))
     with pytest.raises(GateRefused, match="fleet run fleet_1 stopped, but targets are"):
@@ -268,7 +270,7 @@ def test_an_ended_fleet_run_is_replaced_only_once_its_targets_are_quiet(tmp_path
 
 
 def test_the_first_ending_said_wins_but_an_abort_overrides_a_stop(tmp_path: Path) -> None:
-    store = state.LocalStore(tmp_path)
+    store = blobs.LocalStore(tmp_path)
     fleet.begin(store, record(), lambda _: True)
     fleet.update(store, "fleet_1", fleet.ending("stopped", "b rolled back"))
     after = fleet.update(store, "fleet_1", fleet.ending("stopped", "c rolled back"))

@@ -28,7 +28,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import config, gates, plan, redact
+from orchestrator import config, redact
+from orchestrator.commands import plan
+from orchestrator.engine import gates
 from orchestrator.errors import ConfigError, WindowError
 
 # Subprocesses are slow to shrink (minutes): a failing command line is reported as found.
@@ -578,9 +580,9 @@ def cli_options() -> dict[str, list[tuple[str, bool]]]:
     """Each command's options as typer built them: (name, is_flag); "" for an argument."""
     import typer  # noqa: PLC0415
 
-    from orchestrator import cli  # noqa: PLC0415
+    from orchestrator.cli import app  # noqa: PLC0415
 
-    commands = typer.main.get_command(cli.app).commands  # type: ignore[attr-defined]
+    commands = typer.main.get_command(app.app).commands  # type: ignore[attr-defined]
     return {name: [(param.opts[0] if param.param_type_name == "option" else "",
                     bool(getattr(param, "is_flag", False))) for param in command.params]
             for name, command in commands.items() if name not in SKIPPED_COMMANDS}
@@ -613,7 +615,7 @@ def test_the_cli_answers_hostile_arguments_in_one_sentence(tmp_path: Path) -> No
     """Random commands with hostile option values, paths, unknown options and stray
     arguments, against a valid project with an empty journal: exit 0, 2 or 3, with one
     sentence or typer's usage error, never a traceback."""
-    from orchestrator.journal import Journal  # noqa: PLC0415
+    from orchestrator.engine.journal import Journal  # noqa: PLC0415
 
     raw = tomllib.loads(toml_dumps(VALID))
     raw["migrate"] = {"command": "true"}  # no migration tool: nothing reads a database

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import structlog
 
-from orchestrator import config, live, log, machine
-from orchestrator.journal import Journal
+from orchestrator import config, log
+from orchestrator.engine import machine
+from orchestrator.engine.journal import Journal
+from orchestrator.reporting import live
 
 MINIMAL: dict[str, Any] = {
     "window": {"confirm_phrase": "SHOP-PROD-OK"},

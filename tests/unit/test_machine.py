@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from transitions import MachineError
 
-from orchestrator import machine
-from orchestrator.machine import State
+from orchestrator.engine import machine
+from orchestrator.engine.machine import State
 
 
 def walk(*triggers: str, start: str = State.PREFLIGHT) -> str:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config, migrations
+from orchestrator import config
 from orchestrator.errors import ConfigError
-from orchestrator.migrations import Folder
+from orchestrator.postgres import migrations
+from orchestrator.postgres.migrations import Folder
 
 
 def write(folder: Path, files: dict[str, str | bytes]) -> Folder:

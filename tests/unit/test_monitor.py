@@ -8,9 +8,11 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from orchestrator import config, monitor, pg
-from orchestrator.context import Context
-from orchestrator.journal import Journal
+from orchestrator import config
+from orchestrator.engine import monitor
+from orchestrator.engine.context import Context
+from orchestrator.engine.journal import Journal
+from orchestrator.postgres import pg
 
 NOBODY_LISTENS = "postgresql://u:s3cret-pw@127.0.0.1:1/prod"
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config, notify
+from orchestrator import config
+from orchestrator.commands import plan
+from orchestrator.engine import notify
 from orchestrator.errors import ConfigError, UsageError
 
 FILLED = {"on_call": "Maria +30 691 000 0001", "backup": "Nikos +30 691 000 0002",
@@ -71,12 +73,12 @@ def test_an_unknown_template_name_is_a_config_error() -> None:
 
 
 def test_local_time_reads_the_zone() -> None:
-    start = notify._local_time("2026-07-01 02:00", "Europe/Athens")
+    start = plan.local_time("2026-07-01 02:00", "Europe/Athens")
     assert start.strftime("%H:%M %Z") == "02:00 EEST"
     with pytest.raises(UsageError, match="--at '1 Dec' is not a time"):
-        notify._local_time("1 Dec", "Europe/Athens")
+        plan.local_time("1 Dec", "Europe/Athens")
     with pytest.raises(UsageError, match="--tz 'Nowhere/Else' is not a time zone"):
-        notify._local_time("2026-07-01 02:00", "Nowhere/Else")
+        plan.local_time("2026-07-01 02:00", "Nowhere/Else")
 
 
 def test_no_urls_means_no_notifier(monkeypatch: pytest.MonkeyPatch) -> None:

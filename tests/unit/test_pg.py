@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.pg import Db
+from orchestrator.postgres.pg import Db
 
 PRISMA_URL = ("postgresql://app:p%40ss@db.internal:6543/shop"
               "?schema=tenant_a&connection_limit=5&sslmode=require")

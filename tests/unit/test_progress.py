@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import io
 
-from phases.backup import TableProgress
+from orchestrator.toolkit.progress import TableProgress
 
 
 class Terminal(io.StringIO):

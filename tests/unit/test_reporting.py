@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator import config, machine, report_html, report_md, reporting
+from orchestrator import config
+from orchestrator.engine import machine
+from orchestrator.engine.journal import Journal
 from orchestrator.errors import UsageError
-from orchestrator.journal import Journal
+from orchestrator.reporting import as_html, as_markdown, record
 
 MINIMAL: dict[str, Any] = {
     "window": {"confirm_phrase": "SHOP-PROD-OK"},
@@ -92,7 +94,7 @@ def test_markdown_holds_phases_backup_checks_state_and_exit_code(
           {"event": "window_started", "run_id": "r1", "user": "alice", "host": "ops-1",
            "cli_command": "run", "state": "preflight", "at": "2026-11-30T08:59:39.000+00:00"})
 
-    text = report_md.render(reporting.gather(journal, journal.run("r1"), settings))
+    text = as_markdown.render(record.gather(journal, journal.run("r1"), settings))
 
     assert text.startswith("# window window r1: completed\n")
     assert "| **exit code** | 0 (completed) |" in text
@@ -119,7 +121,7 @@ def test_html_is_self_contained_escaped_and_redacted(journal: Journal,
                                    "retained_database": "shop_failed_r1",
                                    "instructions": "psql postgresql://app:s3cret-pw@db/shop"})
 
-    page = report_html.render(reporting.gather(journal, journal.run("r1"), settings))
+    page = as_html.render(record.gather(journal, journal.run("r1"), settings))
 
     assert "s3cret-pw" not in page
     assert "<script" not in page.lower()
@@ -133,7 +135,7 @@ def test_markdown_cells_keep_to_one_line_and_one_cell(journal: Journal,
                                                       settings: config.Settings) -> None:
     play(journal, "r1", fail_at="post_check")
 
-    text = report_md.render(reporting.gather(journal, journal.run("r1"), settings))
+    text = as_markdown.render(record.gather(journal, journal.run("r1"), settings))
 
     row = next(line for line in text.splitlines() if line.startswith("| post_check |"))
     assert row.endswith(' | \\<script>alert("x")\\</script> \\| and postgresql://app:***@db/shop |')
@@ -143,7 +145,7 @@ def test_markdown_cells_keep_to_one_line_and_one_cell(journal: Journal,
 def test_timeline_draws_each_phase_against_its_timeout_and_expectation(
         journal: Journal, settings: config.Settings) -> None:
     play(journal, "r1", fail_at="migrate")
-    page = report_html.render(reporting.gather(journal, journal.run("r1"), settings))
+    page = as_html.render(record.gather(journal, journal.run("r1"), settings))
 
     timeline = page[page.index('<svg id="timeline"'):page.index("</svg>") + len("</svg>")]
     svg = ET.fromstring(timeline)  # noqa: S314 - the page this test just rendered
@@ -155,8 +157,8 @@ def test_timeline_draws_each_phase_against_its_timeout_and_expectation(
             for r in svg.iter(f"{SVG}rect") if r.get("class") == "bar"}
     assert set(bars) == {"preflight", "staging_dry_run", "backup", "banner_on", "migrate",
                          "rollback", "rollback_banner_off"}, "skipped phases have no bar"
-    assert bars["migrate"] == report_html.BAR_COLOURS["failed"]
-    assert bars["backup"] == report_html.BAR_COLOURS["succeeded"]
+    assert bars["migrate"] == as_html.BAR_COLOURS["failed"]
+    assert bars["backup"] == as_html.BAR_COLOURS["succeeded"]
     timeouts = [r for r in svg.iter(f"{SVG}rect") if r.findtext(f"{SVG}title", "")
                 .startswith("timeout")]
     assert len(timeouts) == 7
@@ -169,7 +171,7 @@ def test_an_interrupted_run_reports_exit_5_and_its_interrupted_phase(
         journal: Journal, settings: config.Settings) -> None:
     play(journal, "r1", stop_at="backup")
 
-    text = report_md.render(reporting.gather(journal, journal.run("r1"), settings))
+    text = as_markdown.render(record.gather(journal, journal.run("r1"), settings))
 
     assert "| **exit code** | 5 (interrupted: `window resume` continues) |" in text
     assert "| backup | interrupted |" in text
@@ -181,8 +183,8 @@ def test_reports_land_in_the_state_folder_and_per_run(journal: Journal,
     time.sleep(0.01)
     play(journal, "r2", fail_at="migrate")
 
-    newest = reporting.write(journal, journal.run("r2"), settings)
-    older = reporting.write(journal, journal.run("r1"), settings, ("md",))
+    newest = record.write(journal, journal.run("r2"), settings)
+    older = record.write(journal, journal.run("r1"), settings, ("md",))
 
     folder = settings.state_dir
     assert set(newest) == {folder / "report.md", folder / "report.html",
@@ -199,7 +201,7 @@ def test_a_report_that_cannot_be_written_is_only_a_warning(journal: Journal,
     (settings.state_dir / "reports").write_text("a file where the folder should be")
 
     with capture_logs() as logs:
-        reporting.write_after_window(journal, "r1", settings)
+        record.write_after_window(journal, "r1", settings)
 
     assert [log["event"] for log in logs] == ["report_not_written"]
     assert logs[0]["log_level"] == "warning"
@@ -213,7 +215,7 @@ def test_history_lists_runs_newest_first_with_outcomes_and_durations(
     time.sleep(0.01)
     play(journal, "r3", stop_at="backup")
 
-    lines = reporting.history(journal, settings.state_dir, limit=10).splitlines()
+    lines = record.history(journal, settings.state_dir, limit=10).splitlines()
 
     assert [line.split()[0] for line in lines[1:]] == ["r3", "r2", "r1"]
     assert lines[1].split()[3:6] == ["interrupted", "(backup)", "-"]
@@ -221,16 +223,16 @@ def test_history_lists_runs_newest_first_with_outcomes_and_durations(
     assert "migrate 0.0s FAILED" in lines[2] and "rollback_banner_off 0.0s" in lines[2]
     assert lines[3].split()[3:5] == ["completed", "0"]
     assert "post_check" in lines[3] and "rollback" not in lines[3]
-    assert len(reporting.history(journal, settings.state_dir, limit=1).splitlines()) == 2
+    assert len(record.history(journal, settings.state_dir, limit=1).splitlines()) == 2
 
 
 def test_unknown_runs_and_empty_journals_are_usage_errors(journal: Journal,
                                                           settings: config.Settings) -> None:
     with pytest.raises(UsageError, match="no window has run"):
-        reporting.history(journal, settings.state_dir, limit=5)
+        record.history(journal, settings.state_dir, limit=5)
     with pytest.raises(UsageError, match="no window has run"):
-        reporting.find_run(journal, None, settings.state_dir)
+        record.find_run(journal, None, settings.state_dir)
     play(journal, "r1")
     with pytest.raises(UsageError, match="`window history` lists them"):
-        reporting.find_run(journal, "r9", settings.state_dir)
-    assert reporting.find_run(journal, None, settings.state_dir).run_id == "r1"
+        record.find_run(journal, "r9", settings.state_dir)
+    assert record.find_run(journal, None, settings.state_dir).run_id == "r1"

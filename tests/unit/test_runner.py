@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config, pg
-from orchestrator.context import Context
+from orchestrator import config
+from orchestrator.engine.context import Context
+from orchestrator.engine.journal import Journal
+from orchestrator.engine.machine import PHASES
+from orchestrator.engine.phase import FakePhase, PhaseResult, Registry
+from orchestrator.engine.runner import Runner, Signals
 from orchestrator.errors import PhaseFailed, PhaseTimeout
-from orchestrator.journal import Journal
-from orchestrator.machine import PHASES
-from orchestrator.runner import Runner, Signals
-from phases import FakePhase, PhaseResult, Registry
+from orchestrator.postgres import pg
 
 Handler = Callable[[Context], PhaseResult]
 

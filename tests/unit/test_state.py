@@ -9,21 +9,23 @@ from typing import Any
 
 import pytest
 
-from orchestrator import config, state
+from orchestrator import config
+from orchestrator.engine.journal import Journal
 from orchestrator.errors import ConfigError, GateRefused, LeaseLost
-from orchestrator.journal import Journal
+from orchestrator.store import blobs, replica
+from orchestrator.store import lease as leases
 
 BASE = {"window": {"confirm_phrase": "OK"}, "banner": {"on": "true", "off": "true"},
         "migrate": {"command": "true"}}
 
 
 def test_the_store_swaps_only_what_the_writer_saw(tmp_path: Path) -> None:
-    store = state.LocalStore(tmp_path)
+    store = blobs.LocalStore(tmp_path)
     first = store.put("k", b"1", if_none_match=True)
-    with pytest.raises(state.Conflict):
+    with pytest.raises(blobs.Conflict):
         store.put("k", b"2", if_none_match=True)
     second = store.put("k", b"2", if_match=first)
-    with pytest.raises(state.Conflict):
+    with pytest.raises(blobs.Conflict):
         store.put("k", b"3", if_match=first)  # a writer that missed the second version
     blob = store.get("k")
     assert blob is not None and (blob.data, blob.etag) == (b"2", second)
@@ -33,9 +35,9 @@ def test_the_store_swaps_only_what_the_writer_saw(tmp_path: Path) -> None:
 
 def test_a_live_lease_refuses_a_second_runner_and_an_expired_one_passes_on(
         tmp_path: Path) -> None:
-    store = state.LocalStore(tmp_path)
-    first = state.Lease(store, ttl=0.6, command="run")
-    second = state.Lease(store, ttl=0.6, command="resume")
+    store = blobs.LocalStore(tmp_path)
+    first = leases.Lease(store, ttl=0.6, command="run", holder="ops")
+    second = leases.Lease(store, ttl=0.6, command="resume", holder="ops")
     try:
         assert first.try_acquire() is None
         holder = second.try_acquire()
@@ -49,52 +51,53 @@ def test_a_live_lease_refuses_a_second_runner_and_an_expired_one_passes_on(
     finally:
         first.release()
         second.release()
-    lease = state.LeaseInfo.parse(store.get(state.LEASE).data)  # type: ignore[union-attr]
+    lease = leases.LeaseInfo.parse(store.get(leases.LEASE).data)  # type: ignore[union-attr]
     assert lease.token == 2 and lease.released and not lease.live()
 
 
 def test_renewal_keeps_a_lease_alive_past_its_ttl(tmp_path: Path) -> None:
-    store = state.LocalStore(tmp_path)
-    lease = state.Lease(store, ttl=0.6, command="run")
+    store = blobs.LocalStore(tmp_path)
+    lease = leases.Lease(store, ttl=0.6, command="run", holder="ops")
     assert lease.try_acquire() is None
     try:
         time.sleep(1.0)  # renewed every 0.1 s meanwhile
         lease.check()
-        assert state.Lease(store, ttl=0.6, command="run").try_acquire() is not None
+        assert leases.Lease(store, ttl=0.6, command="run", holder="ops").try_acquire() is not None
     finally:
         lease.release()
-    assert state.Lease(store, ttl=0.6, command="run").try_acquire() is None  # released
+    released = leases.Lease(store, ttl=0.6, command="run", holder="ops")
+    assert released.try_acquire() is None
 
 
 def test_a_holder_whose_lease_was_taken_cannot_write_the_journal(tmp_path: Path) -> None:
-    store = state.LocalStore(tmp_path / "shared")
-    old = state.Lease(store, ttl=60, command="run")
+    store = blobs.LocalStore(tmp_path / "shared")
+    old = leases.Lease(store, ttl=60, command="run", holder="ops")
     assert old.try_acquire() is None
     old_journal = Journal(tmp_path / "a" / "journal.sqlite")
-    old_journal.remote = state.Remote(store, old)
+    old_journal.remote = replica.Remote(store, old)
     old_journal.create_run("r1", ["preflight"], {})
-    written = store.get(state.JOURNAL)
+    written = store.get(replica.JOURNAL)
     assert written is not None
 
     # Another runner breaks in (as after an expiry) and writes the journal first.
-    new = state.Lease(store, ttl=60, command="resume")
-    blob = store.get(state.LEASE)
+    new = leases.Lease(store, ttl=60, command="resume", holder="ops")
+    blob = store.get(leases.LEASE)
     assert blob is not None
-    info = state.LeaseInfo.parse(blob.data)
-    store.put(state.LEASE, state.LeaseInfo(**{**info.__dict__, "expires_at": 0}).dump(),
+    info = leases.LeaseInfo.parse(blob.data)
+    store.put(leases.LEASE, leases.LeaseInfo(**{**info.__dict__, "expires_at": 0}).dump(),
               if_match=blob.etag)
     assert new.try_acquire() is None
-    remote = state.Remote(store, new)
+    remote = replica.Remote(store, new)
     remote.pull(tmp_path / "b" / "journal.sqlite")
     new_journal = Journal(tmp_path / "b" / "journal.sqlite")
     new_journal.remote = remote
     assert new_journal.run("r1").state == "preflight"
     new_journal.claim("r1", 2, None)
-    after = store.get(state.JOURNAL)
+    after = store.get(replica.JOURNAL)
 
     with pytest.raises(LeaseLost):
         old_journal.set_interrupted("r1")
-    assert store.get(state.JOURNAL) == after  # fenced: nothing of the old holder's landed
+    assert store.get(replica.JOURNAL) == after  # fenced: nothing of the old holder's landed
     with pytest.raises(LeaseLost):
         old.check()
     old._stop.set()
@@ -125,7 +128,7 @@ def test_the_state_section_and_fleet_targets() -> None:
         config.from_mapping({**BASE, "state": {"lease_ttl": "1s"}}, Path("w.toml"))
 
 
-class Flaky(state.LocalStore):
+class Flaky(blobs.LocalStore):
     """A store out of reach for its first ``outage`` journal writes."""
 
     def __init__(self, root: Path, outage: int) -> None:
@@ -133,7 +136,7 @@ class Flaky(state.LocalStore):
         self.outage = outage
 
     def put(self, key: str, data: bytes, **kwargs: Any) -> str:
-        if key == state.JOURNAL and self.outage > 0:
+        if key == replica.JOURNAL and self.outage > 0:
             self.outage -= 1
             raise GateRefused("the shared state cannot be reached: connection refused")
         return super().put(key, data, **kwargs)
@@ -141,20 +144,21 @@ class Flaky(state.LocalStore):
 
 def test_a_journal_write_waits_out_an_outage_and_stops_when_it_outlasts_the_lease(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state, "PUSH_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(replica, "PUSH_RETRY_SECONDS", 0.05)
     store = Flaky(tmp_path / "shared", outage=3)
-    lease = state.Lease(store, ttl=60, command="run")
+    lease = leases.Lease(store, ttl=60, command="run", holder="ops")
     assert lease.try_acquire() is None
     journal = Journal(tmp_path / "a" / "journal.sqlite")
-    journal.remote = state.Remote(store, lease)
+    journal.remote = replica.Remote(store, lease)
     journal.create_run("r1", ["preflight"], {})  # three refusals, then written
-    assert store.outage == 0 and store.get(state.JOURNAL) is not None
+    assert store.outage == 0 and store.get(replica.JOURNAL) is not None
 
     store.outage = 10**6  # S3 gone for good: the write holds the window until the lease ends
-    short = state.Lease(state.LocalStore(tmp_path / "other"), ttl=0.3, command="run")
+    short = leases.Lease(blobs.LocalStore(tmp_path / "other"), ttl=0.3, command="run",
+                          holder="ops")
     assert short.try_acquire() is None
     short._stop.set()  # no renewals: it expires while the write waits
-    journal.remote = state.Remote(store, short)
+    journal.remote = replica.Remote(store, short)
     with pytest.raises(LeaseLost, match="expired"):
         journal.claim("r1", 1, None)
     lease.release()

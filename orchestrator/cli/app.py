@@ -1,0 +1,301 @@
+"""The command line: parse, call a plain function, map the project's error to an exit code.
+
+Heavy imports (psycopg, the phases) happen inside the commands, so ``window --help`` stays
+light. ``pretty_exceptions_show_locals`` is off: locals hold database URLs.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from orchestrator.cli import fleet
+from orchestrator.errors import UsageError, WindowError
+
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
+
+app = typer.Typer(
+    name="window",
+    help="Run a production PostgreSQL maintenance window as a durable state machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Path to window.toml.", show_default=True)
+]
+ConfirmOption = Annotated[
+    str | None,
+    typer.Option("--confirm", help="The confirmation phrase; asked for on stdin if omitted."),
+]
+
+JsonLogsOption = Annotated[bool, typer.Option(
+    "--json-logs", help="Print the audit events on stderr as JSON lines, not readable ones.")]
+# One target of a fleet (`window fleet` passes it to the windows it starts).
+TargetOption = Annotated[str | None, typer.Option(
+    "--target", help="A fleet target's own window (its state under targets/NAME).")]
+
+
+def _settings(path: Path, *, json_logs: bool = False, target: str | None = None,
+              logs: bool = True) -> Settings:
+    from orchestrator import config
+
+    if logs:
+        from orchestrator import log
+
+        log.configure(json_lines=json_logs)
+    settings = config.load(path)
+    return settings.for_target(target) if target is not None else settings
+
+
+def _exit(code: int) -> NoReturn:
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(  # every option is a flag: keyword-only
+    *,
+    config: ConfigOption = Path("window.toml"),
+    confirm: ConfirmOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run even when the migration tool shows nothing pending.")] = False,
+    skip_staging: Annotated[bool, typer.Option(
+        "--skip-staging",
+        help="Skip the rehearsal (also needs [staging] skip = true); recorded as a risk.")
+    ] = False,
+    json_logs: JsonLogsOption = False,
+    target: TargetOption = None,
+    fleet_run: Annotated[str | None, typer.Option(
+        "--fleet-run", hidden=True,
+        help="Claim the target for this fleet run: a window it already has is not run again.")
+    ] = None,
+) -> None:
+    """Pass the safety gates, then run the whole window."""
+    from orchestrator.commands import window
+
+    _exit(window.run(_settings(config, json_logs=json_logs, target=target), confirm,
+                       force=force, skip_staging=skip_staging, fleet_run=fleet_run))
+
+
+@app.command()
+def rehearse(config: ConfigOption = Path("window.toml"),
+             json_logs: JsonLogsOption = False) -> None:
+    """Run preflight and the staging rehearsal alone; `run` reuses a recent success."""
+    from orchestrator.commands import window
+
+    _exit(window.rehearse(_settings(config, json_logs=json_logs)))
+
+
+@app.command()
+def resume(config: ConfigOption = Path("window.toml"),
+           json_logs: JsonLogsOption = False, target: TargetOption = None) -> None:
+    """Continue the last unfinished window from its journal."""
+    from orchestrator.commands import window
+
+    _exit(window.resume(_settings(config, json_logs=json_logs, target=target)))
+
+
+@app.command()
+def abort(
+    config: ConfigOption = Path("window.toml"),
+    confirm: ConfirmOption = None,
+    accept_data_loss: Annotated[bool, typer.Option(
+        "--accept-data-loss",
+        help="Restore a rollback that paused on writes made after the backup.")] = False,
+    json_logs: JsonLogsOption = False,
+    target: TargetOption = None,
+) -> None:
+    """Roll the running (or crashed) window back; before the banner, just stop it."""
+    from orchestrator.commands import window
+
+    _exit(window.abort(_settings(config, json_logs=json_logs, target=target), confirm,
+                         accept_data_loss=accept_data_loss))
+
+
+@app.command()
+def unlock(
+    config: ConfigOption = Path("window.toml"),
+    confirm: ConfirmOption = None,
+    json_logs: JsonLogsOption = False,
+    target: TargetOption = None,
+) -> None:
+    """Break the S3 state's lease when its runner is gone for sure (audited)."""
+    from orchestrator.commands import window
+
+    _exit(window.unlock(_settings(config, json_logs=json_logs, target=target), confirm))
+
+
+@app.command()
+def status(
+    config: ConfigOption = Path("window.toml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    target: TargetOption = None,
+) -> None:
+    """Where the window stands, phase by phase; works while a run is in progress."""
+    from orchestrator.reporting import status  # not commands: status must start fast mid-window
+
+    # Logging (structlog, ~0.1 s to import) only where status may log: the S3 state's reads.
+    settings = _settings(config, target=target, logs=False)
+    if settings.state.backend == "s3":
+        from orchestrator import log
+
+        log.configure()
+    typer.echo(status.show(settings, as_json))
+
+
+class ReportFormat(StrEnum):
+    MD = "md"
+    HTML = "html"
+
+
+@app.command()
+def report(
+    run_id: Annotated[str | None, typer.Argument(
+        help="A run from `window history`; the newest by default.")] = None,
+    config: ConfigOption = Path("window.toml"),
+    fmt: Annotated[ReportFormat | None, typer.Option(
+        "--format", help="Only this format; both by default.")] = None,
+) -> None:
+    """Write a window's report.md and report.html again; print their paths."""
+    from orchestrator.commands import window
+
+    formats = (fmt.value,) if fmt else tuple(f.value for f in ReportFormat)
+    paths = window.write_reports(_settings(config), run_id, formats)
+    typer.echo("\n".join(str(path) for path in paths))
+
+
+@app.command()
+def history(
+    config: ConfigOption = Path("window.toml"),
+    # SQLite takes a 64-bit LIMIT: a larger N is a usage error, not an OverflowError.
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000,
+                                       help="Show the newest N runs.")] = 20,
+) -> None:
+    """Past windows, newest first: outcome, exit code, total and per-phase durations."""
+    from orchestrator.commands import window
+
+    typer.echo(window.show_history(_settings(config), limit))
+
+
+@app.command()
+def plan(config: ConfigOption = Path("window.toml")) -> None:
+    """Validate config and environment and print what `run` would do; touches nothing."""
+    from orchestrator.commands import plan as planner
+
+    typer.echo(planner.describe(_settings(config)))
+
+
+@app.command()
+def announce(
+    at: Annotated[str, typer.Option("--at", help='Local start time, "YYYY-MM-DD HH:MM".')],
+    tz: Annotated[str, typer.Option("--tz", help="Time zone of --at, e.g. Europe/Athens.")],
+    config: ConfigOption = Path("window.toml"),
+) -> None:
+    """Send the advance notice (communication.notice) through notify's URLs; print it."""
+    from orchestrator.commands import plan
+
+    _exit(plan.announce(_settings(config), at, tz))
+
+
+@app.command()
+def lint(config: ConfigOption = Path("window.toml")) -> None:
+    """Lint the pending migration files (the migration clinic); exit 3 on any error."""
+    from orchestrator.clinic import examine
+
+    _exit(examine.lint(_settings(config)))
+
+
+@app.command()
+def backups(config: ConfigOption = Path("window.toml")) -> None:
+    """Backups with size, age, verified or not, and where; retained _failed_ databases."""
+    from orchestrator.commands import window
+
+    typer.echo(window.show_backups(_settings(config)))
+
+
+@app.command()
+def prune(
+    config: ConfigOption = Path("window.toml"),
+    confirm: ConfirmOption = None,
+    keep: Annotated[int | None, typer.Option(min=0, help="Keep the newest N archives.")] = None,
+    failed_databases: Annotated[bool, typer.Option(
+        "--failed-databases", help="Drop retained <db>_failed_<run_id> databases.")] = False,
+) -> None:
+    """Delete old archives and/or retained failed databases, behind the phrase."""
+    from orchestrator.commands import window
+
+    _exit(window.prune(_settings(config), confirm, keep=keep,
+                         failed_databases=failed_databases))
+
+
+class PackageManagerChoice(StrEnum):
+    PNPM = "pnpm"
+    NPM = "npm"
+    YARN = "yarn"
+
+
+@app.command()
+def init(  # every option is a flag: keyword-only
+    *,
+    prisma: Annotated[bool, typer.Option(
+        "--prisma", help="Migrate with prisma migrate deploy and read its table.")] = False,
+    pnpm: Annotated[bool, typer.Option("--pnpm", help="The project uses pnpm.")] = False,
+    npm: Annotated[bool, typer.Option("--npm", help="The project uses npm.")] = False,
+    yarn: Annotated[bool, typer.Option("--yarn", help="The project uses yarn.")] = False,
+    workdir: Annotated[str | None, typer.Option(
+        help="The folder the migration runs in, from the repository root.")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="The window's name; default: this folder's name with -prod.")] = None,
+    phrase: Annotated[str | None, typer.Option(
+        help="The confirmation phrase; default: the name in capitals with -OK.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write an annotated window.toml and .github/workflows/maintenance-window.yml here."""
+    from orchestrator.commands import init as starter
+
+    managers = [m for m, chosen in zip(PackageManagerChoice, (pnpm, npm, yarn), strict=True)
+                if chosen]
+    if len(managers) > 1:
+        raise UsageError("choose one of --pnpm, --npm and --yarn.")
+    chosen_name = name or starter.default_name(Path.cwd())
+    options = starter.Options(
+        name=chosen_name, phrase=phrase or starter.default_phrase(chosen_name), prisma=prisma,
+        package_manager=managers[0].value if managers else None, workdir=workdir)
+    for path in starter.write(Path.cwd(), options, force=force):
+        typer.echo(f"wrote {path}")
+    typer.echo("next: edit window.toml, then `window plan`; set the DATABASE_URL and"
+               " DATABASE_URL_STAGING secrets for the workflow.")
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="Keep the demo folder for a look afterwards.")] = False,
+) -> None:
+    """Run two windows against a throwaway local PostgreSQL: one succeeds, one rolls back."""
+    from orchestrator.commands import demo as showcase
+
+    _exit(showcase.main(keep=keep))
+
+
+app.add_typer(fleet.app, name="fleet")
+
+
+def main() -> None:
+    try:
+        app()
+    except WindowError as exc:
+        typer.echo(f"window: {one_line(exc.message)}", err=True)
+        sys.exit(exc.exit_code)
+
+
+def one_line(message: str) -> str:
+    """The sentence as one printable line: a newline or an escape sequence in a name the
+    user gave (a path, a key, a variable) is shown escaped, never acted on by the terminal."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)

@@ -1,0 +1,80 @@
+"""``window fleet``: one maintenance window per database of a fleet, in waves.
+
+Mounted under the main app (``app.add_typer(fleet_cli.app, name="fleet")``), so its errors
+reach the same ``WindowError`` handler. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Run the window on every database of a fleet: a canary first, then waves.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+)
+
+FleetArgument = Annotated[Path, typer.Argument(
+    help="fleet.toml: the targets (or a catalog query) and the shared window.toml.")]
+ConfirmOption = Annotated[str | None, typer.Option(
+    "--confirm", help="The confirmation phrase; asked for on stdin if omitted.")]
+JsonLogsOption = Annotated[bool, typer.Option(
+    "--json-logs", help="Print the audit events on stderr as JSON lines, not readable ones.")]
+
+
+@app.command()
+def run(
+    fleet_file: FleetArgument = Path("fleet.toml"),
+    confirm: ConfirmOption = None,
+    skip_staging: Annotated[bool, typer.Option(
+        "--skip-staging",
+        help="Skip every target's rehearsal (also needs [staging] skip = true).")] = False,
+    json_logs: JsonLogsOption = False,
+) -> None:
+    """Start a fleet run, or join the one under way, and work it until it ends."""
+    from orchestrator import log
+    from orchestrator.fleet import runner, spec
+
+    log.configure(json_lines=json_logs)
+    raise typer.Exit(runner.run(spec.load(fleet_file), confirm,
+                                      skip_staging=skip_staging))
+
+
+@app.command()
+def resume(fleet_file: FleetArgument = Path("fleet.toml"),
+           json_logs: JsonLogsOption = False) -> None:
+    """Work the current fleet run again: interrupted targets resume, waves go on."""
+    from orchestrator import log
+    from orchestrator.fleet import runner, spec
+
+    log.configure(json_lines=json_logs)
+    raise typer.Exit(runner.resume(spec.load(fleet_file)))
+
+
+@app.command()
+def abort(fleet_file: FleetArgument = Path("fleet.toml"), confirm: ConfirmOption = None,
+          json_logs: JsonLogsOption = False) -> None:
+    """Stop the waves and roll back every target whose window is in flight."""
+    from orchestrator import log
+    from orchestrator.fleet import runner, spec
+
+    log.configure(json_lines=json_logs)
+    raise typer.Exit(runner.abort(spec.load(fleet_file), confirm))
+
+
+@app.command()
+def status(
+    fleet_file: FleetArgument = Path("fleet.toml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Where the fleet run stands: its wave, and every target's window."""
+    from orchestrator import log
+    from orchestrator.fleet import record, spec
+
+    log.configure()
+    typer.echo(record.status(spec.load(fleet_file), as_json))

@@ -1,0 +1,231 @@
+"""The migration clinic: lint what the window is about to migrate, before the rehearsal.
+
+The first users' runbook credits its "Migration Clinic" with seven bugs caught before they
+reached production: a table altered before it was created, a foreign key to a missing
+parent, a column added twice, Prisma CLI output pasted into SQL, a loose ``.sql`` file that
+never ran, DDL that failed on re-run. Errors stop the window (exit 3) before anything runs;
+warnings are shown and journaled. ``window lint`` runs the clinic alone.
+
+The pending migrations are linted (syntax, CLI output, idempotency, squawk); the order rules
+replay the whole history in the tool's order, because a table created by a later migration
+only shows across files; applied Prisma migrations are held to their recorded checksum.
+Without the tool's table (no database reachable) every file counts as pending. Alembic's
+migrations are Python, and the clinic reads SQL: it has nothing to say about them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+import psycopg
+import structlog
+
+from orchestrator.clinic import prisma, sql, squawk
+from orchestrator.clinic.findings import Finding, Migration
+from orchestrator.config import Settings
+from orchestrator.engine import gates
+from orchestrator.errors import ConfigError, GateRefused, PhaseFailed
+from orchestrator.postgres import migrations, pg
+from orchestrator.redact import redact
+
+__all__ = ["RULES", "Finding", "examine", "gate", "history", "lint", "summary"]
+
+RULES = ("prisma-loose-sql", "prisma-unused-sql", "prisma-cli-output",
+         "prisma-checksum-changed", "table-used-before-created", "foreign-key-to-later-table",
+         "column-added-twice", "missing-if-not-exists", "sql-syntax", "squawk:<rule>",
+         "squawk-missing", "squawk-failed")
+SQL_TOOLS = ("prisma", "flyway")
+
+
+def history(settings: Settings, state: migrations.ToolState | None) -> list[Migration]:
+    """Every migration file in the order the tool applies them, each marked pending unless
+    the tool's table says it is applied (no table: all pending)."""
+    path = migrations.files(settings)
+    if path is None or settings.migrate.tool not in SQL_TOOLS:
+        return []
+    folder = migrations.Folder(path, settings.migrate.files or str(path))
+    found = _prisma_files(folder) if settings.migrate.tool == "prisma" else _flyway_files(folder)
+    pending = None if state is None or state.pending is None else set(state.pending)
+    return [Migration(name, file, pending is None or name in pending) for name, file in found]
+
+
+def _prisma_files(folder: migrations.Folder) -> list[tuple[str, Path]]:
+    return [(name, folder.path / name / "migration.sql")
+            for name in migrations.prisma_migrations(folder)]
+
+
+def _flyway_files(folder: migrations.Folder) -> list[tuple[str, Path]]:
+    """Versioned scripts by version, then repeatable ones, as Flyway runs them (the names
+    are file names, found anywhere under the folder)."""
+    versioned, repeatable = migrations.flyway_scripts(folder)
+    where = {p.name: p for p in sorted(folder.path.rglob("*.sql"))}
+    names = [*versioned.values(), *(name for name, _ in repeatable.values())]
+    return [(name, where[name]) for name in names]
+
+
+def examine(settings: Settings, state: migrations.ToolState | None) -> list[Finding]:
+    """Every finding, graded and sorted, paths relative to the config's folder."""
+    for name in settings.lint.warnings:
+        if name not in RULES or name in settings.lint.errors:
+            raise ConfigError(f"[lint] warnings: {name!r} is not one of the clinic's rules"
+                              f" ({', '.join(RULES[:9])}) or is also in [lint] errors.")
+    folder = migrations.files(settings)
+    if folder is None or settings.migrate.tool not in SQL_TOOLS:
+        return []
+    found = history(settings, state)
+    is_prisma = settings.migrate.tool == "prisma"
+    findings = prisma.loose_sql(folder) if is_prisma else []
+    statements: list[sql.Statement] = []
+    for migration in found:
+        parsed, problems = _examine_file(migration, is_prisma=is_prisma)
+        statements += parsed
+        findings += problems
+    findings += sql.order(statements)
+    if settings.lint.idempotency:
+        findings += sql.idempotency([s for s in statements if s.migration.pending])
+    if is_prisma:
+        findings += prisma.checksum_changed(found, state.checksums if state else {})
+    if settings.lint.squawk:
+        findings += squawk.run([m.path for m in found if m.pending],
+                                      settings.lint.squawk_exclude, cwd=settings.config_dir,
+                                      folder=folder)
+    return _finished(settings, found, findings)
+
+
+def _examine_file(migration: Migration, *, is_prisma: bool
+                  ) -> tuple[list[sql.Statement], list[Finding]]:
+    """The file's statements for the replay, and what is wrong with it if it is pending
+    (an applied file already ran; only the replay and its checksum still concern it)."""
+    text, unreadable = _read(migration)
+    if text is None:
+        return [], [unreadable] if unreadable and migration.pending else []
+    pasted = prisma.cli_output_lines(text) if is_prisma else []
+    statements, syntax = sql.parse(migration, prisma.blank_lines(text, pasted),
+                                   placeholders=not is_prisma)  # Flyway's ${name}
+    if not migration.pending:
+        return statements, []
+    return statements, [*prisma.cli_output(migration, pasted), *filter(None, [syntax])]
+
+
+def _read(migration: Migration) -> tuple[str | None, Finding | None]:
+    try:
+        data = migration.path.read_bytes()
+    except OSError as exc:
+        return None, Finding(migration.path, 1, "sql-syntax",
+                             f"cannot be read ({exc.strerror or exc})")
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        return None, Finding(migration.path, line, "sql-syntax", "is not UTF-8 text")
+
+
+def _finished(settings: Settings, found: Sequence[Migration], findings: list[Finding]
+              ) -> list[Finding]:
+    """Promote what ``[lint] errors`` names, drop squawk's echo of our own idempotency
+    warning, make paths relative and sort in the order the tool runs the files."""
+    ours = {(f.file, f.line) for f in findings if f.rule == "missing-if-not-exists"}
+    errors, warnings = set(settings.lint.errors), set(settings.lint.warnings)
+    rank = {m.path: index for index, m in enumerate(found)}
+    kept = [_graded(f, errors, warnings) for f in findings
+            if not (f.rule == "squawk:prefer-robust-stmts" and (f.file, f.line) in ours)]
+    kept.sort(key=lambda f: (rank.get(f.file, len(rank)), str(f.file), f.line, f.rule))
+    base = settings.config_dir
+    return [replace(f, file=Path(os.path.relpath(f.file, base))) for f in kept]
+
+
+def _graded(finding: Finding, errors: set[str], warnings: set[str]) -> Finding:
+    named = {finding.rule, finding.rule.removeprefix("squawk:")}
+    if named & warnings:
+        return replace(finding, severity="warning")
+    return replace(finding, severity="error") if named & errors else finding
+
+
+def summary(findings: Sequence[Finding]) -> str:
+    errors = sum(1 for f in findings if f.severity == "error")
+    if not findings:
+        return "no errors, no warnings"
+    files = len({f.file for f in findings})
+    return (f"{_count(errors, 'error')}, {_count(len(findings) - errors, 'warning')}"
+            f" in {_count(files, 'file')}")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def gate(settings: Settings, state: migrations.ToolState | None, out: TextIO | None = None
+         ) -> list[Finding]:
+    """The clinic before the window: every finding is printed; any error refuses (exit 3)
+    with nothing done; the warnings are handed back for the journal."""
+    if not settings.lint.enabled:
+        return []
+    findings = examine(settings, state)
+    for finding in findings:
+        print(finding, file=out or sys.stdout)
+    errors = sum(1 for f in findings if f.severity == "error")
+    structlog.get_logger().info("migrations_linted", errors=errors,
+                                warnings=len(findings) - errors)
+    if errors:
+        raise GateRefused(f"the migration clinic found {summary(findings)} (listed above;"
+                          " `window lint` shows them again); nothing was done.")
+    return findings
+
+
+def lint(settings: Settings, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``window lint``: the clinic alone; 3 when it finds an error, as a refused window."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    state, note = _tool_state(settings)
+    for line in [*_scope_notes(settings), *filter(None, [note])]:
+        print(line, file=err)
+    found = history(settings, state)
+    if found:
+        pending = sum(1 for m in found if m.pending)
+        print(f"linting {pending} pending of {len(found)} migration(s) in"
+              f" {settings.migrate.files}", file=err)
+    findings = examine(settings, state)
+    for finding in findings:
+        print(finding, file=out)
+    print(summary(findings), file=out)
+    return 3 if any(f.severity == "error" for f in findings) else 0
+
+
+def _scope_notes(settings: Settings) -> list[str]:
+    tool = settings.migrate.tool
+    notes = []
+    if tool == "none" or settings.migrate.files is None:
+        notes.append("nothing to lint: [migrate] tool and files name the migration files.")
+    elif tool not in SQL_TOOLS:
+        notes.append(f"nothing to lint: {tool} migrations are Python; the clinic reads SQL.")
+    if not settings.lint.enabled:
+        notes.append("[lint] enabled = false: `window run` skips the clinic.")
+    return notes
+
+
+def _tool_state(settings: Settings) -> tuple[migrations.ToolState | None, str | None]:
+    """What the tool's table on production says, when it can be asked; else a note."""
+    if settings.migrate.tool not in SQL_TOOLS or settings.migrate.files is None:
+        return None, None
+    variable = settings.target.url_env
+    if not os.environ.get(variable, "").strip():
+        return None, f"{variable} is not set: every migration file is linted as pending."
+    folder = migrations.files(settings)
+    try:
+        target = gates.database(settings, variable, "target")
+        with pg.connect(target, time.time() + settings.target.connect_timeout) as conn:
+            state = migrations.read(conn, settings.migrate, folder, target.schema)
+    except (GateRefused, PhaseFailed) as exc:
+        reason = exc.message
+    except psycopg.Error as exc:
+        reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+    else:
+        return state, None
+    return None, (f"cannot read the migration tool's table ({reason}): every migration"
+                  " file is linted as pending.")

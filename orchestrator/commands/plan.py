@@ -1,0 +1,131 @@
+"""``window plan``: what ``run`` would do, resolved and validated, touching nothing; and
+``window announce``: the advance notice of a planned window, sent."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from orchestrator.config import Settings, require_contacts
+from orchestrator.engine import banners, eta, gates, notify, proc, rehearsals
+from orchestrator.engine.machine import RECOVERY, forward
+from orchestrator.engine.notify import Notifier, render
+from orchestrator.errors import ConfigError, UsageError
+from orchestrator.redact import redact
+
+
+def describe(settings: Settings) -> str:
+    require_contacts(settings.contacts)
+    target, staging = gates.databases(settings, refusal=ConfigError)
+    banners.template(settings)  # a maintenance page template that cannot be read stops here
+    rehearsed_by, rehearsal = rehearsals.latest(settings)
+    expected = eta.estimate(settings, rehearsal)
+    lines = [
+        f"window {settings.window.name!r}",
+        f"  production  {target}   (from ${settings.target.url_env})",
+        f"  staging     {staging}   (from ${settings.staging.url_env})",
+        f"  backup      {settings.path(settings.backup.dir)}/<run_id>  (pg_dump -Fd"
+        f" -j{settings.backup.jobs}, compress {settings.backup.compress})",
+        f"  state       {settings.state_dir}" + (
+            f" (a cache of {settings.state.uri}: lease {settings.state.lease_ttl:g}s,"
+            f" archives to {settings.backup_s3_uri})" if settings.state.backend == "s3"
+            else ""),
+        f"  banner      {banners.target(settings)}",
+        f"  banner on   {banners.describe(settings, 'on')}",
+        f"  banner off  {banners.describe(settings, 'off')}",
+        f"  migrate     {redact(proc.describe(settings.migrate.command))}",
+        *([f"  tool        {settings.migrate.tool}, its table against"
+           f" {settings.migrate.files or '(no files: failures only)'}"]
+          if settings.migrate.tool != "none" else []),
+        f"  drain       up to {settings.migrate.drain_timeout:g}s for busy sessions"
+        + (", ending those idle in a transaction"
+           if settings.migrate.terminate_idle_in_transaction else ""),
+        "",
+        "  phases (timeout, expected):",
+        *[f"    {p:<20} {settings.timeout(p):>6g}s  ~{eta.shown(expected.phases[p])}"
+          + (" rehearsed" if p in expected.measured else "")
+          for p in forward(settings.backup.when)],
+        "  on failure after the banner is up:",
+        *[f"    {p:<20} {settings.timeout(p):>6g}s" for p in RECOVERY],
+        *_eta(settings, expected, rehearsed_by),
+        "",
+        "  checks, on staging in the dry-run and on production after the migration:",
+        *[f"    {c.name:<20} {c.kind:<8} timeout {c.timeout:g}s" for c in settings.checks],
+        *[f"    {name:<20} built-in" for name in settings.builtin_checks],
+        *_baseline(settings),
+        f"  monitor     every {settings.monitor.interval:g}s during migrate and rollback"
+        if settings.monitor.enabled else "  monitor     off",
+        _notify(settings),
+        "  contacts    " + "; ".join(settings.contacts.lines()),
+    ]
+    return "\n".join(lines)
+
+
+def _notify(settings: Settings) -> str:
+    name = settings.notify.urls_env
+    count = len(notify.urls(settings))
+    if not name:
+        return "  notify      off (set [notify] urls_env)"
+    return f"  notify      {count} service(s) from ${name}" + ("" if count else ": none set!")
+
+
+def _baseline(settings: Settings) -> list[str]:
+    section = settings.baseline
+    if not (section.queries or section.from_pg_stat_statements):
+        return []
+    busiest = f", the {section.from_pg_stat_statements} busiest statements of" \
+        " pg_stat_statements" if section.from_pg_stat_statements else ""
+    return ["", "  baseline, before the banner and again in post_check (median of"
+                f" {section.runs}; slower than {section.max_slowdown:g}x:"
+                f" {section.on_slowdown}){busiest}:",
+            *[f"    {q.name}" for q in section.queries]]
+
+
+def _eta(settings: Settings, expected: eta.Eta, rehearsed_by: str) -> list[str]:
+    source = (f"rehearsed by window {rehearsed_by} where measured, else the runbook's timeline"
+              if expected.source == "rehearsal" else
+              "by the runbook's timeline (nothing rehearsed yet: `window run` measures it)")
+    window = f"the {eta.shown(expected.length_s)} window" + (
+        "" if settings.window.length else " (the forward timeouts; set [window] length)")
+    lines = ["", f"  eta                 ~{eta.shown(expected.expected_s)}, {source}"]
+    no_return = expected.point_of_no_return_s
+    if no_return < 0:
+        return [*lines, f"  point of no return  none: a rollback alone takes up to"
+                        f" {eta.shown(expected.rollback_s)}, longer than {window}"]
+    lines.append(f"  point of no return  +{eta.shown(no_return)} into {window}: a rollback"
+                 f" then takes up to {eta.shown(expected.rollback_s)}")
+    checked = expected.ends_s("post_check")
+    if checked > no_return:
+        lines.append(f"  warning: post_check is expected to end at +{eta.shown(checked)}, past"
+                     " the point of no return: a late failure could not be rolled back"
+                     " inside the window")
+    return lines
+
+
+def announce(settings: Settings, at: str, tz: str) -> int:
+    """``window announce``: the advance notice, sent; 0 when every service took it."""
+    start = local_time(at, tz)
+    notifier = Notifier(settings)
+    if not notifier.configured:
+        raise ConfigError(f"nothing to send through: set [notify] urls_env and put apprise"
+                          f" URLs in ${settings.notify.urls_env or 'WINDOW_NOTIFY_URLS'}.")
+    expected = eta.estimate(settings, rehearsals.latest(settings)[1]).expected_s
+    end = start + timedelta(seconds=expected)
+    text = render(settings.communication.notice, settings, tz=tz,
+                  start=start.strftime("%Y-%m-%d %H:%M %Z"),
+                  end=end.strftime("%Y-%m-%d %H:%M %Z"), duration=eta.shown(expected))
+    title = f"[{settings.window.name}] planned maintenance on {start:%Y-%m-%d %H:%M %Z}"
+    sent = notifier.send("notice", title, text)
+    print(f"{'sent' if sent else 'NOT sent (see notify_failed)'}: {title}\n\n{text}")
+    return 0 if sent else 1
+
+
+def local_time(at: str, tz: str) -> datetime:
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise UsageError(f"--tz {tz!r} is not a time zone such as Europe/Athens.") from exc
+    try:
+        return datetime.strptime(at, "%Y-%m-%d %H:%M").replace(tzinfo=zone)
+    except ValueError as exc:
+        raise UsageError(f"--at {at!r} is not a time such as \"2026-12-01 02:00\".") from exc

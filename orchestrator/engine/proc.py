@@ -1,0 +1,168 @@
+"""Run one command the way a window must: own process group, hard deadline, journaled pid.
+
+Each child starts a new session (so its process group is its own and a terminal's Ctrl-C
+reaches only the window); its pid, group and kernel start time go into the journal before we
+wait on it, so a later ``resume`` or ``abort`` can find it if the window process dies. Past the
+deadline, or on abort or interrupt, the whole group is terminated, then killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator import crash
+from orchestrator.config import Command
+from orchestrator.errors import PhaseFailed, PhaseTimeout
+
+OUTPUT_LIMIT = 128 * 1024  # kept per stream; the journal keeps less, after redaction
+POLL_SECONDS = 0.1
+GRACE_SECONDS = 3.0
+TAIL_LINES = 8  # of a failed command's output, in its one-sentence error
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the caller learns and decides while a child runs."""
+
+    started: Callable[[int, int, str | None], int] = lambda _pid, _pgid, _ticks: 0
+    ended: Callable[[int, int | None, str], None] = lambda _id, _code, _out: None
+    poll: Callable[[], None] = lambda: None  # raises to stop the child (abort, interrupt)
+    line: Callable[[str], None] | None = None  # each line of stderr as it arrives
+
+
+def argv(command: Command) -> list[str]:
+    return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+
+
+def describe(command: Command) -> str:
+    return command if isinstance(command, str) else " ".join(command)
+
+
+def start_ticks(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/pid/stat): tells reuse apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def run(command: Command, *, env: Mapping[str, str], cwd: Path, deadline: float,
+        hooks: Hooks = Hooks(), label: str = "") -> Result:
+    """Run to completion, or raise PhaseTimeout / whatever ``hooks.poll`` raises."""
+    try:
+        child = subprocess.Popen(
+            argv(command), cwd=cwd, env=dict(env), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise PhaseFailed(f"cannot start `{label or describe(command)}` in {cwd}:"
+                          f" {exc.strerror or exc}") from exc
+    child_id = hooks.started(child.pid, child.pid, start_ticks(child.pid))
+    stdout, stderr = _Collector(child.stdout), _Collector(child.stderr, hooks.line)
+    try:
+        _wait(child, deadline, hooks.poll, label or describe(command))
+    except BaseException:
+        stop_group(child.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # unkillable: do not hang on it
+            child.wait(timeout=GRACE_SECONDS)
+        hooks.ended(child_id, child.returncode, stdout.text() + stderr.text())
+        raise
+    result = Result(child.returncode, stdout.text(), stderr.text())
+    crash.point(f"process.exited.{Path(argv(command)[0]).name}")  # done, not yet journaled
+    hooks.ended(child_id, result.exit_code, result.output)
+    return result
+
+
+def _wait(child: subprocess.Popen[bytes], deadline: float, poll: Callable[[], None],
+          label: str) -> None:
+    while child.poll() is None:
+        poll()
+        if time.time() >= deadline:
+            raise PhaseTimeout(f"`{label}` was still running at its deadline and was killed.")
+        with contextlib.suppress(subprocess.TimeoutExpired):  # returns as soon as it exits
+            child.wait(timeout=POLL_SECONDS)
+
+
+def stop_group(pgid: int, grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM the group, give it ``grace`` seconds, then SIGKILL what is left."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        if not _signal_group(pgid, 0):
+            return
+        time.sleep(POLL_SECONDS)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    return _signal_group(pgid, 0)
+
+
+class _Collector:
+    """Reads one pipe on a thread so a chatty child can never block on a full pipe."""
+
+    def __init__(self, pipe: object, line: Callable[[str], None] | None = None) -> None:
+        self._line = line
+        self._partial = b""
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._cut = False
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: object) -> None:
+        read = pipe.read1  # type: ignore[attr-defined]
+        while chunk := read(65536):
+            if self._line is not None:
+                *lines, self._partial = (self._partial + chunk).split(b"\n")
+                for line in lines:
+                    self._line(line.decode("utf-8", "replace"))
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+            while self._size > OUTPUT_LIMIT and len(self._chunks) > 1:
+                self._size -= len(self._chunks.pop(0))
+                self._cut = True
+
+    def text(self) -> str:
+        # A grandchild that kept the pipe open must not hold the window: wait briefly only.
+        self._thread.join(timeout=1.0)
+        text = b"".join(self._chunks).decode("utf-8", "replace")
+        # A cut can fall inside a URL, where redaction would no longer recognise it.
+        return text.split("\n", 1)[-1] if self._cut else text
+
+
+def tail(output: str, lines: int = TAIL_LINES) -> str:
+    """The last non-blank lines of a command's output, on one line."""
+    kept = [line for line in output.strip().splitlines() if line.strip()][-lines:]
+    return " | ".join(kept) if kept else "(no output)"

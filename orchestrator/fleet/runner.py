@@ -1,0 +1,454 @@
+"""The runner of a fleet: child windows and the loop that claims targets through them, and
+the ``window fleet`` commands that act (run, resume, abort) with their audit.
+
+What the runners agree on, where each target stands and the next step are in ``fleet``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import structlog
+
+from orchestrator import config, log
+from orchestrator.config import Settings
+from orchestrator.engine import gates
+from orchestrator.engine.identity import who
+from orchestrator.errors import ConfigError, GateRefused, Interrupted, UsageError
+from orchestrator.fleet.record import (
+    PENDING,
+    SEVERITY,
+    Record,
+    Step,
+    View,
+    begin,
+    ending,
+    existing,
+    exit_code,
+    fleet_state,
+    held,
+    new_fleet_id,
+    plan,
+    read_view,
+    report,
+    table,
+    update,
+    views_of,
+)
+from orchestrator.fleet.spec import Fleet, Target, check_staging, targets
+from orchestrator.redact import redact
+from orchestrator.store import blobs
+
+POLL_SECONDS = 0.5
+BUSY_PAUSE_SECONDS = 2.0  # a target another runner holds is looked at again after this
+MAX_RESTARTS = 3  # a target whose window keeps stopping unfinished then stops the fleet
+ABORT_SETTLE_SECONDS = 5.0  # a runner may have started a target just before the abort mark
+STATE_OUTAGE_SECONDS = 120.0  # a runner rides out the shared state unreachable this long
+
+
+# the runner ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    process: subprocess.Popen[bytes]
+    last_line: str = ""
+    relay: threading.Thread | None = None
+
+
+class Children:
+    """Child windows, each in its own session writing to its own file, and a thread per child
+    relaying the file's lines prefixed with its target, so the operator follows every target
+    in one terminal. A runner that dies (a dropped SSH session) takes no window down with it:
+    its children write on to their files and finish; ``window fleet resume`` waits for them."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.live: dict[str, Child] = {}
+        self._print = threading.Lock()
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], output: Path) -> None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("ab") as sink:  # the child keeps its own descriptor
+            offset = sink.tell()
+            process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=sink,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        child = Child(process)
+        child.relay = threading.Thread(target=self._relay, args=(name, child, output, offset),
+                                       daemon=True, name=f"fleet-{name}")
+        child.relay.start()
+        self.live[name] = child
+
+    def _relay(self, name: str, child: Child, output: Path, offset: int) -> None:
+        with output.open("rb") as source:
+            source.seek(offset)
+            pending = b""
+            while True:
+                exited = child.process.poll() is not None
+                chunk = source.read(65536)
+                if not chunk and exited:
+                    break
+                if not chunk:
+                    time.sleep(0.1)
+                    continue
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    self._line(name, child, line)
+            if pending:
+                self._line(name, child, pending)
+
+    def _line(self, name: str, child: Child, raw: bytes) -> None:
+        text = redact(raw.decode(errors="replace").rstrip("\r"))
+        child.last_line = text.strip() or child.last_line
+        self.say(f"[{name}] {text}")
+
+    def say(self, text: str) -> None:
+        with self._print:
+            print(text, file=self.out, flush=True)
+
+    def ended(self, *, wait: bool = False) -> Iterator[tuple[str, int, str]]:
+        """Each child that exited (every child, with ``wait``): name, exit code, last line."""
+        for name, child in list(self.live.items()):
+            code = child.process.wait() if wait else child.process.poll()
+            if code is None:
+                continue
+            if child.relay is not None:
+                child.relay.join(timeout=5)
+            del self.live[name]
+            yield name, code, child.last_line
+
+    def signal(self, signum: int) -> None:
+        for child in list(self.live.values()):
+            with suppress(ProcessLookupError):
+                child.process.send_signal(signum)
+
+
+def output_file(settings: Settings, record: Record, name: str) -> Path:
+    """Where this runner's children for ``name`` write: in the target's state folder."""
+    return settings.for_target(name).state_dir / "fleet" / f"{record.id}.{os.getpid()}.log"
+
+
+def child_env(settings: Settings, record: Record, target: Target) -> dict[str, str]:
+    """The runner's environment with the shared config's variables naming this target, and
+    ``WINDOW_TARGET`` / ``WINDOW_FLEET_RUN`` for the commands the window runs (a banner per
+    target)."""
+    env = {**os.environ, settings.target.url_env: target.url, "WINDOW_TARGET": target.name,
+           "WINDOW_FLEET_RUN": record.id}
+    if target.staging_url:
+        env[settings.staging.url_env] = target.staging_url
+    return env
+
+
+def window_argv(fleet: Fleet, command: str, name: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "orchestrator", command, "-c", str(fleet.config_path),
+            "--target", name, *extra]
+
+
+class Runner:
+    """One runner of a fleet run: claims targets through children until nothing is left
+    for any runner to drive."""
+
+    def __init__(self, fleet: Fleet, record: Record, found: list[Target], phrase: str,
+                 out: TextIO | None = None) -> None:
+        self.fleet, self.settings, self.record = fleet, fleet.settings, record
+        self.store = blobs.store_for(fleet.settings)
+        self.targets = {t.name: t for t in found}
+        self.phrase = phrase
+        self.children = Children(out)
+        self.paused_until: dict[str, float] = {}
+        self.restarts: Counter[str] = Counter()
+        self.signals: list[int] = []
+        self.finished: dict[str, View] = {}
+        self.said: set[str] = set()
+        self.log = structlog.get_logger().bind(fleet_run=record.id)
+
+    def drive(self) -> int:
+        with self._forwarding_signals():
+            reached = time.monotonic()
+            while True:
+                try:
+                    if self._step():
+                        break
+                    reached = time.monotonic()
+                except GateRefused as exc:  # the shared state out of reach: a blip, or not
+                    if time.monotonic() - reached > STATE_OUTAGE_SECONDS:
+                        raise
+                    self.log.warning("fleet_state_unreachable", error=exc.message)
+                time.sleep(POLL_SECONDS)
+        return self._conclude()
+
+    def _step(self) -> bool:
+        """Settle the children that ended, read where the fleet stands, claim what is due;
+        whether this runner is done."""
+        for name, code, last_line in self.children.ended():
+            self._settle(name, code, last_line)
+        self._change(lambda r: r)  # read: an abort, an outcome, a stop
+        step = plan(self.record.waves(), self._views(), aborted=self.record.ended == "aborted")
+        self._mark(step)
+        if not self.signals:
+            for name in step.drive:
+                self._claim(name)
+        return not self.children.live and (step.over or bool(self.signals))
+
+    def _change(self, change: Callable[[Record], Record]) -> None:
+        self.record = update(self.store, self.record.id, change) or self.record
+
+    def _views(self) -> dict[str, View]:
+        """Each target's view, read up to the first wave not wholly completed: no target
+        after it can have started (a wave starts only once every earlier one completed)."""
+        views: dict[str, View] = {}
+        for wave in self.record.waves():
+            for name in wave:
+                views[name] = self.finished.get(name) or \
+                    read_view(self.settings, self.record, name)
+                if views[name].finished:
+                    self.finished[name] = views[name]  # an ended target never changes again
+            if not all(views[name].completed for name in wave):
+                break
+        return {name: views.get(name, View(name, PENDING)) for name in self.record.targets}
+
+    def _mark(self, step: Step) -> None:
+        if step.wave is None and self.record.ended is None:
+            self._change(ending("completed", ""))
+        elif step.failed is not None and self.record.ended is None:
+            why = self.finished[step.failed].describe()
+            self._change(ending("stopped", why))
+            self.log.error("fleet_stopped", target=step.failed, reason=why)
+        elif self.record.ended == "aborted":
+            self._say_once("aborted", "fleet_abort_seen", reason=self.record.reason)
+        elif step.wave is not None and self.record.ended is None:
+            self._say_once(f"wave {step.wave}", "fleet_wave", wave=step.wave,
+                           targets=", ".join(self.record.waves()[step.wave]))
+
+    def _claim(self, name: str) -> None:
+        if name in self.children.live or self.paused_until.get(name, 0.0) > time.monotonic() \
+                or held(self.settings.for_target(name)):
+            return
+        target = self.targets.get(name)
+        if target is None:
+            raise ConfigError(f"{self.fleet.path}: target {name!r} of fleet run"
+                              f" {self.record.id} is no longer listed.")
+        argv = window_argv(self.fleet, "run", name, "--fleet-run", self.record.id,
+                           "--confirm", self.phrase)
+        self.children.start(name, argv + (["--skip-staging"] if self.record.skip_staging
+                                          else []), child_env(self.settings, self.record, target),
+                            output_file(self.settings, self.record, name))
+        self.log.info("fleet_target_claimed", target=name)
+
+    def _settle(self, name: str, code: int, last_line: str) -> None:
+        """What a child's exit means for its target: its journal says, unless it has none."""
+        if code == 6:  # another runner holds it (or took it over): leave it to them
+            self.paused_until[name] = time.monotonic() + BUSY_PAUSE_SECONDS
+            self._say_once(f"busy {name}", "fleet_target_busy", target=name)
+            return
+        view = read_view(self.settings, self.record, name)
+        if view.finished:
+            self.log.info("fleet_target_ended", target=name, state=view.state,
+                          exit_code=view.exit_code)
+            return
+        interrupted = code == 5 or code < 0
+        if not view.started and not interrupted:
+            self._record_outcome(name, code, f"`window run` exited {code} without a window"
+                                 + (f": {last_line}" if last_line else ""))
+            return
+        self.restarts[name] += 1
+        if self.restarts[name] > MAX_RESTARTS:
+            self._record_outcome(name, code, f"its window stopped unfinished {MAX_RESTARTS + 1}"
+                                 f" times (last exit {code}): `window status --target {name}`")
+        elif not self.signals:
+            self.paused_until[name] = time.monotonic() + BUSY_PAUSE_SECONDS
+            self.log.warning("fleet_target_unfinished", target=name, exit_code=code)
+
+    def _record_outcome(self, name: str, code: int, why: str) -> None:
+        outcome = {"exit_code": code, "at": time.time(), "why": why[:300]}
+        self._change(lambda r: r if name in r.outcomes
+                     else replace(r, outcomes={**r.outcomes, name: outcome}))
+        self.log.warning("fleet_target_not_run", target=name, exit_code=code, reason=why)
+
+    def _say_once(self, key: str, event: str, **facts: Any) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            self.log.info(event, **facts)
+
+    @contextmanager
+    def _forwarding_signals(self) -> Iterator[None]:
+        """Ctrl-C or SIGTERM: the children get it too (each journals itself interrupted),
+        no new target starts, and the runner waits for them before it exits."""
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            self.signals.append(signum)
+            self.children.signal(signum)
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _conclude(self) -> int:
+        views = views_of(self.fleet, self.record)
+        step = plan(self.record.waves(), {v.name: v for v in views},
+                    aborted=self.record.ended == "aborted")
+        interrupted = bool(self.signals) and not step.over
+        code = exit_code(views, interrupted=interrupted)
+        self.children.say(table(report(self.record, views)))
+        self.children.say(conclusion(self.record, views, step, interrupted=interrupted))
+        self.log.info("fleet_runner_finished", exit_code=code,
+                      state=fleet_state(self.record, step))
+        return code
+
+
+def conclusion(record: Record, views: list[View], step: Step, *, interrupted: bool) -> str:
+    """The runner's last word: how the fleet run stands and what to do next."""
+    if step.wave is None:
+        return f"fleet run {record.id} completed: all {len(views)} targets."
+    if interrupted:
+        return (f"fleet run {record.id} interrupted; `window fleet resume` continues it"
+                " (interrupted targets resume where they stopped).")
+    later = [n for w in record.waves()[step.wave + 1:] for n in w]
+    not_started = f" Not started: {', '.join(later)}." if later else ""
+    if record.ended == "aborted":
+        return f"fleet run {record.id} was aborted ({record.reason}).{not_started}"
+    if step.failed is not None:
+        failed = next(v for v in views if v.name == step.failed)
+        return f"fleet run {record.id} stopped: {failed.describe()}.{not_started}"
+    return f"fleet run {record.id} goes on elsewhere; `window fleet status` follows it."
+
+
+# the commands -------------------------------------------------------------------------------
+
+
+def summary(fleet: Fleet, found: list[Target]) -> str:
+    names = [t.name for t in found]
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return (f"fleet {fleet.path.name}: window {fleet.settings.window.name!r} on {len(names)}"
+            f" databases ({shown}): the canary {fleet.spec.canary or names[0]} alone, then"
+            f" {fleet.spec.concurrency} at a time; a target that does not complete stops the"
+            " waves.")
+
+
+def run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
+        stdin: TextIO | None = None) -> int:
+    """``window fleet run``: start a fleet run (or join the one under way) and work it."""
+    with _audited(fleet, "fleet run"):
+        found = targets(fleet)
+        check_staging(fleet, found, skip_staging=skip_staging)
+        config.require_contacts(fleet.settings.contacts)
+        gates.confirm(fleet.settings, confirm, summary(fleet, found), stdin)
+        gates.git_repo(fleet.settings)
+        names = [t.name for t in found]
+        fresh = Record(new_fleet_id(), names, fleet.spec.canary or names[0],
+                       fleet.spec.concurrency, skip_staging, time.time(), who(),
+                       socket.gethostname())
+        record, joined = begin(blobs.store_for(fleet.settings), fresh,
+                               lambda old: not any(v.started and not v.finished
+                                                   for v in views_of(fleet, old)))
+        if joined:
+            _same_targets(fleet, record, names)
+        structlog.get_logger().info("fleet_joined" if joined else "fleet_started",
+                                    fleet_run=record.id, targets=len(record.targets),
+                                    canary=record.canary, concurrency=record.concurrency)
+        return Runner(fleet, record, found, fleet.settings.window.confirm_phrase).drive()
+
+
+def _same_targets(fleet: Fleet, record: Record, names: list[str]) -> None:
+    if (record.targets, record.canary, record.concurrency) != \
+            (names, fleet.spec.canary or names[0], fleet.spec.concurrency):
+        raise ConfigError(f"{fleet.path} lists other targets, canary or concurrency than the"
+                          f" unfinished fleet run {record.id}: `window fleet resume` or"
+                          " `window fleet abort` it first.")
+
+
+def resume(fleet: Fleet) -> int:
+    """``window fleet resume``: work the existing fleet run again (it was confirmed when it
+    started): interrupted targets resume, and the waves go on only if nothing failed."""
+    with _audited(fleet, "fleet resume"):
+        _, record = existing(fleet)
+        found = targets(fleet)
+        if missing := sorted(set(record.targets) - {t.name for t in found}):
+            raise ConfigError(f"{fleet.path}: target {missing[0]!r} of fleet run {record.id}"
+                              " is no longer listed.")
+        structlog.get_logger().info("fleet_resumed", fleet_run=record.id)
+        return Runner(fleet, record, found, fleet.settings.window.confirm_phrase).drive()
+
+
+def abort(fleet: Fleet, confirm: str | None, stdin: TextIO | None = None) -> int:
+    """``window fleet abort``: no runner starts another target, and every target with an
+    unfinished window rolls back (``window abort --target``); completed ones stay so."""
+    with _audited(fleet, "fleet abort"):
+        store, record = existing(fleet)
+        if record.ended in ("completed", "aborted"):
+            print(f"fleet run {record.id} {record.ended} already: nothing to abort.")
+            return 0
+        found = {t.name: t for t in targets(fleet)}
+        gates.confirm(fleet.settings, confirm, f"fleet run {record.id}: abort stops the waves"
+                      " and rolls back every target whose window is in flight.", stdin)
+        record = update(store, record.id, ending(
+            "aborted", f"aborted by {who()} on {socket.gethostname()}")) or record
+        structlog.get_logger().warning("fleet_aborted", fleet_run=record.id)
+        codes = {5 if c < 0 else c for c in _abort_in_flight(fleet, record, found)}
+        views = views_of(fleet, record)
+        print(table(report(record, views)), flush=True)
+        return next((c for c in SEVERITY if c in codes), 0)
+
+
+def _abort_in_flight(fleet: Fleet, record: Record, found: dict[str, Target]) -> set[int]:
+    """``window abort`` every unfinished target, again until none is left and a runner that
+    read the record just before the mark has had time to show what it started."""
+    children, aborted, codes = Children(), set[str](), set[int]()
+    settle = time.monotonic() + ABORT_SETTLE_SECONDS
+    while True:
+        fresh = [v.name for v in views_of(fleet, record)
+                 if v.started and not v.finished and v.name not in aborted]
+        if not fresh and time.monotonic() >= settle:
+            return codes
+        for name in fresh:
+            if name not in found:
+                raise ConfigError(f"{fleet.path}: target {name!r} of fleet run {record.id} is"
+                                  " no longer listed; `window abort --target` it by hand.")
+            argv = window_argv(fleet, "abort", name, "--confirm",
+                               fleet.settings.window.confirm_phrase)
+            children.start(name, argv, child_env(fleet.settings, record, found[name]),
+                           output_file(fleet.settings, record, name))
+        for name, code, _ in children.ended(wait=True):
+            codes.add(code)
+            aborted.add(name)
+        time.sleep(POLL_SECONDS)
+
+
+@contextmanager
+def _audited(fleet: Fleet, command: str) -> Iterator[None]:
+    """The fleet's own events in the shared config's audit log (each target's window keeps
+    its own in its target's folder), refusals included."""
+    try:
+        log.audit.open(fleet.settings.state_dir / "audit.jsonl")
+    except OSError as exc:
+        raise ConfigError(f"the state folder {fleet.settings.state_dir} cannot be written"
+                          f" ({exc.strerror or exc}); set [window] state_dir.") from exc
+    try:
+        with structlog.contextvars.bound_contextvars(
+                cli_command=command, user=who(), host=socket.gethostname()):
+            try:
+                yield
+            except KeyboardInterrupt:
+                raise Interrupted(f"`window {command}` interrupted before its runner started;"
+                                  " nothing was started.") from None
+            except (GateRefused, UsageError, ConfigError) as exc:
+                structlog.get_logger().warning("command_refused", reason=exc.message,
+                                               exit_code=exc.exit_code)
+                raise
+    finally:
+        log.audit.close()

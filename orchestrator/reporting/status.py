@@ -1,0 +1,257 @@
+"""What ``window status`` shows: one JSON object, or the same facts as a readable table."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.config import Settings
+from orchestrator.engine import eta, holding, proc
+from orchestrator.engine.journal import Journal, PhaseRow, Run
+from orchestrator.engine.machine import FORWARD, TERMINAL
+from orchestrator.errors import UsageError
+from orchestrator.store import lease
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else None
+
+
+def show(settings: Settings, as_json: bool) -> str:
+    """``window status``: kept to what it needs, so it answers at once mid-window. With the
+    S3 state backend, the shared journal and lease: the same answer on every machine."""
+    journal = holding.reader(settings)
+    run = journal.latest_run() if journal else None
+    if journal is None or run is None:
+        fleet = " (a fleet's targets: `window fleet status`, or `--target NAME`)" if (
+            settings.state_dir / "targets").is_dir() else ""
+        raise UsageError(f"no window has run from {where(settings)} yet{fleet}.")
+    holder = lease.current_lease(settings)
+    report = status(journal, run, settings,
+                    alive=holder.live() if holder else None)
+    if holder is not None:
+        report["lease"] = holder.as_status()
+    return json.dumps(report, indent=2) if as_json else table(report)
+
+
+def where(settings: Settings) -> str:
+    return str(settings.state.uri) if settings.state.backend == "s3" else str(settings.state_dir)
+
+
+def process_alive(run: Run) -> bool:
+    return bool(run.pid) and proc.start_ticks(run.pid or 0) == run.pid_start
+
+
+def status(journal: Journal, run: Run, settings: Settings | None = None, *,
+           alive: bool | None = None) -> dict[str, Any]:
+    """``settings`` (the window's config) adds the ETA; ``alive`` says whether a process
+    drives the run (from the lease, when it may run on another machine)."""
+    alive = process_alive(run) if alive is None else alive
+    crashed = run.state not in TERMINAL and not alive
+    rows = journal.phases(run.run_id)
+    phases = [_phase(p, crashed) for p in rows]
+    rehearsal = journal.get(run.run_id, "rehearsal")
+    return {
+        "run_id": run.run_id,
+        "state": run.state,
+        "interrupted": run.state not in TERMINAL and (run.interrupted or crashed),
+        "pid": run.pid if alive and run.state not in TERMINAL else None,
+        "exit_code": run.exit_code,
+        "started_at": _iso(run.created_at),
+        "finished_at": _iso(run.finished_at),
+        "target": run.target,
+        "staging": run.staging,
+        "phases": phases,
+        "backup": _backup(journal.get(run.run_id, "backup")),
+        "rollback": journal.get(run.run_id, "rollback"),
+        "baseline": journal.get(run.run_id, "baseline") or {},
+        "drain": journal.get(run.run_id, "drain"),
+        "lint": (journal.get(run.run_id, "lint") or {}).get("warnings", []),
+        "monitor": [{**s, "at": _iso(s["at"])} for s in journal.samples(run.run_id)],
+        "rehearsal": rehearsal,
+        "risks": _risks(journal, run),
+        "eta": _eta(settings, run, rows, rehearsal) if settings else None,
+    }
+
+
+def _risks(journal: Journal, run: Run) -> list[str]:
+    """What this window took on knowingly, for the record."""
+    skipped = journal.get(run.run_id, "rehearsal_skipped")
+    return [f"the migration was not rehearsed (--skip-staging, by {skipped['by']})"] \
+        if skipped else []
+
+
+def _eta(settings: Settings, run: Run, rows: list[PhaseRow], rehearsal: dict[str, Any] | None
+         ) -> dict[str, Any]:
+    """Expected from the window's start: what the phases that succeeded took, the rehearsed
+    (else the timeline's) figure for the others."""
+    actual = {row.name: row.finished_at - row.started_at for row in rows
+              if row.name in FORWARD and row.status == "succeeded" and row.started_at
+              and row.finished_at}
+    expected = eta.estimate(settings, rehearsal, actual)
+    return {
+        "expected_s": round(expected.expected_s, 3),
+        "ends_at": _iso(run.created_at + expected.expected_s),
+        "point_of_no_return": _iso(run.created_at + expected.point_of_no_return_s),
+        "from": expected.source,
+        "length_s": expected.length_s,
+        "point_of_no_return_s": round(expected.point_of_no_return_s, 3),
+    }
+
+
+def _backup(facts: dict[str, Any] | None) -> dict[str, Any]:
+    facts = facts or {}
+    keys = ("path", "size_bytes", "verified", "verification", "standby", "s3_uri", "compress")
+    return {**{key: facts.get(key) for key in keys}, "tables": facts.get("tables", {})}
+
+
+def _phase(row: PhaseRow, crashed: bool) -> dict[str, Any]:
+    status = "interrupted" if crashed and row.status == "running" else row.status
+    duration = (row.finished_at or 0) - (row.started_at or 0) if row.finished_at else None
+    return {
+        "name": row.name,
+        "status": status,
+        "started_at": _iso(row.started_at),
+        "finished_at": _iso(row.finished_at),
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "timeout_s": row.timeout_s,
+        "error": row.error,
+    }
+
+
+def _lease_line(lease: dict[str, Any]) -> str:
+    held = f"held, expires in {lease['expires_in_s']:.0f}s" if lease["live"] else "free"
+    return (f"  lease {held}: token {lease['token']}, last {lease['holder']} on"
+            f" {lease['host']} (pid {lease['pid']}, `window {lease['command']}`)")
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"window {report['run_id']}: {report['state']}"
+        + (" (interrupted: `window resume` continues)" if report["interrupted"] else "")
+        + (f", driven by pid {report['pid']}" if report["pid"] else ""),
+        f"  target {report['target']}   staging {report['staging']}",
+        *([_lease_line(report["lease"])] if report.get("lease") else []),
+        *[f"  RISK: {risk}" for risk in report["risks"]],
+        "",
+        f"  {'phase':<20} {'status':<12} {'started':<20} {'took':>8} {'timeout':>8}",
+    ]
+    for phase in report["phases"]:
+        took = f"{phase['duration_s']:.1f}s" if phase["duration_s"] is not None else "-"
+        timeout = f"{phase['timeout_s']:.0f}s" if phase["timeout_s"] else "-"
+        started = (phase["started_at"] or "-").replace("T", " ").replace("+00:00", "")
+        lines.append(f"  {phase['name']:<20} {phase['status']:<12} {started:<20} {took:>8}"
+                     f" {timeout:>8}")
+        if phase["error"]:
+            lines.append(f"      {phase['error']}")
+    backup = report["backup"]
+    if backup["path"]:
+        rows = sum(t["rows"] for t in backup["tables"].values())
+        proof = "verified by restore" if backup["verified"] else "table of contents read"
+        lines += ["", f"  backup {backup['path']}: {len(backup['tables'])} tables, {rows} rows,"
+                      f" {backup['size_bytes']} bytes, {proof}"]
+    if rollback := report["rollback"]:
+        lines.append(f"  rollback by {rollback['method']} in {rollback['duration_s']:.2f}s;"
+                     f" the failed database is kept as {rollback['retained_database']}")
+        if rollback["write_gap"]:
+            gap = ", ".join(f"{t} ~{n}" for t, n in rollback["write_gap"].items())
+            lines.append(f"  writes after the backup, discarded (still in the kept database):"
+                         f" {gap}")
+    lines += _rehearsal_lines(report.get("rehearsal"), report.get("eta"))
+    lines += _baseline_lines(report.get("baseline") or {})
+    lines += _monitor_summary(report["monitor"])
+    return "\n".join(lines)
+
+
+def _rehearsal_lines(rehearsal: dict[str, Any] | None, expected: dict[str, Any] | None
+                     ) -> list[str]:
+    lines = []
+    if rehearsal:
+        figures = ", ".join(f"{key.removesuffix('_s')} {rehearsal[key]:.1f}s"
+                            for key in ("dump_s", "restore_s", "migrate_s", "checks_s")
+                            if rehearsal.get(key) is not None)
+        lines.append(f"  rehearsal ({rehearsal['mode']}) on {rehearsal['database']}: {figures}")
+    if expected:
+        lines.append(f"  eta ~{eta.shown(expected['expected_s'])} (from the {expected['from']}):"
+                     f" ends ~{_clock(expected['ends_at'])}; point of no return"
+                     f" {_clock(expected['point_of_no_return'])} (window"
+                     f" {eta.shown(expected['length_s'])})")
+    return ["", *lines] if lines else []
+
+
+def _clock(iso: str) -> str:
+    return iso.replace("T", " ").replace("+00:00", " UTC")
+
+
+def _monitor_summary(samples: list[dict[str, Any]]) -> list[str]:
+    """One line per watched phase: the peaks an engineer looks for after the fact."""
+    lines = []
+    for phase in dict.fromkeys(s["phase"] for s in samples):
+        seen = [s for s in samples if s["phase"] == phase]
+        lines.append(f"  monitor: {len(seen)} samples during {phase}, peak"
+                     f" {max(s['connections'] for s in seen)} connections, max"
+                     f" {max(s['waiting'] for s in seen)} waiting, longest"
+                     f" {max(s['longest_s'] for s in seen):.1f}s")
+    return ["", *lines] if lines else []
+
+
+def _baseline_lines(entries: dict[str, dict[str, Any]]) -> list[str]:
+    """Each baseline entry before and after the migration, flagged when it counted as slow."""
+    lines = []
+    for name, entry in entries.items():
+        cost = entry["measure"] == "plan_cost"
+        prefix, unit, key = ("planned cost ", "", "cost") if cost else ("", " ms", "ms")
+        before, after = entry[f"before_{key}"], entry[f"after_{key}"]
+        shown = f"{after:.1f}{unit}, {entry['ratio']:.1f}x" if after is not None \
+            else entry["error"]
+        verdict = " SLOW" if entry["slow"] else " BROKEN" if entry["error"] else ""
+        lines.append(f"  baseline {name}: {prefix}{before:.1f}{unit} -> {shown}"
+                     f" (max {entry['max_slowdown']:g}x){verdict}")
+    return ["", *lines] if lines else []
+
+
+def _paused(run: Run, gap: dict[str, int] | None, off: str) -> str:
+    shown = ", ".join(f"{t} ~{n}" for t, n in (gap or {}).items()) or "unmeasured"
+    tables = " ".join(f"--table={t}" for t in gap or {}) or "--table=<each written table>"
+    return (
+        f"The rollback paused: production took writes after the backup ({shown} rows) and a"
+        " restore would discard them. Production is untouched and the banner is up. Either:\n"
+        f"  1. save those rows first: pg_dump --data-only {tables} \"$DATABASE_URL\""
+        f" > window-{run.run_id}-writes.sql\n"
+        "  2. then restore, accepting the loss: window abort --accept-data-loss --confirm"
+        " <phrase>  (the current database is kept, renamed, with those rows)\n"
+        f"  or fix forward by hand and take the banner down yourself: {off}")
+
+
+def advice(journal: Journal, run: Run, settings: Settings) -> str:
+    """What the engineer must do by hand when the window ends in ``needs_attention``."""
+    failed = [p for p in journal.phases(run.run_id) if p.status in ("failed", "timed_out")]
+    last = failed[-1].name if failed else "rollback"
+    from orchestrator.engine import banners  # only for a window that needs attention
+
+    off = banners.describe(settings, "off")
+    paused = journal.get(run.run_id, "rollback_paused")
+    if paused and last == "rollback":
+        situation = _paused(run, paused["write_gap"], off)
+    elif (rollback := journal.get(run.run_id, "rollback") or {}).get("instructions"):
+        situation = (f"{failed[-1].error if failed else ''}.\n{rollback['instructions']}\n"
+                     f"Once production points at the restored instance: {off}")
+    elif last == "banner_off":
+        situation = ("The migration succeeded and passed every check; only the banner is still"
+                     f" up. Take it down by hand: {off}")
+    elif last == "rollback_banner_off":
+        situation = ("Production was restored from the backup and verified; only the banner is"
+                     f" still up. Take it down by hand: {off}")
+    else:
+        backup = (journal.get(run.run_id, "backup") or {}).get("path")
+        situation = (
+            "Production could not be restored automatically: it may hold a half-applied"
+            " migration. Keep the banner up. The backup is the directory archive"
+            f" {backup} (row counts in `window status --json`). Restore it by hand"
+            " into a new database (createdb, then pg_restore --jobs N --exit-on-error"
+            " --dbname NEW ARCHIVE), compare the row counts, rename the broken database"
+            " away (keep it: it holds the evidence), rename NEW to"
+            f" {(run.target or '').rpartition('/')[2]} (on {run.target}), then: {off}")
+    return (f"\nNEEDS ATTENTION ({last} did not succeed). {situation}\n"
+            f"The journal and audit log are in {settings.state_dir}.")

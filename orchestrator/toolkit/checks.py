@@ -1,0 +1,145 @@
+"""The ``[[checks]]`` of window.toml, run against one database (staging or production).
+
+Each check has its own timeout inside the phase's deadline. A check that runs out of its own
+time fails; the phase running out of time is a phase timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import psycopg
+
+from orchestrator.config import Check, CommandCheck, HttpCheck, LogCheck, SqlCheck
+from orchestrator.engine.context import Context
+from orchestrator.errors import PhaseFailed, PhaseTimeout
+from orchestrator.postgres import migrations, pg
+from orchestrator.redact import redact
+from orchestrator.toolkit import probes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    passed: bool
+    detail: str
+
+
+def run_all(ctx: Context, db: pg.Db, migrate_phase: str) -> list[Outcome]:
+    """Every configured check, then the built-in ones, in order; PhaseFailed naming each one
+    that did not pass. ``migrate_phase`` names the phase whose migrate command's sessions
+    must all be gone by now."""
+    outcomes = [run_one(ctx, check, db) for check in ctx.settings.checks]
+    for name in ctx.settings.builtin_checks:
+        outcomes.append(_tool_state(ctx, db) if name == "migration-tool-state"
+                        else _builtin(ctx, name, BUILTIN_QUERIES[name], db, migrate_phase))
+    failed = [o for o in outcomes if not o.passed]
+    if failed:
+        reasons = "; ".join(f"{o.name}: {o.detail}" for o in failed)
+        raise PhaseFailed(f"{len(failed)} check(s) failed on {db}: {reasons}")
+    return outcomes
+
+
+def run_one(ctx: Context, check: Check, db: pg.Db) -> Outcome:
+    deadline = min(ctx.deadline, time.time() + check.timeout)
+    started = time.monotonic()
+    try:
+        passed, detail = _run(ctx, check, db, deadline)
+    except PhaseTimeout:
+        if time.time() >= ctx.deadline:
+            raise
+        passed, detail = False, f"no answer within {check.timeout:g}s"
+    except PhaseFailed as exc:
+        passed, detail = False, exc.message
+    outcome = Outcome(check.name, passed, redact(detail))
+    ctx.log.info("check_passed" if passed else "check_failed", check=check.name,
+                 kind=check.kind, detail=outcome.detail,
+                 duration_s=round(time.monotonic() - started, 3))
+    return outcome
+
+
+def _run(ctx: Context, check: Check, db: pg.Db, deadline: float) -> tuple[bool, str]:
+    match check:
+        case HttpCheck():
+            return probes.http_answers(check, deadline)
+        case LogCheck():
+            offsets = (ctx.journal.get(ctx.run_id, probes.LOG_OFFSETS) or {}).get(check.name, {})
+            return probes.log_is_clean(ctx.settings, check, offsets)
+        case SqlCheck():
+            return _sql(ctx, check, db, deadline)
+        case CommandCheck():
+            return _command(ctx, check, db, deadline)
+
+
+BUILTIN_SETTLE_SECONDS = 3.0
+BUILTIN_QUERIES = {
+    # A failed CREATE INDEX CONCURRENTLY leaves an index that is never used but still kept up.
+    "no-invalid-indexes": "SELECT coalesce(string_agg(indexrelid::regclass::text, ', '), '')"
+                          " FROM pg_index WHERE NOT indisvalid",
+    # A migrate session still alive after its command ended holds its locks (and Prisma's
+    # advisory lock) and blocks the next deploy.
+    "no-migrate-sessions": "SELECT coalesce(string_agg(pid::text, ', '), '')"
+                           " FROM pg_stat_activity WHERE application_name = %(app)s",
+}
+
+
+def _builtin(ctx: Context, name: str, query: str, db: pg.Db, migrate_phase: str) -> Outcome:
+    # A backend leaves pg_stat_activity a moment after its client has gone: look again
+    # for a short while before calling a finding real.
+    settle = time.monotonic() + BUILTIN_SETTLE_SECONDS
+    with ctx.connect(db) as conn:
+        while True:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(query, {"app": f"window/{ctx.run_id}/{migrate_phase}"}
+                               ).fetchone()
+            found = str(row[0]) if row else ""
+            if not found or time.monotonic() >= settle:
+                break
+            time.sleep(0.2)
+    return _builtin_outcome(ctx, name, f"found: {found}" if found else "")
+
+
+def _tool_state(ctx: Context, db: pg.Db) -> Outcome:
+    """The migration tool's own table: no failed migration, nothing left pending."""
+    with ctx.connect(db) as conn:
+        state = migrations.read(conn, ctx.settings.migrate, migrations.files(ctx.settings),
+                                db.schema)
+    return _builtin_outcome(ctx, "migration-tool-state", "; ".join(state.problems()),
+                            f"{state.table}: no failed migration"
+                            + (", nothing pending" if state.pending is not None else ""))
+
+
+def _builtin_outcome(ctx: Context, name: str, problem: str, fine: str = "none found"
+                     ) -> Outcome:
+    outcome = Outcome(name, not problem, redact(problem) or fine)
+    ctx.log.info("check_passed" if outcome.passed else "check_failed", check=name,
+                 kind="builtin", detail=outcome.detail)
+    return outcome
+
+
+def _sql(ctx: Context, check: SqlCheck, db: pg.Db, deadline: float) -> tuple[bool, str]:
+    try:
+        with ctx.connect(db, deadline=deadline) as conn:
+            remaining_ms = max(1, int((deadline - time.time()) * 1000))
+            conn.execute(f"SET statement_timeout = {remaining_ms}")
+            row = conn.execute(check.query).fetchone()
+    except psycopg.errors.QueryCanceled:
+        return False, f"query ran past {check.timeout:g}s"
+    except psycopg.Error as exc:
+        return False, f"query failed: {str(exc).strip().splitlines()[0]}"
+    value = row[0] if row else None
+    return value is True, f"first value {value!r} (expected true)"
+
+
+def _command(ctx: Context, check: CommandCheck, db: pg.Db, deadline: float
+             ) -> tuple[bool, str]:
+    # Its own application_name: a check's sessions are not the migrate command's.
+    own = replace(ctx, phase=f"{ctx.phase}/checks")
+    result = own.run_command(check.command, db=db, deadline=deadline)
+    if result.exit_code != 0:
+        return False, f"exited {result.exit_code}"
+    if check.expect_output is not None and check.expect_output not in result.stdout:
+        return False, f"output lacks {check.expect_output!r}"
+    return True, "exited 0"
+

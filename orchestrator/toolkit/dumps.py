@@ -1,0 +1,204 @@
+"""Dump, restore and verify: the backup's toolkit, which the backup phase, the rollback and the
+rehearsal share.
+
+An archive is a ``pg_dump -Fd`` folder under ``[backup] dir``, named by its run; a standby is
+the archive restored into ``<db>_window_<run_id>``, compared with the backup's figures table
+by table, then sealed (closed to connections, marked verified). A rollback takes an archive
+from ``trusted_archive``, which checks its manifest once (and fetches it from S3 if need be).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import resource
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import IsolationLevel, sql
+
+from orchestrator.engine import proc
+from orchestrator.engine.context import Context
+from orchestrator.errors import PhaseFailed
+from orchestrator.postgres import archive, pg, tools
+from orchestrator.toolkit.progress import TableProgress
+
+NAME_LIMIT = 63  # PostgreSQL's identifier length
+MIB = 1024 * 1024
+LOW_SPACE_BYTES = 1024 * MIB  # less free room than this is named when a dump fails
+
+
+def archive_path(ctx: Context) -> Path:
+    return ctx.settings.path(ctx.settings.backup.dir) / ctx.run_id
+
+
+def standby_name(dbname: str, run_id: str) -> str:
+    return suffixed(dbname, f"_window_{run_id}")
+
+
+def suffixed(dbname: str, suffix: str) -> str:
+    return dbname[: NAME_LIMIT - len(suffix)] + suffix
+
+
+def dump_compression(ctx: Context, dump: Path) -> str:
+    """``pg_dump --compress`` for this window (the backup's and the rehearsal's): ``[backup]
+    compress``, or for "auto" lz4 where ``dump`` is 16+, else gzip level 1."""
+    chosen = ctx.settings.backup.compress
+    if chosen != "auto":
+        return chosen
+    return "lz4" if (tools.major(dump) or 0) >= 16 else "1"
+
+
+def out_of_room(folder: Path) -> str:
+    """What may have cut a dump short, said with its error: a full disk, or a file size limit
+    (``ulimit -f``) that pg_dump inherits from this process and that kills it part-way
+    without a word of its own ("a worker process died unexpectedly")."""
+    found = []
+    soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        found.append(f"a file size limit of {soft / MIB:g} MiB (ulimit -f) applies to the"
+                     " archive's files")
+    with contextlib.suppress(OSError):
+        if (free := shutil.disk_usage(folder).free) < LOW_SPACE_BYTES:
+            found.append(f"only {free / MIB:.0f} MiB free in {folder}")
+    return f" ({'; '.join(found)})" if found else ""
+
+
+def tool_env(ctx: Context, db: pg.Db) -> dict[str, str]:
+    """libpq's variables for pg_dump / pg_restore: the password never lands in argv."""
+    env = ctx.command_env(db)
+    env.update(db.libpq_env())
+    env["PGAPPNAME"] = ctx.app_name
+    return env
+
+
+def run_tool(ctx: Context, command: list[str], *, db: pg.Db, label: str, failing: str,
+             progress: TableProgress | None = None, room: Path | None = None) -> proc.Result:
+    """One of PostgreSQL's programs (pg_dump, pg_restore), journaled like any command, with
+    libpq's variables and its progress on a terminal; a non-zero exit is ``PhaseFailed``
+    naming ``failing`` (and, with ``room``, what may have cut a dump short)."""
+    result = ctx.run_command(command, db=db, env=tool_env(ctx, db), label=label,
+                             progress=progress if progress and progress.enabled else None)
+    if result.exit_code != 0:
+        raise PhaseFailed(f"{failing} exited {result.exit_code}: {proc.tail(result.output)}"
+                          + (out_of_room(room) if room else ""))
+    return result
+
+
+def marker(run_id: str, tables: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()[:16]
+    return f"window {run_id} verified {digest}"
+
+
+def is_marked(conn: psycopg.Connection[Any], name: str, expected: str) -> bool:
+    row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database"
+                       " WHERE datname = %s", (name,)).fetchone()
+    return row is not None and row[0] == expected
+
+
+def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], source: Path,
+                              name: str, *, like: str, tables: int = 0) -> float:
+    """A fresh database ``name`` holding the archive; the seconds pg_restore took. The caller
+    vouches for the archive: the backup phase has just written it and its manifest, and a
+    rollback takes it from ``trusted_archive``, which checks the manifest once."""
+    pg.drop_database(conn, name)  # a restore interrupted mid-way starts over
+    pg.create_database_like(conn, name, like=like)
+    # Only its owner may connect until it is sealed; production's grants come at the swap.
+    conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+        sql.Identifier(name)))
+    target = ctx.target.on(name)
+    progress = TableProgress(f"restoring into {name}", tables, TableProgress.RESTORED)
+    command = [str(tools.find("pg_restore", pg.server_major(conn))),
+               f"--jobs={ctx.settings.backup.jobs}", "--exit-on-error", f"--dbname={name}",
+               *progress.flags(), str(source)]
+    started = time.monotonic()
+    run_tool(ctx, command, db=target, label="pg_restore", failing=f"pg_restore into {name}",
+             progress=progress)
+    return time.monotonic() - started
+
+
+def seal(conn: psycopg.Connection[Any], name: str, mark: str) -> None:
+    """Close a compared copy to connections, end any that slipped in, then mark it verified:
+    from the mark on, nothing can have changed it."""
+    pg.set_allow_connections(conn, name, allow=False)
+    pg.terminate_sessions(conn, dbname=name)
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+        sql.Identifier(name), sql.Literal(mark)))
+
+
+def manifest_digest(path: Path) -> str:
+    return archive.sha256_file(archive.manifest_path(path))
+
+
+def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str | None = None,
+             checksums: bool = True) -> dict[str, dict[str, Any]]:
+    """``pg.describe_table`` for every table, ``[backup] jobs`` at a time, each worker on its
+    own connection; with ``snapshot``, each worker reads that exported snapshot."""
+
+    def one(table: pg.Table) -> tuple[str, dict[str, Any]]:
+        with ctx.connect(db, autocommit=snapshot is None) as conn:
+            if snapshot is not None:
+                conn.isolation_level = IsolationLevel.REPEATABLE_READ
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                    sql.Literal(snapshot)))
+            return table.qualified, pg.describe_table(conn, table, checksums=checksums)
+
+    with ThreadPoolExecutor(max_workers=ctx.settings.backup.jobs) as pool:
+        return dict(pool.map(one, tables))
+
+
+def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, Any], *,
+                        checksums: bool = True) -> None:
+    """Rows (and checksums) of ``db`` equal the backup's, table by table, or PhaseFailed."""
+    with ctx.connect(db) as conn:
+        tables = pg.user_tables(conn)
+    actual = describe(ctx, db, tables, checksums=checksums)
+    if not checksums:
+        expected = {t: {"rows": v["rows"]} for t, v in expected.items()}
+    wrong = sorted(t for t in {*expected, *actual} if expected.get(t) != actual.get(t))
+    if wrong:
+        shown = "; ".join(f"{t}: backup {expected.get(t)}, copy {actual.get(t)}"
+                          for t in wrong[:5])
+        raise PhaseFailed(f"the restored copy {db} differs from the backup: {shown}")
+
+
+def trusted_archive(ctx: Context, facts: dict[str, Any]) -> Path:
+    """The backup's archive, checked against its manifest. A missing or damaged local copy is
+    fetched again from S3 when the backup was uploaded (a window resumed on another machine);
+    a damaged one is kept aside, never deleted. The manifest itself must be the one written
+    at the backup (its digest is journaled), so a substituted archive cannot pass."""
+    path = Path(facts["path"])
+    if facts.get("s3_uri") and not path.parent.is_dir():
+        path = archive_path(ctx)  # resumed on another machine: fetched into its own folder
+    try:
+        _check_archive(ctx, path, facts)
+    except PhaseFailed:
+        if not facts.get("s3_uri"):
+            raise
+        stamp = int(time.time())
+        for item in (path, archive.manifest_path(path)):
+            if item.exists():
+                item.rename(item.with_name(f"{item.name}.damaged-{stamp}"))
+                ctx.log.warning("archive_set_aside", path=f"{item}.damaged-{stamp}")
+        from orchestrator.cloud import s3  # boto3 only when S3 is used
+
+        started = time.monotonic()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_archive(facts["s3_uri"], path.parent, deadline=ctx.deadline,
+                                 poll=ctx.poll)
+        ctx.log.info("archive_downloaded", uri=facts["s3_uri"],
+                     duration_s=round(time.monotonic() - started, 3))
+        _check_archive(ctx, path, facts)
+    return path
+
+
+def _check_archive(ctx: Context, path: Path, facts: dict[str, Any]) -> None:
+    expected = facts.get("manifest_sha256")
+    if expected and archive.manifest_path(path).is_file() and manifest_digest(path) != expected:
+        raise PhaseFailed(f"the manifest of {path} is not the one written at the backup")
+    archive.verify(path, ctx.settings.backup.jobs)
