@@ -1,4 +1,5 @@
-"""One error tree for everything a user can cause or a phase can report.
+"""One error tree for everything a user can cause or a phase can report, and the exit codes
+every command ends with.
 
     WindowError                 exit code carried on the class
     ├── ConfigError             2  bad or missing configuration, nothing done
@@ -18,11 +19,26 @@ The CLI catches ``WindowError`` once and maps it to its exit code; foreign error
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """DESIGN.md's exit codes, the same for ``run``, ``resume``, ``abort`` and every other
+    command: decided only through this enum, never as a bare number."""
+
+    COMPLETED = 0        # done; for abort: rolled back, or nothing to roll back
+    FAILED = 1           # failed; a window: and rolled back, production holds the backup
+    USAGE = 2            # usage or configuration error: nothing was done
+    REFUSED = 3          # refused or stopped before production changed
+    NEEDS_ATTENTION = 4  # a rollback or the banner's removal failed: a person must act
+    INTERRUPTED = 5      # a signal; `window resume` continues
+    BUSY = 6             # another process or runner holds the window, or took it over
+
 
 class WindowError(Exception):
     """Base of every error the CLI turns into one sentence and an exit code."""
 
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.USAGE
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -30,22 +46,22 @@ class WindowError(Exception):
 
 
 class ConfigError(WindowError):
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.USAGE
 
 
 class UsageError(WindowError):
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.USAGE
 
 
 class GateRefused(WindowError):
-    exit_code = 3
+    exit_code: ExitCode = ExitCode.REFUSED
 
 
 class Busy(GateRefused):
     """The window's state is held: a live process on this machine (the state folder's lock)
     or a live lease in the shared state. A fleet runner leaves such a target to its holder."""
 
-    exit_code = 6
+    exit_code: ExitCode = ExitCode.BUSY
 
 
 class PhaseError(WindowError):
@@ -71,11 +87,11 @@ class AbortRequested(PhaseError):
 
 
 class Interrupted(WindowError):
-    exit_code = 5
+    exit_code: ExitCode = ExitCode.INTERRUPTED
 
 
 class LeaseLost(Interrupted):
     """This process no longer holds the window's lease (it was taken over or broken): it
     stops acting at once and writes nothing more to the shared state."""
 
-    exit_code = 6
+    exit_code: ExitCode = ExitCode.BUSY

@@ -113,9 +113,9 @@ def abort(
     target: TargetOption = None,
 ) -> None:
     """Roll the running (or crashed) window back; before the banner, just stop it."""
-    from orchestrator.commands import window
+    from orchestrator.commands import abort
 
-    _exit(window.abort(_settings(config, json_logs=json_logs, target=target), confirm,
+    _exit(abort.abort(_settings(config, json_logs=json_logs, target=target), confirm,
                          accept_data_loss=accept_data_loss))
 
 
@@ -127,9 +127,9 @@ def unlock(
     target: TargetOption = None,
 ) -> None:
     """Break the S3 state's lease when its runner is gone for sure (audited)."""
-    from orchestrator.commands import window
+    from orchestrator.commands import abort
 
-    _exit(window.unlock(_settings(config, json_logs=json_logs, target=target), confirm))
+    _exit(abort.unlock(_settings(config, json_logs=json_logs, target=target), confirm))
 
 
 @app.command()
@@ -164,10 +164,10 @@ def report(
         "--format", help="Only this format; both by default.")] = None,
 ) -> None:
     """Write a window's report.md and report.html again; print their paths."""
-    from orchestrator.commands import window
+    from orchestrator.commands import records
 
     formats = (fmt.value,) if fmt else tuple(f.value for f in ReportFormat)
-    paths = window.write_reports(_settings(config), run_id, formats)
+    paths = records.write_reports(_settings(config), run_id, formats)
     typer.echo("\n".join(str(path) for path in paths))
 
 
@@ -179,9 +179,9 @@ def history(
                                        help="Show the newest N runs.")] = 20,
 ) -> None:
     """Past windows, newest first: outcome, exit code, total and per-phase durations."""
-    from orchestrator.commands import window
+    from orchestrator.commands import records
 
-    typer.echo(window.show_history(_settings(config), limit))
+    typer.echo(records.show_history(_settings(config), limit))
 
 
 @app.command()
@@ -215,9 +215,9 @@ def lint(config: ConfigOption = Path("window.toml")) -> None:
 @app.command()
 def backups(config: ConfigOption = Path("window.toml")) -> None:
     """Backups with size, age, verified or not, and where; retained _failed_ databases."""
-    from orchestrator.commands import window
+    from orchestrator.commands import housekeeping
 
-    typer.echo(window.show_backups(_settings(config)))
+    typer.echo(housekeeping.show_backups(_settings(config)))
 
 
 @app.command()
@@ -229,9 +229,9 @@ def prune(
         "--failed-databases", help="Drop retained <db>_failed_<run_id> databases.")] = False,
 ) -> None:
     """Delete old archives and/or retained failed databases, behind the phrase."""
-    from orchestrator.commands import window
+    from orchestrator.commands import housekeeping
 
-    _exit(window.prune(_settings(config), confirm, keep=keep,
+    _exit(housekeeping.prune(_settings(config), confirm, keep=keep,
                          failed_databases=failed_databases))
 
 

@@ -30,7 +30,7 @@ from orchestrator.clinic import prisma, sql, squawk
 from orchestrator.clinic.findings import Finding, Migration
 from orchestrator.config import Settings
 from orchestrator.engine import gates
-from orchestrator.errors import ConfigError, GateRefused, PhaseFailed
+from orchestrator.errors import ConfigError, ExitCode, GateRefused, PhaseFailed
 from orchestrator.postgres import migrations, pg
 from orchestrator.redact import redact
 
@@ -194,7 +194,8 @@ def lint(settings: Settings, out: TextIO | None = None, err: TextIO | None = Non
     for finding in findings:
         print(finding, file=out)
     print(summary(findings), file=out)
-    return 3 if any(f.severity == "error" for f in findings) else 0
+    return ExitCode.REFUSED if any(f.severity == "error" for f in findings) \
+        else ExitCode.COMPLETED
 
 
 def _scope_notes(settings: Settings) -> list[str]:

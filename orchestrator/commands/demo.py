@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from orchestrator.errors import ExitCode
 from orchestrator.postgres import pg
 from orchestrator.postgres.cluster import Cluster
 
@@ -192,7 +193,8 @@ def main(keep: bool = False) -> int:
               " (1 = rolled back)")
         print(f"production after the rollback equals production before it: "
               f"{'yes' if equal else 'NO'}; the failed database is kept as {kept}")
-        return 0 if (first, second, equal) == (0, 1, True) else 1
+        as_shown = (first, second, equal) == (ExitCode.COMPLETED, ExitCode.FAILED, True)
+        return ExitCode.COMPLETED if as_shown else ExitCode.FAILED
     finally:
         cluster.destroy()
         if keep:

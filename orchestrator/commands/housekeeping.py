@@ -7,16 +7,21 @@ by every rollback until someone prunes them, behind the confirmation phrase.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+import structlog
 
 from orchestrator.config import Settings
+from orchestrator.engine import gates, holding
+from orchestrator.engine.audit import audited
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import SETTLED
-from orchestrator.errors import PhaseFailed
+from orchestrator.errors import ExitCode, PhaseFailed, UsageError
 from orchestrator.postgres import archive, pg
 
 
@@ -128,3 +133,33 @@ def _age(seconds: float) -> str:
         if seconds >= span:
             return f"{seconds / span:.0f}{unit}"
     return f"{seconds:.0f}s"
+
+
+def show_backups(settings: Settings) -> str:
+    target = None
+    if os.environ.get(settings.target.url_env):
+        target = gates.database(settings, settings.target.url_env, "target", UsageError)
+    return listing(settings, holding.reader(settings), target)
+
+
+def prune(settings: Settings, confirm: str | None, *, keep: int | None,
+          failed_databases: bool, stdin: TextIO | None = None) -> int:
+    if keep is None and not failed_databases:
+        raise UsageError("say what to prune: --keep N (archives) and/or --failed-databases.")
+    with audited(settings, "prune"):
+        target = gates.database(settings, settings.target.url_env, "target") \
+            if failed_databases else None
+        gates.confirm(settings, confirm, "prune deletes backup archives"
+                      f"{' and retained _failed_ databases' if failed_databases else ''}.",
+                      stdin)
+        journal = holding.reader(settings)
+        logger = structlog.get_logger()
+        # The databases first: a server out of reach then stops prune before it deleted
+        # anything, as its exit code (2) says.
+        if target is not None:
+            for name in prune_failed_databases(settings, journal, target):
+                logger.info("failed_database_dropped", database=name)
+        if keep is not None:
+            for path in prune_archives(settings, journal, keep):
+                logger.info("archive_pruned", path=str(path))
+    return ExitCode.COMPLETED

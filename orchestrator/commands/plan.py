@@ -10,7 +10,7 @@ from orchestrator.config import Settings, require_contacts
 from orchestrator.engine import banners, eta, gates, notify, proc, rehearsals
 from orchestrator.engine.machine import RECOVERY, forward
 from orchestrator.engine.notify import Notifier, render
-from orchestrator.errors import ConfigError, UsageError
+from orchestrator.errors import ConfigError, ExitCode, UsageError
 from orchestrator.redact import redact
 
 
@@ -117,7 +117,7 @@ def announce(settings: Settings, at: str, tz: str) -> int:
     title = f"[{settings.window.name}] planned maintenance on {start:%Y-%m-%d %H:%M %Z}"
     sent = notifier.send("notice", title, text)
     print(f"{'sent' if sent else 'NOT sent (see notify_failed)'}: {title}\n\n{text}")
-    return 0 if sent else 1
+    return ExitCode.COMPLETED if sent else ExitCode.FAILED
 
 
 def local_time(at: str, tz: str) -> datetime:

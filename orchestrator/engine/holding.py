@@ -12,17 +12,20 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from orchestrator.engine.identity import who
 from orchestrator.engine.journal import Journal, Run
-from orchestrator.errors import Busy
+from orchestrator.errors import Busy, UsageError
 from orchestrator.store.blobs import store_for
 from orchestrator.store.lease import ABORT, Lease
 from orchestrator.store.replica import JOURNAL, Remote
 
 if TYPE_CHECKING:
     from orchestrator.config import Settings
+    from orchestrator.postgres.pg import Db
 
 
 class Hold:
@@ -121,3 +124,41 @@ def latest_tagged_run(settings: Settings, fleet_run: str) -> Run | None:
         return journal.tagged_run(fleet_run)
     finally:
         journal.close()
+
+
+@contextmanager
+def hold_window(settings: Settings, target: Db, command: str, held: Hold | None = None
+             ) -> Iterator[Journal]:
+    """Gate 4: this process alone drives this state (its folder, and with S3 its lease) and
+    this target."""
+    hold = held or Hold(settings, command)
+    from orchestrator.store.lock import TargetLock  # psycopg: not for a status
+
+    target_lock = TargetLock(target, settings.target.maintenance_db)
+    if held is None:
+        hold.acquire()
+    try:
+        target_lock.acquire(time.time() + settings.target.connect_timeout,
+                            take_over=hold.took_over)
+        journal = hold.open_journal()
+        journal.holds = (hold, target_lock)
+        try:
+            yield journal
+        finally:
+            journal.close()
+            target_lock.release()
+    finally:
+        hold.release()
+
+
+def where(settings: Settings) -> str:
+    """Where the window's state lives, as a person would look for it."""
+    return str(settings.state.uri) if settings.state.backend == "s3" else str(settings.state_dir)
+
+
+def read(settings: Settings) -> Journal:
+    """The window's journal to read; no window ever ran is a usage error."""
+    journal = reader(settings)
+    if journal is None:
+        raise UsageError(f"no window has run from {where(settings)} yet.")
+    return journal

@@ -13,6 +13,8 @@ from enum import StrEnum
 
 from transitions import Machine
 
+from orchestrator.errors import ExitCode
+
 
 class State(StrEnum):
     PREFLIGHT = "preflight"
@@ -42,7 +44,8 @@ SETTLED = frozenset({S.COMPLETED, S.ABORTED, S.ROLLED_BACK})  # nobody needs its
 # the banner and recovery phases get a fresh one whenever they are (re-)entered.
 KEEPS_DEADLINE = frozenset({S.PREFLIGHT, S.STAGING_DRY_RUN, S.BACKUP, S.MIGRATE, S.POST_CHECK})
 
-EXIT_CODES = {S.COMPLETED: 0, S.ROLLED_BACK: 1, S.ABORTED: 3, S.NEEDS_ATTENTION: 4}
+EXIT_CODES = {S.COMPLETED: ExitCode.COMPLETED, S.ROLLED_BACK: ExitCode.FAILED,
+              S.ABORTED: ExitCode.REFUSED, S.NEEDS_ATTENTION: ExitCode.NEEDS_ATTENTION}
 
 
 def forward(when: str = BEFORE_BANNER) -> list[State]:

@@ -34,12 +34,14 @@ from orchestrator.config import Settings
 from orchestrator.engine import holding
 from orchestrator.engine.journal import Run
 from orchestrator.engine.machine import EXIT_CODES, TERMINAL, State
-from orchestrator.errors import GateRefused, UsageError
+from orchestrator.errors import ExitCode, GateRefused, UsageError
 from orchestrator.fleet.spec import Fleet, waves
 from orchestrator.store import blobs, lease
 
 RECORD = "fleet.json"
-SEVERITY = (4, 1, 3, 2, 6, 5)  # the fleet's exit code: the worst of its targets'
+# The fleet's exit code: the worst of its targets', worst first.
+SEVERITY = (ExitCode.NEEDS_ATTENTION, ExitCode.FAILED, ExitCode.REFUSED, ExitCode.USAGE,
+            ExitCode.BUSY, ExitCode.INTERRUPTED)
 PENDING, NOT_RUN = "pending", "not_run"
 
 
@@ -169,7 +171,7 @@ class View:
 
     @property
     def completed(self) -> bool:
-        return self.finished and self.exit_code == 0
+        return self.finished and self.exit_code == ExitCode.COMPLETED
 
     def describe(self) -> str:
         return f"{self.name} ended {self.state} (exit {self.exit_code})" + \
@@ -253,9 +255,10 @@ def exit_code(views: Sequence[View], *, interrupted: bool = False) -> int:
     """0 when every target completed; else the worst target's code (5 for a runner stopped
     mid-way, 3 for targets that never started)."""
     if all(v.completed for v in views):
-        return 0
-    codes = {v.exit_code for v in views if v.finished} | ({5} if interrupted else set())
-    return next((c for c in SEVERITY if c in codes), 3)
+        return ExitCode.COMPLETED
+    codes = {v.exit_code for v in views if v.finished} | \
+        ({ExitCode.INTERRUPTED} if interrupted else set())
+    return next((c for c in SEVERITY if c in codes), ExitCode.REFUSED)
 
 
 # status -------------------------------------------------------------------------------------

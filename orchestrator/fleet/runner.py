@@ -23,11 +23,12 @@ from typing import Any, TextIO
 
 import structlog
 
-from orchestrator import config, log
+from orchestrator import config
 from orchestrator.config import Settings
 from orchestrator.engine import gates
+from orchestrator.engine.audit import audited
 from orchestrator.engine.identity import who
-from orchestrator.errors import ConfigError, GateRefused, Interrupted, UsageError
+from orchestrator.errors import ConfigError, ExitCode, GateRefused
 from orchestrator.fleet.record import (
     PENDING,
     SEVERITY,
@@ -57,6 +58,7 @@ BUSY_PAUSE_SECONDS = 2.0  # a target another runner holds is looked at again aft
 MAX_RESTARTS = 3  # a target whose window keeps stopping unfinished then stops the fleet
 ABORT_SETTLE_SECONDS = 5.0  # a runner may have started a target just before the abort mark
 STATE_OUTAGE_SECONDS = 120.0  # a runner rides out the shared state unreachable this long
+INTERRUPTED = "`window {}` interrupted before its runner started; nothing was started."
 
 
 # the runner ---------------------------------------------------------------------------------
@@ -250,7 +252,7 @@ class Runner:
 
     def _settle(self, name: str, code: int, last_line: str) -> None:
         """What a child's exit means for its target: its journal says, unless it has none."""
-        if code == 6:  # another runner holds it (or took it over): leave it to them
+        if code == ExitCode.BUSY:  # another runner holds it (or took it over): leave it to them
             self.paused_until[name] = time.monotonic() + BUSY_PAUSE_SECONDS
             self._say_once(f"busy {name}", "fleet_target_busy", target=name)
             return
@@ -259,7 +261,7 @@ class Runner:
             self.log.info("fleet_target_ended", target=name, state=view.state,
                           exit_code=view.exit_code)
             return
-        interrupted = code == 5 or code < 0
+        interrupted = code == ExitCode.INTERRUPTED or code < 0
         if not view.started and not interrupted:
             self._record_outcome(name, code, f"`window run` exited {code} without a window"
                                  + (f": {last_line}" if last_line else ""))
@@ -343,7 +345,7 @@ def summary(fleet: Fleet, found: list[Target]) -> str:
 def run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
         stdin: TextIO | None = None) -> int:
     """``window fleet run``: start a fleet run (or join the one under way) and work it."""
-    with _audited(fleet, "fleet run"):
+    with audited(fleet.settings, "fleet run", interrupted=INTERRUPTED.format("fleet run")):
         found = targets(fleet)
         check_staging(fleet, found, skip_staging=skip_staging)
         config.require_contacts(fleet.settings.contacts)
@@ -375,7 +377,7 @@ def _same_targets(fleet: Fleet, record: Record, names: list[str]) -> None:
 def resume(fleet: Fleet) -> int:
     """``window fleet resume``: work the existing fleet run again (it was confirmed when it
     started): interrupted targets resume, and the waves go on only if nothing failed."""
-    with _audited(fleet, "fleet resume"):
+    with audited(fleet.settings, "fleet resume", interrupted=INTERRUPTED.format("fleet resume")):
         _, record = existing(fleet)
         found = targets(fleet)
         if missing := sorted(set(record.targets) - {t.name for t in found}):
@@ -388,21 +390,22 @@ def resume(fleet: Fleet) -> int:
 def abort(fleet: Fleet, confirm: str | None, stdin: TextIO | None = None) -> int:
     """``window fleet abort``: no runner starts another target, and every target with an
     unfinished window rolls back (``window abort --target``); completed ones stay so."""
-    with _audited(fleet, "fleet abort"):
+    with audited(fleet.settings, "fleet abort", interrupted=INTERRUPTED.format("fleet abort")):
         store, record = existing(fleet)
         if record.ended in ("completed", "aborted"):
             print(f"fleet run {record.id} {record.ended} already: nothing to abort.")
-            return 0
+            return ExitCode.COMPLETED
         found = {t.name: t for t in targets(fleet)}
         gates.confirm(fleet.settings, confirm, f"fleet run {record.id}: abort stops the waves"
                       " and rolls back every target whose window is in flight.", stdin)
         record = update(store, record.id, ending(
             "aborted", f"aborted by {who()} on {socket.gethostname()}")) or record
         structlog.get_logger().warning("fleet_aborted", fleet_run=record.id)
-        codes = {5 if c < 0 else c for c in _abort_in_flight(fleet, record, found)}
+        codes = {ExitCode.INTERRUPTED if c < 0 else c
+                 for c in _abort_in_flight(fleet, record, found)}
         views = views_of(fleet, record)
         print(table(report(record, views)), flush=True)
-        return next((c for c in SEVERITY if c in codes), 0)
+        return next((c for c in SEVERITY if c in codes), ExitCode.COMPLETED)
 
 
 def _abort_in_flight(fleet: Fleet, record: Record, found: dict[str, Target]) -> set[int]:
@@ -427,28 +430,3 @@ def _abort_in_flight(fleet: Fleet, record: Record, found: dict[str, Target]) -> 
             codes.add(code)
             aborted.add(name)
         time.sleep(POLL_SECONDS)
-
-
-@contextmanager
-def _audited(fleet: Fleet, command: str) -> Iterator[None]:
-    """The fleet's own events in the shared config's audit log (each target's window keeps
-    its own in its target's folder), refusals included."""
-    try:
-        log.audit.open(fleet.settings.state_dir / "audit.jsonl")
-    except OSError as exc:
-        raise ConfigError(f"the state folder {fleet.settings.state_dir} cannot be written"
-                          f" ({exc.strerror or exc}); set [window] state_dir.") from exc
-    try:
-        with structlog.contextvars.bound_contextvars(
-                cli_command=command, user=who(), host=socket.gethostname()):
-            try:
-                yield
-            except KeyboardInterrupt:
-                raise Interrupted(f"`window {command}` interrupted before its runner started;"
-                                  " nothing was started.") from None
-            except (GateRefused, UsageError, ConfigError) as exc:
-                structlog.get_logger().warning("command_refused", reason=exc.message,
-                                               exit_code=exc.exit_code)
-                raise
-    finally:
-        log.audit.close()

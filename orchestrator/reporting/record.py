@@ -22,7 +22,7 @@ from orchestrator.config import Settings
 from orchestrator.engine import eta
 from orchestrator.engine.journal import Journal, Run
 from orchestrator.engine.machine import TERMINAL
-from orchestrator.errors import UsageError
+from orchestrator.errors import ExitCode, UsageError
 from orchestrator.redact import redact, redact_value
 from orchestrator.reporting import as_html, as_markdown
 from orchestrator.reporting.sections import clock
@@ -74,7 +74,7 @@ def shown_exit_code(facts: dict[str, Any]) -> int | None:
     """The run's exit code; an interrupted window was left with 5 and records none."""
     if facts["exit_code"] is not None:
         return int(facts["exit_code"])
-    return 5 if facts["interrupted"] else None
+    return ExitCode.INTERRUPTED if facts["interrupted"] else None
 
 
 def expected(settings: Settings, rehearsal: dict[str, Any] | None) -> dict[str, float]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from orchestrator.commands import demo
+from orchestrator.commands.demo import APP_USER
+from orchestrator.postgres.cluster import free_port
 from tests.integration.conftest import Shop
 from tests.integration.test_window import add_free_sample
 
@@ -35,6 +37,17 @@ def test_prune_keeps_the_newest_and_drops_failed_databases(shop: Shop) -> None:
     assert refused.returncode == 3
     nothing = shop.window("prune", "--confirm", demo.PHRASE)
     assert nothing.returncode == 2
+    before = sorted(p.name for p in (shop.folder / "backups").iterdir())
+    text = shop.config.read_text()
+    shop.config.write_text(text.replace("[target]\n", '[target]\nconnect_timeout = "1s"\n', 1))
+    shop.env["DATABASE_URL"] = f"postgresql://{APP_USER}@127.0.0.1:{free_port()}/shop"
+    unreachable = shop.window("prune", "--keep", "1", "--failed-databases",
+                              "--confirm", demo.PHRASE)
+    assert unreachable.returncode == 2, unreachable.stdout + unreachable.stderr
+    assert sorted(p.name for p in (shop.folder / "backups").iterdir()) == before, (
+        "a prune that stops with exit 2 (nothing done) deleted nothing")
+    shop.config.write_text(text)
+    shop.env["DATABASE_URL"] = shop.prod_url
 
     done = shop.window("prune", "--keep", "1", "--failed-databases", "--confirm", demo.PHRASE)
 

@@ -1,118 +1,30 @@
-"""Read and validate window.toml into typed settings.
-
-Validation is pydantic's; this module only turns its first complaint into one sentence
-that names the file and the key, because that is all an engineer at 2 a.m. needs.
-"""
+"""The tables of window.toml, one model each: ``[window]``, ``[target]``, ``[state]``,
+``[staging]``, ``[backup]``, ``[banner]``, ``[migrate]``, ``[timeouts]``, ``[contacts]``
+and the rest."""
 
 from __future__ import annotations
 
-import math
 import re
-import reprlib
-import tomllib
-import urllib.parse
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from orchestrator.config.checks import BUILTIN_CHECKS
+from orchestrator.config.values import (
+    DEFAULT_TIMEOUTS,
+    Command,
+    Duration,
+    EnvName,
+    SecretHeaders,
+    Section,
+    checked_url,
+    shown,
+)
 from orchestrator.errors import ConfigError
-from orchestrator.redact import redact, register, register_url
-
-# The runbook's timeline, in seconds: staging 15 min, backup 10, migrate 5, checks 5, restore 10.
-DEFAULT_TIMEOUTS: dict[str, float] = {
-    "preflight": 120,
-    "staging_dry_run": 900,
-    "backup": 600,
-    "banner_on": 120,
-    "migrate": 300,
-    "post_check": 300,
-    "banner_off": 120,
-    "rollback": 600,
-    "rollback_banner_off": 120,
-}
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-# A week: longer is a typo, and past ~24 days PostgreSQL refuses it as a statement_timeout.
-MAX_DURATION_SECONDS = 7 * 24 * 3600.0
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
-_SHORT.maxlevel = 2
-
-
-def shown(value: object) -> str:
-    """``repr`` cut short: a value quoted in an error stays one readable line, however long
-    or deeply nested it is."""
-    return _SHORT.repr(value)
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from 90, 90.5, "90s", "10m" or "1h"; positive, at most a week, or a
-    ValueError."""
-    try:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            seconds = float(value)
-        elif isinstance(value, str) and (match := _DURATION.match(value)):
-            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        else:
-            seconds = math.nan
-    except OverflowError:  # an integer past float's range
-        seconds = math.inf
-    if math.isnan(seconds):
-        raise ValueError(f"must be a duration such as 90, \"90s\", \"10m\" or \"1h\","
-                         f" not {shown(value)}")
-    if seconds <= 0:
-        raise ValueError(f"must be positive, not {shown(value)}")
-    if seconds > MAX_DURATION_SECONDS:
-        raise ValueError(f"must be at most a week (168h), not {shown(value)}")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-def _secret_headers(value: dict[str, str]) -> dict[str, str]:
-    for header in value.values():  # Authorization: Bearer ... must never be printed
-        register(header.split(" ", 1)[-1])
-    return value
-
-
-SecretHeaders = Annotated[dict[str, str], AfterValidator(_secret_headers)]
-
-
-def _env_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):  # what a shell can export
-        raise ValueError("must name an environment variable, such as DATABASE_URL, not"
-                         f" {shown(value)}")
-    return value
-
-
-EnvName = Annotated[str, AfterValidator(_env_name)]
-
-Command = str | list[str]
-
-
-def _checked_url(value: str) -> str:
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http:// or https:// URL, not {shown(redact(value))}")
-    register_url(value)  # a token in the URL must never be printed
-    return value
-
-
-class Section(BaseModel):
-    # No number in a config is infinite or NaN: each is a count, a share or a time.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class WindowSection(Section):
@@ -264,7 +176,7 @@ class BannerSection(Section):
     @field_validator("url", "on_url", "off_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        return None if value is None else _checked_url(value)
+        return None if value is None else checked_url(value)
 
     @model_validator(mode="after")
     def _kind_has_its_keys(self) -> BannerSection:
@@ -351,7 +263,7 @@ class BaselineQuery(Section):
     on_slowdown: Literal["fail", "warn"] | None = None
 
 
-def _baseline_entries(value: object) -> object:
+def baseline_entries(value: object) -> object:
     # [[baseline]] entries alone are the short form of [baseline] queries = [...].
     return {"queries": value} if isinstance(value, list) else value
 
@@ -381,69 +293,6 @@ class TimeoutsSection(Section):
     rollback: Duration = DEFAULT_TIMEOUTS["rollback"]
     rollback_banner_off: Duration = DEFAULT_TIMEOUTS["rollback_banner_off"]
 
-
-class CheckBase(Section):
-    name: str
-    timeout: Duration = 30.0
-
-
-def _regex(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"is not a valid regular expression ({exc})") from exc
-    return value
-
-
-Regex = Annotated[str, AfterValidator(_regex)]
-
-
-
-class HttpCheck(CheckBase):
-    """Retried with backoff until its timeout: an application needs seconds after a
-    migration. Passes on ``expect_status`` AND, when given, a JSON body holding
-    ``expect_json`` (dotted paths: ``"checks.db" = "ok"``) AND a body matching
-    ``expect_body``: a 200 saying the database is down is a failure."""
-
-    kind: Literal["http"]
-    url: str
-    method: Literal["GET", "HEAD", "POST"] = "GET"
-    expect_status: int = 200
-    expect_json: dict[str, Any] | None = None
-    expect_body: Regex | None = None
-    headers: SecretHeaders = {}
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _checked_url(value)
-
-
-class SqlCheck(CheckBase):
-    kind: Literal["sql"]
-    query: str
-
-
-class CommandCheck(CheckBase):
-    kind: Literal["command"]
-    command: Command
-    expect_output: str | None = None
-
-
-class LogCheck(CheckBase):
-    """Passes when no line matching ``error_pattern`` was appended, since the window
-    started, to any file matching ``path`` (a glob, relative to the config's folder)."""
-
-    kind: Literal["log"]
-    path: str
-    error_pattern: Regex
-
-
-Check = Annotated[HttpCheck | SqlCheck | CommandCheck | LogCheck, Field(discriminator="kind")]
-CHECK_KINDS = ("http", "sql", "command", "log")
-# Checks every window runs after its own, unless [window] skip_checks names them.
-BUILTIN_CHECKS = ("no-invalid-indexes", "no-migrate-sessions", "migration-tool-state")
 
 
 class ContactsSection(Section):
@@ -494,177 +343,3 @@ class CommunicationSection(Section):
                    " meanwhile; no action is needed from you.")
     during: str = "Maintenance of $window: $state."
     after: str = "Maintenance of $window ended: $state.\n$contacts\n$next"
-
-
-class Settings(Section):
-    window: WindowSection
-    state: StateSection = StateSection()
-    target: TargetSection = TargetSection()
-    staging: StagingSection = StagingSection()
-    backup: BackupSection = BackupSection()
-    banner: BannerSection
-    migrate: MigrateSection
-    timeouts: TimeoutsSection = TimeoutsSection()
-    checks: list[Check] = []
-    baseline: Annotated[BaselineSection, BeforeValidator(_baseline_entries)] = \
-        BaselineSection()
-    monitor: MonitorSection = MonitorSection()
-    lint: LintSection = LintSection()
-    contacts: ContactsSection = ContactsSection()
-    notify: NotifySection = NotifySection()
-    communication: CommunicationSection = CommunicationSection()
-    config_dir: Path = Field(default=Path(), exclude=True)
-
-    def path(self, relative: str) -> Path:
-        """A path from the config, relative to the config file's folder."""
-        return (self.config_dir / relative).resolve()
-
-    @property
-    def state_dir(self) -> Path:
-        return self.path(self.window.state_dir)
-
-    @property
-    def backup_s3_uri(self) -> str | None:
-        """Where the archives go off the machine: ``[backup] s3_uri``, else, with the S3 state
-        backend, beside the journal (a window resumed elsewhere can then roll back)."""
-        if self.backup.s3_uri or self.state.backend != "s3":
-            return self.backup.s3_uri
-        return f"{self.state.uri}/backups"
-
-    def for_target(self, name: str) -> Settings:
-        """These settings with the state scoped to one target of a fleet: its own journal,
-        lock and lease (``<state_dir>/targets/<name>``, ``<uri>/targets/<name>``)."""
-        if not re.fullmatch(TARGET_NAME, name):
-            raise ConfigError(f"{shown(name)} is not a target name: letters, digits, '_', '.' and"
-                              " '-', starting with a letter or digit, at most 63.")
-        scoped = f"targets/{name}"
-        uri = f"{self.state.uri}/{scoped}" if self.state.uri else None
-        return self.model_copy(update={
-            "window": self.window.model_copy(
-                update={"state_dir": str(Path(self.window.state_dir) / scoped)}),
-            "state": self.state.model_copy(update={"uri": uri}),
-            "backup": self.backup.model_copy(
-                update={"dir": str(Path(self.backup.dir) / scoped)}),
-        })
-
-    def timeout(self, phase: str) -> float:
-        return float(getattr(self.timeouts, phase))
-
-    @property
-    def builtin_checks(self) -> list[str]:
-        """The built-in checks this window runs: all but those skipped, and the migration
-        tool's state only when there is a tool to ask."""
-        return [name for name in BUILTIN_CHECKS if name not in self.window.skip_checks
-                and (name != "migration-tool-state" or self.migrate.tool != "none")]
-
-
-MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; /dev/zero is not one
-
-
-def load(path: Path) -> Settings:
-    """Settings from a TOML file, or a ConfigError with one sentence naming the fault."""
-    return from_mapping(read_toml(path, "config file (pass --config PATH)"), path)
-
-
-def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A TOML file as a mapping, or a ConfigError with one sentence naming the file."""
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_CONFIG_BYTES + 1)
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config.")
-        return tomllib.loads(data.decode("utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such {what}.") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc}).") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}.") from exc
-    except RecursionError as exc:
-        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply.") from exc
-
-
-def from_mapping(raw: dict[str, Any], path: Path) -> Settings:
-    baseline = raw.get("baseline")
-    for where, entries in (("[[checks]]", raw.get("checks")),
-                           ("[[baseline]]", baseline.get("queries")
-                            if isinstance(baseline, dict) else baseline)):
-        names = [e.get("name") for e in entries if isinstance(e, dict)] \
-            if isinstance(entries, list) else []
-        duplicated = sorted({str(n) for n in names if names.count(n) > 1})
-        if duplicated:
-            raise ConfigError(f"{path}: {where} name {shown(duplicated[0])} is used twice.")
-    if nul := _holding_nul(raw):  # no path, command or environment can hold one
-        raise ConfigError(f"{path}: {nul}: must not contain a NUL character.")
-    given = {**raw, "config_dir": path.resolve().parent}
-    try:
-        return Settings.model_validate(given)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe(exc, given)}.") from exc
-
-
-def _holding_nul(raw: dict[str, Any]) -> str | None:
-    """The first key whose name or value (at any depth) holds a NUL character; walked with a
-    stack, not recursion, so no nesting is too deep for it."""
-    stack: list[tuple[tuple[int | str, ...], object]] = [((), raw)]
-    while stack:
-        loc, value = stack.pop()
-        if isinstance(value, str) and "\x00" in value:
-            return _dotted(loc) or "a key"
-        items = value.items() if isinstance(value, dict) else \
-            enumerate(value) if isinstance(value, list) else ()
-        for key, item in reversed(list(items)):
-            if isinstance(key, str) and "\x00" in key:
-                return _dotted((*loc, key))
-            stack.append(((*loc, key), item))
-    return None
-
-
-def describe(exc: ValidationError, raw: object = None) -> str:
-    """The first validation problem as 'key: what is wrong', on one printable line. With the
-    ``raw`` input, the key is exactly the path the user wrote."""
-    error = exc.errors(include_url=False)[0]
-    kind = error["type"]
-    key = _dotted(error["loc"], raw, missing=kind == "missing")
-    if kind == "extra_forbidden":
-        return f"unknown key {key}"
-    if kind == "missing":
-        return f"missing required key {key}"
-    if kind == "union_tag_invalid":  # pydantic's message quotes the user's value verbatim
-        context = error.get("ctx", {})
-        return (f"{key}.{context.get('discriminator', 'kind').strip(chr(39))}: must be one of"
-                f" {context.get('expected_tags', '')}, not {shown(context.get('tag'))}")
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{key}: {_printable(message)}"
-
-
-def _printable(text: str, limit: int = 300) -> str:
-    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _key(part: str) -> str:
-    """A key as written in TOML: bare, or quoted (and escaped, and cut short) when not."""
-    return part if _BARE_KEY.fullmatch(part) else shown(part)
-
-
-def _dotted(loc: tuple[int | str, ...], raw: object = None, *, missing: bool = False) -> str:
-    parts: list[str] = []
-    node = raw
-    for index, part in enumerate(loc):
-        if isinstance(part, int):
-            parts.append(f"[{part}]")
-            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
-            continue
-        if raw is not None:
-            if not (isinstance(node, dict)
-                    and (part in node or (index == len(loc) - 1 and missing))):
-                continue  # pydantic names the union member or validator it tried
-            node = node.get(part)
-        elif index and isinstance(loc[index - 1], int) and part in CHECK_KINDS:
-            continue  # pydantic names the union member it tried; the user never wrote that
-        parts.append(f".{_key(part)}" if parts else _key(part))
-    return "".join(parts)
