@@ -8,6 +8,7 @@ for the audit events themselves, one JSON object per line on stderr.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -22,6 +23,7 @@ import structlog
 from orchestrator.redact import redact_value
 
 EventDict = MutableMapping[str, Any]
+Logger = structlog.typing.FilteringBoundLogger  # what get_logger returns, as configured
 
 
 def _redact_event(_logger: object, _name: str, event: EventDict) -> EventDict:
@@ -136,9 +138,11 @@ def configure(stream: TextIO | None = None, *, json_lines: bool = False) -> None
             *renderer,
         ],
         logger_factory=structlog.PrintLoggerFactory(file=_stderr if stream is None else out),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
         cache_logger_on_first_use=False,
     )
 
 
-def get() -> Any:
-    return structlog.get_logger()
+def get() -> Logger:
+    """The logger every module logs through: what ``configure`` set up, typed."""
+    return cast("Logger", structlog.get_logger())

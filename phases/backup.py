@@ -20,6 +20,7 @@ from psycopg import IsolationLevel
 
 from orchestrator.engine import proc
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import BACKUP, BackupFacts
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import archive, pg, tools
@@ -67,19 +68,18 @@ class Backup:
             conn.rollback()
         self._check_contents(ctx, path, tables, major)
         manifest = archive.write_manifest(path, ctx.settings.backup.jobs)
-        facts: dict[str, Any] = {
-            "path": str(path), "manifest": str(manifest), "size_bytes": archive.size_bytes(path),
-            "manifest_sha256": manifest_digest(path),
-            "verified": False, "verification": ctx.settings.backup.verify, "standby": None,
-            "tables": figures, "writes": writes, "compress": compress,
-        }
-        ctx.journal.put(ctx.run_id, "backup", facts)  # checkpoint before the long proof
+        facts = BackupFacts(
+            path=str(path), manifest=str(manifest), size_bytes=archive.size_bytes(path),
+            manifest_sha256=manifest_digest(path), verified=False,
+            verification=ctx.settings.backup.verify, standby=None, tables=figures,
+            writes=writes, compress=compress)
+        ctx.journal.put(ctx.run_id, BACKUP, facts)  # checkpoint before the long proof
         if ctx.settings.backup.verify == "restore":
-            facts.update(verified=True, standby=self._prove(ctx, path, figures))
-            ctx.journal.put(ctx.run_id, "backup", facts)
+            facts["verified"], facts["standby"] = True, self._prove(ctx, path, figures)
+            ctx.journal.put(ctx.run_id, BACKUP, facts)
         if ctx.settings.backup_s3_uri:
             facts["s3_uri"] = self._upload(ctx, path, manifest)
-            ctx.journal.put(ctx.run_id, "backup", facts)
+            ctx.journal.put(ctx.run_id, BACKUP, facts)
         rows = sum(t["rows"] for t in figures.values())
         return PhaseResult(f"{len(figures)} tables, {rows} rows, {facts['size_bytes']} bytes in"
                            f" {path}" + (", verified by restore" if facts["verified"] else ""))
@@ -104,9 +104,9 @@ class Backup:
             writes = pg.write_counters(conn)
         snapshot = rds.create_snapshot(instance, f"window-{ctx.run_id.replace('_', '-')}",
                                        deadline=ctx.deadline, poll=ctx.poll)
-        ctx.journal.put(ctx.run_id, "backup", {
-            "method": "rds_snapshot", "instance_id": instance, "snapshot": snapshot,
-            "path": None, "verified": False, "tables": {}, "writes": writes})
+        ctx.journal.put(ctx.run_id, BACKUP, BackupFacts(
+            method="rds_snapshot", instance_id=instance, snapshot=snapshot, path=None,
+            verified=False, tables={}, writes=writes))
         ctx.log.info("snapshot_taken", instance=instance, snapshot=snapshot["snapshot_id"])
         return PhaseResult(f"RDS snapshot {snapshot['snapshot_id']} of {instance} available")
 

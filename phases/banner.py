@@ -27,6 +27,8 @@ import psycopg
 
 from orchestrator.engine import banners, eta, proc, rehearsals
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import REHEARSAL, WRITES_AT_BANNER
+from orchestrator.engine.journal import PhaseStatus
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import ConfigError, PhaseFailed
 from orchestrator.postgres import pg
@@ -89,8 +91,8 @@ def expected_end(ctx: Context) -> float:
     """The window's start plus its expected length: phases done count as they took."""
     run = ctx.journal.run(ctx.run_id)
     done = {p.name: p.finished_at - p.started_at for p in ctx.journal.phases(ctx.run_id)
-            if p.status == "succeeded" and p.started_at and p.finished_at}
-    rehearsal = ctx.journal.get(ctx.run_id, rehearsals.FACT)
+            if p.status == PhaseStatus.SUCCEEDED and p.started_at and p.finished_at}
+    rehearsal = ctx.journal.get(ctx.run_id, REHEARSAL)
     return run.created_at + eta.estimate(ctx.settings, rehearsal, done).expected_s
 
 
@@ -145,7 +147,7 @@ class BannerOn:
                 if wait := pg.stats_settle_wait(conn, ctx.settings.backup.write_stats_settle):
                     ctx.log.info("write_stats_settling", wait_s=round(wait, 3))
                     time.sleep(wait)
-                ctx.journal.put(ctx.run_id, "writes_at_banner", pg.write_counters(conn))
+                ctx.journal.put(ctx.run_id, WRITES_AT_BANNER, pg.write_counters(conn))
         except (PhaseFailed, psycopg.Error) as exc:  # a report, not a reason to stop
             ctx.log.warning("write_counters_unavailable", error=str(exc))
 

@@ -5,6 +5,7 @@ engineer does not learn of a second problem only on the next attempt."""
 from __future__ import annotations
 
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import BASELINE
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
 from orchestrator.toolkit import baseline, checks
@@ -25,6 +26,7 @@ class PostCheck:
             failures.append(exc.message)
         if failures:
             raise PhaseFailed("; ".join(failures))
-        compared = len(ctx.journal.get(ctx.run_id, baseline.RESULT) or {})
+        result = ctx.journal.get(ctx.run_id, BASELINE)
+        compared = len(result) if result else 0
         within = f", {compared} baseline entries compared" if compared else ""
         return PhaseResult(f"{len(outcomes)} check(s) passed on {ctx.target}{within}")

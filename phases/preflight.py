@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import LOG_OFFSETS
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import pg, tools
@@ -39,7 +40,7 @@ class Preflight:
         except OSError as exc:
             raise PhaseFailed(f"backup folder {backup_dir} is not writable: {exc}") from exc
         if offsets := probes.log_offsets(ctx.settings):
-            ctx.journal.put(ctx.run_id, probes.LOG_OFFSETS, offsets)
+            ctx.journal.put(ctx.run_id, LOG_OFFSETS, offsets)
         ctx.log.info("environment_checked", servers=versions, **programs)
         return PhaseResult("production and staging reachable", {"servers": versions, **programs})
 

@@ -20,6 +20,16 @@ from typing import Any, NoReturn
 import psycopg
 
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import (
+    BACKUP,
+    DATA_LOSS_ACCEPTED,
+    ROLLBACK,
+    ROLLBACK_PAUSED,
+    WRITES_AT_BANNER,
+    BackupFacts,
+    RollbackFacts,
+    WriteGap,
+)
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import pg
@@ -39,11 +49,11 @@ def retained_name(dbname: str, run_id: str) -> str:
     return suffixed(dbname, f"_failed_{run_id}")
 
 
-def write_gap(ctx: Context, backup: dict[str, Any]) -> dict[str, int] | None:
+def write_gap(ctx: Context, backup: BackupFacts) -> dict[str, int] | None:
     """Rows written per table between the backup's snapshot and the banner going up; None
     when that is unknown (the banner never came up cleanly enough to measure, or a counter
     went down: statistics reset or lost in a crash)."""
-    after = ctx.journal.get(ctx.run_id, "writes_at_banner")
+    after = ctx.journal.get(ctx.run_id, WRITES_AT_BANNER)
     if after is None:
         return None
     before = backup["writes"]["tables"]
@@ -57,7 +67,7 @@ class Rollback:
     name = "rollback"
 
     def run(self, ctx: Context) -> PhaseResult:
-        backup = ctx.journal.get(ctx.run_id, "backup")
+        backup = ctx.journal.get(ctx.run_id, BACKUP)
         if backup is None:
             raise PhaseFailed("no backup was recorded for this window: nothing to restore from")
         started = time.monotonic()
@@ -70,14 +80,14 @@ class Rollback:
         copy = standby_name(name, ctx.run_id)
         mark = marker(ctx.run_id, backup["tables"])
         method = self._swap_until_done(ctx, backup, mark, (name, retained, copy))
-        facts = {"method": method, "duration_s": round(time.monotonic() - started, 3),
-                 "retained_database": retained, "write_gap": gap}
-        ctx.journal.put(ctx.run_id, "rollback", facts)
+        facts = RollbackFacts(method=method, duration_s=round(time.monotonic() - started, 3),
+                              retained_database=retained, write_gap=gap)
+        ctx.journal.put(ctx.run_id, ROLLBACK, facts)
         ctx.log.info("production_restored", database=name, **facts)
         if gap:
             ctx.log.warning("writes_discarded", tables=gap, kept_in=retained)
         return PhaseResult(f"production restored by {method}; failed database kept as"
-                           f" {retained}", facts)
+                           f" {retained}", dict(facts))
 
     @staticmethod
     def _pause_for_gap(ctx: Context, gap: dict[str, int] | None) -> None:
@@ -88,17 +98,17 @@ class Rollback:
             ctx.log.warning("write_gap_unknown")
         if not (gap or unknown) or ctx.settings.backup.on_write_gap != "stop":
             return
-        if ctx.journal.get(ctx.run_id, "data_loss_accepted"):
+        if ctx.journal.get(ctx.run_id, DATA_LOSS_ACCEPTED):
             ctx.log.warning("data_loss_accepted", tables=gap)
             return
-        ctx.journal.put(ctx.run_id, "rollback_paused", {"write_gap": gap})
+        ctx.journal.put(ctx.run_id, ROLLBACK_PAUSED, WriteGap(write_gap=gap))
         shown = ", ".join(f"{t} ~{n} rows" for t, n in (gap or {}).items()) or (
             "how many could not be measured")
         raise PhaseFailed(f"paused before restoring: production took writes after the backup"
                           f" ({shown}) that a restore would discard")
 
     @staticmethod
-    def _from_snapshot(ctx: Context, backup: dict[str, Any], gap: dict[str, int] | None,
+    def _from_snapshot(ctx: Context, backup: BackupFacts, gap: dict[str, int] | None,
                        started: float) -> NoReturn:
         """An RDS snapshot restores to a new instance, with a new endpoint: the window cannot
         point the application at it, so it says exactly what to switch and keeps the banner up
@@ -109,16 +119,17 @@ class Rollback:
         new_id = f"{backup['instance_id']}-rollback-{ctx.run_id.replace('_', '-')}"[:63]
         restored = rds.restore_snapshot(snapshot, new_id, deadline=ctx.deadline, poll=ctx.poll)
         steps = rds.switch_instructions(rds.describe_instance(backup["instance_id"]), restored)
-        facts = {"method": "rds_snapshot", "duration_s": round(time.monotonic() - started, 3),
-                 "retained_database": backup["instance_id"], "write_gap": gap,
-                 "new_instance": restored, "instructions": steps}
-        ctx.journal.put(ctx.run_id, "rollback", facts)
+        facts = RollbackFacts(method="rds_snapshot",
+                              duration_s=round(time.monotonic() - started, 3),
+                              retained_database=backup["instance_id"], write_gap=gap,
+                              new_instance=restored, instructions=steps)
+        ctx.journal.put(ctx.run_id, ROLLBACK, facts)
         ctx.log.warning("snapshot_restored", instance=new_id, endpoint=restored.get("address"))
         raise PhaseFailed(f"snapshot {snapshot} was restored to the new instance {new_id}"
                           f" ({restored.get('address')}:{restored.get('port')}); switch the"
                           " application to it, then take the banner down")
 
-    def _swap_until_done(self, ctx: Context, backup: dict[str, Any], mark: str,
+    def _swap_until_done(self, ctx: Context, backup: BackupFacts, mark: str,
                          names: tuple[str, str, str]) -> str:
         """The swap; should the server go away under it (a restart, a failover), again from
         where it stopped once the server answers, within the phase's deadline: every step
@@ -135,7 +146,7 @@ class Rollback:
                             error=error)
 
     def _swap_checked(self, ctx: Context, conn: psycopg.Connection[Any],
-                      backup: dict[str, Any], mark: str, names: tuple[str, str, str]) -> str:
+                      backup: BackupFacts, mark: str, names: tuple[str, str, str]) -> str:
         name, retained, _copy = names
         if reopened := pg.reopen_closed(conn, [name, retained]):
             ctx.log.warning("connections_reopened", databases=reopened)
@@ -144,12 +155,12 @@ class Rollback:
             raise PhaseFailed(f"{name} is not the copy verified against the backup")
         return method
 
-    def _swap(self, ctx: Context, conn: psycopg.Connection[Any], backup: dict[str, Any],
+    def _swap(self, ctx: Context, conn: psycopg.Connection[Any], backup: BackupFacts,
               mark: str, names: tuple[str, str, str]) -> str:
         name, retained, copy = names
         exists = {n: pg.database_exists(conn, n) for n in names}
         if exists[name] and exists[retained] and not exists[copy]:
-            return str((ctx.journal.get(ctx.run_id, "rollback") or {}).get("method", "swap"))
+            return str((ctx.journal.get(ctx.run_id, ROLLBACK) or {}).get("method", "swap"))
         method = "swap"
         source = name if exists[name] else retained
         if not is_marked(conn, copy, mark):
@@ -165,7 +176,7 @@ class Rollback:
         return method
 
     @staticmethod
-    def _restore(ctx: Context, conn: psycopg.Connection[Any], backup: dict[str, Any],
+    def _restore(ctx: Context, conn: psycopg.Connection[Any], backup: BackupFacts,
                  copy: str, like: str) -> None:
         ctx.log.warning("standby_unusable", database=copy, falling_back_to=backup["path"])
         took = restore_into_new_database(ctx, conn, trusted_archive(ctx, backup), copy, like=like,

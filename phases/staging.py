@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.config import Settings
-from orchestrator.engine import rehearsals
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import REHEARSAL, REHEARSAL_REUSED, REHEARSAL_SKIPPED
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import migrations
@@ -41,17 +41,17 @@ class StagingDryRun:
     name = "staging_dry_run"
 
     def run(self, ctx: Context) -> PhaseResult:
-        if ctx.journal.get(ctx.run_id, rehearsals.SKIPPED):
+        if ctx.journal.get(ctx.run_id, REHEARSAL_SKIPPED):
             ctx.log.warning("rehearsal_skipped", risk="the migration was not rehearsed")
             return PhaseResult("skipped on purpose (--skip-staging): not rehearsed")
-        if reused := ctx.journal.get(ctx.run_id, rehearsals.REUSED):
+        if reused := ctx.journal.get(ctx.run_id, REHEARSAL_REUSED):
             return self._reuse(ctx, reused)
         fingerprint = migrations.fingerprint(ctx.settings)  # what is about to be rehearsed
         measured = rehearsal.rehearse(ctx)
         if problems := timeline_problems(ctx.settings, measured):
             raise PhaseFailed("; ".join(problems))
         measured["fingerprint"] = fingerprint
-        ctx.journal.put(ctx.run_id, rehearsals.FACT, measured)
+        ctx.journal.put(ctx.run_id, REHEARSAL, measured)
         ctx.journal.record_rehearsal(ctx.run_id, fingerprint=fingerprint, target=str(ctx.target),
                                      staging=str(ctx.staging), facts=measured)
         figures = ", ".join(f"{key.removesuffix('_s')} {measured[key]:.1f}s"
@@ -67,7 +67,7 @@ class StagingDryRun:
         facts = {k: v for k, v in reused.items() if k not in ("id", "at")}
         if problems := timeline_problems(ctx.settings, facts):
             raise PhaseFailed("; ".join(problems))
-        ctx.journal.put(ctx.run_id, rehearsals.FACT, {**facts, "reused_from": reused["id"]})
+        ctx.journal.put(ctx.run_id, REHEARSAL, {**facts, "reused_from": reused["id"]})
         ctx.log.info("rehearsal_reused", rehearsal=reused["id"])
         return PhaseResult(f"reused rehearsal {reused['id']} of the same migration files")
 

@@ -14,6 +14,13 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from orchestrator.cli import fleet
+from orchestrator.cli.options import (
+    APP_SETTINGS,
+    ConfigOption,
+    ConfirmOption,
+    JsonLogsOption,
+    TargetOption,
+)
 from orchestrator.errors import UsageError, WindowError
 
 if TYPE_CHECKING:
@@ -22,26 +29,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     name="window",
     help="Run a production PostgreSQL maintenance window as a durable state machine.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
+    **APP_SETTINGS,
 )
-
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Path to window.toml.", show_default=True)
-]
-ConfirmOption = Annotated[
-    str | None,
-    typer.Option("--confirm", help="The confirmation phrase; asked for on stdin if omitted."),
-]
-
-JsonLogsOption = Annotated[bool, typer.Option(
-    "--json-logs", help="Print the audit events on stderr as JSON lines, not readable ones.")]
-# One target of a fleet (`window fleet` passes it to the windows it starts).
-TargetOption = Annotated[str | None, typer.Option(
-    "--target", help="A fleet target's own window (its state under targets/NAME).")]
-
 
 def _settings(path: Path, *, json_logs: bool = False, target: str | None = None,
               logs: bool = True) -> Settings:

@@ -1,6 +1,6 @@
 """``window fleet``: one maintenance window per database of a fleet, in waves.
 
-Mounted under the main app (``app.add_typer(fleet_cli.app, name="fleet")``), so its errors
+Mounted under the main app (``app.add_typer(fleet.app, name="fleet")``), so its errors
 reach the same ``WindowError`` handler. Heavy imports happen inside the commands.
 """
 
@@ -11,21 +11,15 @@ from typing import Annotated
 
 import typer
 
+from orchestrator.cli.options import APP_SETTINGS, ConfirmOption, JsonLogsOption
+
 app = typer.Typer(
     help="Run the window on every database of a fleet: a canary first, then waves.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
+    **APP_SETTINGS,
 )
 
 FleetArgument = Annotated[Path, typer.Argument(
     help="fleet.toml: the targets (or a catalog query) and the shared window.toml.")]
-ConfirmOption = Annotated[str | None, typer.Option(
-    "--confirm", help="The confirmation phrase; asked for on stdin if omitted.")]
-JsonLogsOption = Annotated[bool, typer.Option(
-    "--json-logs", help="Print the audit events on stderr as JSON lines, not readable ones.")]
-
 
 @app.command()
 def run(

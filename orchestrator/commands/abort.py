@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 import structlog
 
@@ -23,6 +23,12 @@ from orchestrator.commands.window import (
 from orchestrator.config import Settings
 from orchestrator.engine import gates, holding, machine
 from orchestrator.engine.audit import audited
+from orchestrator.engine.facts import (
+    DATA_LOSS_ACCEPTED,
+    ROLLBACK_PAUSED,
+    DataLossAccepted,
+    WriteGap,
+)
 from orchestrator.engine.holding import Hold, hold_window
 from orchestrator.engine.identity import who
 from orchestrator.engine.journal import Run
@@ -74,7 +80,7 @@ def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
 
 
 def _where_abort_stands(settings: Settings
-                        ) -> tuple[Run | None, dict[str, Any] | None, str]:
+                        ) -> tuple[Run | None, WriteGap | None, str]:
     """The newest run, the write gap a paused rollback stopped on, and the advice for a
     window that needs attention: read once (with the S3 backend, one download)."""
     journal = holding.reader(settings)
@@ -86,11 +92,11 @@ def _where_abort_stands(settings: Settings
             return None, None, ""
         help_text = advice(journal, run, settings) \
             if run.state == State.NEEDS_ATTENTION else ""
-        return run, journal.get(run.run_id, "rollback_paused"), help_text
+        return run, journal.get(run.run_id, ROLLBACK_PAUSED), help_text
 
 
 def _take_over(settings: Settings, run: Run, hold: Hold, registry: Registry | None,
-               accept_write_gap: dict[str, Any] | None = None) -> str:
+               accept_write_gap: WriteGap | None = None) -> str:
     """Abort a window no live process drives (it crashed): this process rolls it back."""
     try:
         target, staging = gates.databases(settings)
@@ -101,8 +107,8 @@ def _take_over(settings: Settings, run: Run, hold: Hold, registry: Registry | No
                 if run.state != State.NEEDS_ATTENTION:
                     print(f"window {run.run_id} is {run.state} now: nothing to accept.")
                     return run.state
-                own.put(run.run_id, "data_loss_accepted",
-                        {"by": who(), "write_gap": accept_write_gap})
+                own.put(run.run_id, DATA_LOSS_ACCEPTED,
+                        DataLossAccepted(by=who(), write_gap=accept_write_gap))
                 own.transition(run.run_id, run.state, "accept_data_loss",
                                machine.build(run.state, run.backup_when)
                                .fire("accept_data_loss"))

@@ -23,6 +23,7 @@ import psycopg
 from orchestrator.errors import ExitCode
 from orchestrator.postgres import pg
 from orchestrator.postgres.cluster import Cluster
+from orchestrator.postgres.pg import TableFigures
 
 APP_USER = "shop_app"
 APP_PASSWORD = "Sh0p:p@ss/w0rd%"  # noqa: S105 - a throwaway cluster's password, shown redacted
@@ -73,7 +74,7 @@ def create_shop(cluster: Cluster, dbname: str) -> str:
     return url
 
 
-def fingerprint(url: str) -> dict[str, dict[str, Any]]:
+def fingerprint(url: str) -> dict[str, TableFigures]:
     with psycopg.connect(url, autocommit=True) as conn:
         return pg.describe_tables(conn)
 
@@ -157,9 +158,9 @@ def _window(config: Path, env: dict[str, str]) -> int:
                           check=False).returncode
 
 
-def _compare(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> bool:
+def _compare(before: dict[str, TableFigures], after: dict[str, TableFigures]) -> bool:
     print(f"\n{'table':<22} {'rows before':>12} {'rows after':>12}  checksum")
-    missing = {"rows": 0, "checksum": "-"}
+    missing = TableFigures(rows=0, checksum="-")
     for table in sorted({*before, *after}):
         b, a = before.get(table, missing), after.get(table, missing)
         verdict = "same" if a == b else "DIFFERENT"

@@ -19,6 +19,7 @@ import structlog
 from orchestrator.config import Settings
 from orchestrator.engine import gates, holding
 from orchestrator.engine.audit import audited
+from orchestrator.engine.facts import BACKUP
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import SETTLED
 from orchestrator.errors import ExitCode, PhaseFailed, UsageError
@@ -43,7 +44,7 @@ def archives(settings: Settings, journal: Journal | None) -> list[Archive]:
     found = []
     for path in sorted(folder.glob("*/toc.dat")) if folder.is_dir() else []:
         run_id = path.parent.name
-        facts = (journal.get(run_id, "backup") if journal else None) or {}
+        facts = (journal.get(run_id, BACKUP) if journal else None) or {}
         run = runs.get(run_id)
         found.append(Archive(
             run_id, path.parent, archive.size_bytes(path.parent),

@@ -19,6 +19,15 @@ from orchestrator.config import Settings, require_contacts
 from orchestrator.engine import gates, machine, rehearsals
 from orchestrator.engine.audit import audited
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import (
+    FLEET,
+    LINT,
+    REHEARSAL_REUSED,
+    REHEARSAL_SKIPPED,
+    By,
+    FleetTag,
+    Warnings,
+)
 from orchestrator.engine.holding import hold_window, where
 from orchestrator.engine.identity import who
 from orchestrator.engine.journal import Journal, Run
@@ -121,9 +130,9 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
             "target": str(target), "staging": str(staging),
             "backup_when": settings.backup.when})
         if warnings:
-            journal.put(run_id, "lint", {"warnings": warnings})
+            journal.put(run_id, LINT, Warnings(warnings=warnings))
         if fleet_run:
-            journal.put(run_id, "fleet", {"id": fleet_run})
+            journal.put(run_id, FLEET, FleetTag(id=fleet_run))
         _plan_rehearsal(journal, run_id, skip=skip_staging, reused=reused)
         return drive(settings, journal, run_id, target=target, staging=staging,
                       registry=registry, event="window_started")
@@ -148,11 +157,11 @@ def _plan_rehearsal(journal: Journal, run_id: str, *, skip: bool,
     recent successful one of exactly these migration files; else it rehearses."""
     logger = structlog.get_logger()
     if skip:
-        journal.put(run_id, rehearsals.SKIPPED, {"by": who()})
+        journal.put(run_id, REHEARSAL_SKIPPED, By(by=who()))
         logger.warning("staging_skipped", risk="the migration was not rehearsed")
         return
     if found := reused:
-        journal.put(run_id, rehearsals.REUSED, found)
+        journal.put(run_id, REHEARSAL_REUSED, found)
         age = time.time() - found["at"]
         print(f"reusing rehearsal {found['id']} from {age / 60:.0f} min ago (the same"
               " migration files); `window rehearse` makes a fresh one.")

@@ -17,6 +17,7 @@ from orchestrator.config import Command, Settings
 from orchestrator.engine import proc
 from orchestrator.engine.journal import Journal
 from orchestrator.errors import AbortRequested
+from orchestrator.log import Logger
 from orchestrator.log import get as get_logger
 from orchestrator.postgres import pg
 
@@ -35,7 +36,7 @@ class Context:
     phase: str = ""
     deadline: float = 0.0
     poll: Callable[[], None] = field(default=_never)
-    log: Any = field(default_factory=get_logger)
+    log: Logger = field(default_factory=get_logger)
 
     def for_phase(self, phase: str, deadline: float, poll: Callable[[], None]) -> Context:
         return replace(self, phase=phase, deadline=deadline, poll=poll,

@@ -15,10 +15,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from orchestrator import crash
+from orchestrator.engine.facts import Fact, T
 from orchestrator.redact import redact, redact_value
 
 OUTPUT_LIMIT = 64 * 1024  # of each command's output, kept after redaction
@@ -90,7 +92,7 @@ def _writes(method: Callable[Concatenate[Journal, _P], _T]
         # A crash point: committed, and nothing of what follows has happened yet. Named by the
         # write and what it is about (the phase, the fact's key) where it says.
         about = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
-        crash.point(f"journal.{method.__name__}.{about}".rstrip("."))
+        crash.point(f"journal.{method.__name__.lstrip('_')}.{about}".rstrip("."))
         return result
 
     functools.update_wrapper(write, method)
@@ -116,10 +118,22 @@ class Run:
     backup_when: str
 
 
+class PhaseStatus(StrEnum):
+    """A phase's status in the journal, as ``window status --json`` reports it."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"
+    SKIPPED = "skipped"
+
+
 @dataclass(frozen=True)
 class PhaseRow:
     name: str
-    status: str
+    status: PhaseStatus
     started_at: float | None
     finished_at: float | None
     deadline: float | None
@@ -201,8 +215,8 @@ class Journal:
                  info.get("backup_when", "before_banner")),
             )
             db.executemany(
-                "INSERT INTO phases (run_id, seq, name, status) VALUES (?, ?, ?, 'pending')",
-                [(run_id, seq, name) for seq, name in enumerate(phases)],
+                "INSERT INTO phases (run_id, seq, name, status) VALUES (?, ?, ?, ?)",
+                [(run_id, seq, name, PhaseStatus.PENDING) for seq, name in enumerate(phases)],
             )
 
     def run(self, run_id: str) -> Run:
@@ -274,7 +288,7 @@ class Journal:
             " FROM phases WHERE run_id = ? ORDER BY seq",
             (run_id,),
         ).fetchall()
-        return [PhaseRow(**dict(row)) for row in rows]
+        return [PhaseRow(**{**dict(row), "status": PhaseStatus(row["status"])}) for row in rows]
 
     def phase(self, run_id: str, name: str) -> PhaseRow:
         return next(p for p in self.phases(run_id) if p.name == name)
@@ -283,15 +297,16 @@ class Journal:
     def start_phase(self, run_id: str, name: str, deadline: float, timeout_s: float) -> None:
         with self._transaction() as db:
             db.execute(
-                "UPDATE phases SET status = 'running', started_at = coalesce(started_at, ?),"
+                "UPDATE phases SET status = ?, started_at = coalesce(started_at, ?),"
                 " finished_at = NULL, deadline = ?, timeout_s = ?, attempts = attempts + 1,"
                 " error = NULL WHERE run_id = ? AND name = ?",
-                (time.time(), deadline, timeout_s, run_id, name),
+                (PhaseStatus.RUNNING, time.time(), deadline, timeout_s, run_id, name),
             )
             self._event(db, run_id, "phase_started", name, {"deadline": deadline})
 
     @_writes
-    def finish_phase(self, run_id: str, name: str, status: str, error: str | None = None) -> None:
+    def finish_phase(self, run_id: str, name: str, status: PhaseStatus,
+                     error: str | None = None) -> None:
         with self._transaction() as db:
             db.execute(
                 "UPDATE phases SET status = ?, finished_at = ?, error = ?"
@@ -301,14 +316,14 @@ class Journal:
             self._event(db, run_id, f"phase_{status}", name, {"error": error} if error else {})
 
     @_writes
-    def conclude_phase(self, run_id: str, name: str, status: str, error: str | None, *,
+    def conclude_phase(self, run_id: str, name: str, status: PhaseStatus, error: str | None, *,
                        trigger: str, state: str) -> None:
         """A phase's end and the transition it causes, in one transaction."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE phases SET status = ?, finished_at = coalesce(?, finished_at),"
                 " error = coalesce(?, error) WHERE run_id = ? AND name = ?",
-                (status, None if status == "skipped" else time.time(),
+                (status, None if status == PhaseStatus.SKIPPED else time.time(),
                  redact(error) if error else None, run_id, name),
             )
             self._event(db, run_id, f"phase_{status}", name, {"error": error} if error else {})
@@ -329,8 +344,8 @@ class Journal:
     @_writes
     def skip_pending(self, run_id: str) -> None:
         self._db.execute(
-            "UPDATE phases SET status = 'skipped' WHERE run_id = ? AND status = 'pending'",
-            (run_id,),
+            "UPDATE phases SET status = ? WHERE run_id = ? AND status = ?",
+            (PhaseStatus.SKIPPED, run_id, PhaseStatus.PENDING),
         )
 
     # events, children, backup -------------------------------------------------------------
@@ -377,23 +392,27 @@ class Journal:
         ).fetchall()
         return [Child(**dict(row)) for row in rows]
 
-    @_writes
-    def put(self, run_id: str, key: str, value: Mapping[str, Any]) -> None:
+    def put(self, run_id: str, fact: Fact[T], value: T) -> None:
         """Record what a phase learned (the backup, the write counters, the rollback), whole,
-        replacing what was recorded under ``key`` before. Facts are figures the window
+        replacing what was recorded under ``fact`` before. Facts are figures the window
         computed (paths, checksums, counters), never anyone's output, and rollback reads them
         back: they are stored exactly, not through redaction, which could mangle a path or a
         checksum that happens to contain a short password."""
+        self._put(run_id, fact.key, value)
+
+    @_writes
+    def _put(self, run_id: str, key: str, value: object) -> None:
         self._db.execute(
             "INSERT INTO facts (run_id, key, value, at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, at = excluded.at",
             (run_id, key, json.dumps(value, default=str, ensure_ascii=False), time.time()),
         )
 
-    def get(self, run_id: str, key: str) -> dict[str, Any] | None:
+    def get(self, run_id: str, fact: Fact[T]) -> T | None:
+        """What was recorded under ``fact``, as it was written (``orchestrator.engine.facts``)."""
         row = self._db.execute("SELECT value FROM facts WHERE run_id = ? AND key = ?",
-                               (run_id, key)).fetchone()
-        return json.loads(row["value"]) if row else None
+                               (run_id, fact.key)).fetchone()
+        return cast("T", json.loads(row["value"])) if row else None
 
     # rehearsals ---------------------------------------------------------------------------
 

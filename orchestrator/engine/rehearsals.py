@@ -9,13 +9,10 @@ from typing import Any
 
 from orchestrator.config import Settings
 from orchestrator.engine import holding
+from orchestrator.engine.facts import REHEARSAL
 from orchestrator.engine.journal import Journal
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import migrations
-
-FACT = "rehearsal"  # this window's rehearsal: its figures and the files' fingerprint
-REUSED = "rehearsal_reused"  # set at the start: the staging phase takes this one as its own
-SKIPPED = "rehearsal_skipped"  # set at the start: --skip-staging with [staging] skip = true
 
 
 def reusable(settings: Settings, journal: Journal, target: str, staging: str
@@ -32,7 +29,7 @@ def reusable(settings: Settings, journal: Journal, target: str, staging: str
 
 def check_unchanged(settings: Settings, journal: Journal, run_id: str, moment: str) -> None:
     """Refuse to go on with migration files other than those rehearsed."""
-    rehearsed = (journal.get(run_id, FACT) or {}).get("fingerprint")
+    rehearsed = (journal.get(run_id, REHEARSAL) or {}).get("fingerprint")
     if rehearsed is None:
         return
     now = migrations.fingerprint(settings)
@@ -50,6 +47,6 @@ def latest(settings: Settings) -> tuple[str, dict[str, Any] | None]:
         return "", None
     with journal:
         for run in journal.runs():
-            if fact := journal.get(run.run_id, "rehearsal"):
+            if fact := journal.get(run.run_id, REHEARSAL):
                 return run.run_id, fact
     return "", None

@@ -18,7 +18,8 @@ import structlog
 
 from orchestrator.engine import eta, machine, monitor, proc
 from orchestrator.engine.context import Context
-from orchestrator.engine.journal import Journal
+from orchestrator.engine.facts import REHEARSAL
+from orchestrator.engine.journal import Journal, PhaseStatus
 from orchestrator.engine.machine import KEEPS_DEADLINE, TERMINAL, State
 from orchestrator.engine.notify import Notices
 from orchestrator.engine.phase import Registry
@@ -75,7 +76,7 @@ def stop_orphans(journal: Journal, run_id: str) -> list[str]:
 class Outcome:
     """How a phase ended: the status journaled for it and the event fired at the machine."""
 
-    status: str
+    status: PhaseStatus
     trigger: str
     error: str | None = None
     summary: str = ""
@@ -175,7 +176,8 @@ class Runner:
     def _abort_now(self, name: str) -> Outcome:
         """An abort found between phases (or on a crashed run): the phase never ran again."""
         was = self.journal.phase(self.run_id, name).status
-        status = "interrupted" if was in ("running", "interrupted") else "skipped"
+        status = PhaseStatus.INTERRUPTED \
+            if was in (PhaseStatus.RUNNING, PhaseStatus.INTERRUPTED) else PhaseStatus.SKIPPED
         return Outcome(status, "abort", "aborted by the operator (`window abort`)")
 
     def _deadline(self, name: str) -> float:
@@ -206,7 +208,7 @@ class Runner:
     def _attempt(self, name: str, deadline: float,
                  log: structlog.typing.FilteringBoundLogger) -> Outcome:
         if time.time() >= deadline:
-            return Outcome("timed_out", "timed_out",
+            return Outcome(PhaseStatus.TIMED_OUT, "timed_out",
                            "its deadline passed while the window was stopped")
         ctx = self.base.for_phase(name, deadline, self.poll)
         try:
@@ -218,19 +220,20 @@ class Runner:
             if interrupt := self.signals.pending():  # a cancelled query, after a signal
                 self._interrupted(log, name, interrupt)
             if isinstance(exc, PhaseError):
-                status = "failed" if exc.event == "abort" else exc.event  # failed, timed_out
+                status = PhaseStatus.FAILED if exc.event == "abort" \
+                    else PhaseStatus(exc.event)  # failed, timed_out
                 return Outcome(status, exc.event, exc.message)
             # A bug or an unconverted error must not skip the rollback.
             log.exception("phase_crashed")
-            return Outcome("failed", "failed", f"{type(exc).__name__}: {exc}")
-        return Outcome("succeeded", "succeeded", summary=result.summary)
+            return Outcome(PhaseStatus.FAILED, "failed", f"{type(exc).__name__}: {exc}")
+        return Outcome(PhaseStatus.SUCCEEDED, "succeeded", summary=result.summary)
 
     def _watched(self, name: str) -> AbstractContextManager[None]:
         """People hear when a forward phase runs past what it was expected to take."""
         if self.notices is None:
             return nullcontext()
         settings = self.base.settings
-        expected = eta.estimate(settings, self.journal.get(self.run_id, "rehearsal")).phases
+        expected = eta.estimate(settings, self.journal.get(self.run_id, REHEARSAL)).phases
         return self.notices.overrun_watch(name, expected.get(name))
 
     @staticmethod
@@ -241,7 +244,7 @@ class Runner:
 
     def _interrupted(self, log: structlog.typing.FilteringBoundLogger, name: str,
                      exc: Interrupted) -> NoReturn:
-        self.journal.finish_phase(self.run_id, name, "interrupted", exc.message)
+        self.journal.finish_phase(self.run_id, name, PhaseStatus.INTERRUPTED, exc.message)
         self.journal.set_interrupted(self.run_id)
         log.warning("phase_interrupted", reason=exc.message)
         raise exc

@@ -13,7 +13,7 @@ import urllib.parse
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import psycopg
 from psycopg import sql
@@ -33,6 +33,21 @@ _LIBPQ_ENV = {
     "connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS",
     "channel_binding": "PGCHANNELBINDING", "gssencmode": "PGGSSENCMODE",
 }
+
+
+class TableFigures(TypedDict, total=False):
+    """A table as the backup describes it: its rows, and (unless asked not to) a checksum."""
+
+    rows: int
+    checksum: str
+
+
+class WriteCounters(TypedDict):
+    """Rows inserted, updated and deleted per table, and the WAL position, as the
+    statistics said at one moment."""
+
+    wal_lsn: str | None
+    tables: dict[str, int]
 
 
 # Query parameters Prisma reads from DATABASE_URL that libpq would refuse.
@@ -347,7 +362,7 @@ def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
 
 
 def describe_tables(conn: psycopg.Connection[Any], tables: list[Table] | None = None
-                    ) -> dict[str, dict[str, Any]]:
+                    ) -> dict[str, TableFigures]:
     """Rows and a content checksum per table, as ``{"schema.table": {"rows", "checksum"}}``,
     in the connection's snapshot. The checksum sums a 64-bit hash of every row: it streams (no
     table-sized string), ignores row order, and two databases holding the same rows agree."""
@@ -356,7 +371,7 @@ def describe_tables(conn: psycopg.Connection[Any], tables: list[Table] | None = 
 
 
 def describe_table(conn: psycopg.Connection[Any], table: Table, *, checksums: bool = True
-                   ) -> dict[str, Any]:
+                   ) -> TableFigures:
     if not checksums:
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.sql())).fetchone()
         return {"rows": int(row[0]) if row else 0}
@@ -376,7 +391,7 @@ _BY_RECORD = sql.SQL("hash_record_extended(t, 0)")
 _BY_TEXT = sql.SQL("hashtextextended(t::text, 0)")
 
 
-def write_counters(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+def write_counters(conn: psycopg.Connection[Any]) -> WriteCounters:
     """Rows inserted, updated and deleted so far per table, and the WAL position: taken twice,
     they tell which tables took writes in between (the statistics lag by about a second)."""
     conn.execute("SELECT pg_stat_clear_snapshot()")
@@ -384,7 +399,8 @@ def write_counters(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         "SELECT schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del"
         " FROM pg_stat_user_tables").fetchall()
     lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-    return {"wal_lsn": lsn[0] if lsn else None, "tables": {name: int(n) for name, n in rows}}
+    return {"wal_lsn": str(lsn[0]) if lsn else None,
+            "tables": {str(name): int(n) for name, n in rows}}
 
 
 def stats_settle_wait(conn: psycopg.Connection[Any], settle: float) -> float:

@@ -16,10 +16,12 @@ from string import Template
 from typing import Any
 
 from orchestrator.engine import eta
+from orchestrator.engine.journal import PhaseStatus
 from orchestrator.reporting.sections import Section, exit_text, headline, sections
 
-BAR_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "timed_out": "#ad1457",
-               "running": "#ef6c00", "interrupted": "#ef6c00"}
+BAR_COLOURS = {PhaseStatus.SUCCEEDED: "#2e7d32", PhaseStatus.FAILED: "#c62828",
+               PhaseStatus.TIMED_OUT: "#ad1457", PhaseStatus.RUNNING: "#ef6c00",
+               PhaseStatus.INTERRUPTED: "#ef6c00"}
 EXPECTED_COLOUR = "#1565c0"
 TIMEOUT_COLOUR = "#8d8d8d"
 SERIES = (("connections", "connections", "#37474f"), ("active", "active", "#00838f"),
@@ -151,7 +153,7 @@ def _phase_row(phase: dict[str, Any], expected: float | None, longest: float, to
         parts.append(f'<rect class="bar" x="{LABEL_W}" y="{y:.1f}" width="{width:.1f}"'
                      f' height="{BAR_H}" fill="{colour}"><title>{_e(name)} {_e(status)} in'
                      f" {_e(eta.shown(took))}</title></rect>")
-    if expected is not None and status != "skipped":
+    if expected is not None and status != PhaseStatus.SKIPPED:
         x = _x(expected, longest)
         parts.append(f'<path d="M{x:.1f} {y - 6:.1f} l-4 -5 h8 z M{x:.1f} {y - 6:.1f}'
                      f' v{BAR_H + 12}" fill="{EXPECTED_COLOUR}" stroke="{EXPECTED_COLOUR}"'
@@ -172,12 +174,12 @@ def _row_text(phase: dict[str, Any], expected: float | None) -> str:
         text += f" of {eta.shown(phase['timeout_s'])}"
     if expected is not None:
         text += f", expected {eta.shown(expected)}"
-    return text if phase["status"] == "succeeded" else f"{text} ({phase['status']})"
+    return text if phase["status"] == PhaseStatus.SUCCEEDED else f"{text} ({phase['status']})"
 
 
 def _legend(y: float) -> list[str]:
-    x = LABEL_W
-    return [f'<rect x="{x}" y="{y - 9}" width="18" height="10" fill="{BAR_COLOURS["succeeded"]}"/>',
+    x, done = LABEL_W, BAR_COLOURS[PhaseStatus.SUCCEEDED]
+    return [f'<rect x="{x}" y="{y - 9}" width="18" height="10" fill="{done}"/>',
             f'<text x="{x + 24}" y="{y}">actual</text>',
             f'<rect x="{x + 80}" y="{y - 10}" width="18" height="12" fill="none"'
             f' stroke="{TIMEOUT_COLOUR}" stroke-dasharray="4 3"/>',

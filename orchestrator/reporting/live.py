@@ -25,20 +25,22 @@ from rich.text import Text
 from orchestrator import log
 from orchestrator.config import Settings
 from orchestrator.engine import eta
-from orchestrator.engine.journal import Journal, PhaseRow
+from orchestrator.engine.facts import REHEARSAL
+from orchestrator.engine.journal import Journal, PhaseRow, PhaseStatus
 from orchestrator.engine.machine import FORWARD
 
 REFRESH_SECONDS = 0.25
 JOIN_SECONDS = 2.0
 BAR_WIDTH = 24
-STYLES = {"running": "bold cyan", "succeeded": "green", "failed": "bold red",
-          "timed_out": "bold red", "interrupted": "yellow", "skipped": "dim"}
+STYLES = {PhaseStatus.RUNNING: "bold cyan", PhaseStatus.SUCCEEDED: "green",
+          PhaseStatus.FAILED: "bold red", PhaseStatus.TIMED_OUT: "bold red",
+          PhaseStatus.INTERRUPTED: "yellow", PhaseStatus.SKIPPED: "dim"}
 
 
 def _elapsed(row: PhaseRow, now: float) -> float | None:
     if row.started_at is None:
         return None
-    return (row.finished_at if row.finished_at and row.status != "running" else now) \
+    return (row.finished_at if row.finished_at and row.status != PhaseStatus.RUNNING else now) \
         - row.started_at
 
 
@@ -55,7 +57,7 @@ def _phases(rows: list[PhaseRow], expected: dict[str, float], settings: Settings
     for row in rows:
         took = _elapsed(row, now)
         limit = row.timeout_s or settings.timeout(row.name)
-        overrun = row.status == "running" and took is not None \
+        overrun = row.status == PhaseStatus.RUNNING and took is not None \
             and row.name in expected and took > expected[row.name]
         status = Text(row.status, style=STYLES.get(row.status, ""))
         if overrun:
@@ -71,9 +73,9 @@ def _phases(rows: list[PhaseRow], expected: dict[str, float], settings: Settings
 def _eta_line(journal: Journal, run_id: str, settings: Settings, rows: list[PhaseRow],
               now: float) -> Text:
     actual = {row.name: row.finished_at - row.started_at for row in rows
-              if row.name in FORWARD and row.status == "succeeded" and row.started_at
+              if row.name in FORWARD and row.status == PhaseStatus.SUCCEEDED and row.started_at
               and row.finished_at}
-    estimate = eta.estimate(settings, journal.get(run_id, "rehearsal"), actual)
+    estimate = eta.estimate(settings, journal.get(run_id, REHEARSAL), actual)
     started = journal.run(run_id).created_at
     ends = started + estimate.expected_s
     return Text(f"ETA {_clock(ends)} ({eta.shown(max(0.0, ends - now))} left, from the"
@@ -97,7 +99,7 @@ def render(journal: Journal, run_id: str, settings: Settings,
     now = time.time() if now is None else now
     rows = journal.phases(run_id)
     # What each phase was expected to take (not what the finished ones took): the overrun mark.
-    expected = eta.estimate(settings, journal.get(run_id, "rehearsal")).phases
+    expected = eta.estimate(settings, journal.get(run_id, REHEARSAL)).phases
     parts: list[RenderableType] = [
         Text(f"window {run_id}: {journal.run(run_id).state}", style="bold"),
         _phases(rows, expected, settings, now),

@@ -20,7 +20,8 @@ import structlog
 
 from orchestrator.config import Settings
 from orchestrator.engine import eta
-from orchestrator.engine.journal import Journal, Run
+from orchestrator.engine.facts import BACKUP, BASELINE_BEFORE, DATA_LOSS_ACCEPTED
+from orchestrator.engine.journal import Journal, PhaseStatus, Run
 from orchestrator.engine.machine import TERMINAL
 from orchestrator.errors import ExitCode, UsageError
 from orchestrator.redact import redact, redact_value
@@ -33,13 +34,12 @@ FORMATS = ("md", "html")
 # The audit events that say who drove the window, and when.
 DRIVEN = ("window_started", "window_resumed", "window_abort_taken_over", "abort_requested",
           "window_interrupted", "window_finished")
-BASELINE_BEFORE = "baseline_before"  # the journal fact phases/baseline.py measures first
 
 
 def gather(journal: Journal, run: Run, settings: Settings) -> dict[str, Any]:
     """Everything a report shows, redacted once here so no renderer can leak a password."""
     facts = status(journal, run, settings)
-    raw_backup = journal.get(run.run_id, "backup") or {}
+    raw_backup = journal.get(run.run_id, BACKUP) or {}
     audit = _audit_events(settings.state_dir / "audit.jsonl", run.run_id)
     facts.update(
         window=settings.window.name,
@@ -52,13 +52,13 @@ def gather(journal: Journal, run: Run, settings: Settings) -> dict[str, Any]:
                 if event.get("event") in ("check_passed", "check_failed")],
         expected=expected(settings, facts["rehearsal"]),
         baseline=facts["baseline"] or _before_only(journal.get(run.run_id, BASELINE_BEFORE)),
-        accepted_loss=journal.get(run.run_id, "data_loss_accepted"),
+        accepted_loss=journal.get(run.run_id, DATA_LOSS_ACCEPTED),
         contacts=settings.contacts.model_dump(),
         monitor=[{**sample, "at": _iso_ms(sample["at"])} for sample in journal.samples(run.run_id)],
     )
     if facts["interrupted"]:  # this process, about to exit, still counts as alive
-        facts["phases"] = [{**p, "status": "interrupted"} if p["status"] == "running" else p
-                           for p in facts["phases"]]
+        facts["phases"] = [{**p, "status": PhaseStatus.INTERRUPTED}
+                           if p["status"] == PhaseStatus.RUNNING else p for p in facts["phases"]]
     facts["backup"].update(manifest_sha256=raw_backup.get("manifest_sha256"),
                            method=raw_backup.get("method", "pg_dump"),
                            snapshot=(raw_backup.get("snapshot") or {}).get("snapshot_id"))
@@ -209,6 +209,6 @@ def _phase_durations(journal: Journal, run_id: str) -> str:
         if phase.started_at is None:
             continue
         took = eta.shown(phase.finished_at - phase.started_at) if phase.finished_at else "..."
-        mark = "" if phase.status == "succeeded" else f" {phase.status.upper()}"
+        mark = "" if phase.status == PhaseStatus.SUCCEEDED else f" {phase.status.upper()}"
         shown.append(f"{phase.name} {took}{mark}")
     return ", ".join(shown) or "-"

@@ -8,7 +8,19 @@ from typing import Any
 
 from orchestrator.config import Settings
 from orchestrator.engine import eta, holding, proc
-from orchestrator.engine.journal import Journal, PhaseRow, Run
+from orchestrator.engine.facts import (
+    BACKUP,
+    BASELINE,
+    DRAIN,
+    LINT,
+    REHEARSAL,
+    REHEARSAL_SKIPPED,
+    ROLLBACK,
+    ROLLBACK_PAUSED,
+    BackupFacts,
+    Warnings,
+)
+from orchestrator.engine.journal import Journal, PhaseRow, PhaseStatus, Run
 from orchestrator.engine.machine import FORWARD, TERMINAL
 from orchestrator.errors import UsageError
 from orchestrator.store import lease
@@ -51,7 +63,7 @@ def status(journal: Journal, run: Run, settings: Settings | None = None, *,
     crashed = run.state not in TERMINAL and not alive
     rows = journal.phases(run.run_id)
     phases = [_phase(p, crashed) for p in rows]
-    rehearsal = journal.get(run.run_id, "rehearsal")
+    rehearsal = journal.get(run.run_id, REHEARSAL)
     return {
         "run_id": run.run_id,
         "state": run.state,
@@ -63,11 +75,11 @@ def status(journal: Journal, run: Run, settings: Settings | None = None, *,
         "target": run.target,
         "staging": run.staging,
         "phases": phases,
-        "backup": _backup(journal.get(run.run_id, "backup")),
-        "rollback": journal.get(run.run_id, "rollback"),
-        "baseline": journal.get(run.run_id, "baseline") or {},
-        "drain": journal.get(run.run_id, "drain"),
-        "lint": (journal.get(run.run_id, "lint") or {}).get("warnings", []),
+        "backup": _backup(journal.get(run.run_id, BACKUP)),
+        "rollback": journal.get(run.run_id, ROLLBACK),
+        "baseline": journal.get(run.run_id, BASELINE) or {},
+        "drain": journal.get(run.run_id, DRAIN),
+        "lint": (journal.get(run.run_id, LINT) or Warnings(warnings=[]))["warnings"],
         "monitor": [{**s, "at": _iso(s["at"])} for s in journal.samples(run.run_id)],
         "rehearsal": rehearsal,
         "risks": _risks(journal, run),
@@ -77,7 +89,7 @@ def status(journal: Journal, run: Run, settings: Settings | None = None, *,
 
 def _risks(journal: Journal, run: Run) -> list[str]:
     """What this window took on knowingly, for the record."""
-    skipped = journal.get(run.run_id, "rehearsal_skipped")
+    skipped = journal.get(run.run_id, REHEARSAL_SKIPPED)
     return [f"the migration was not rehearsed (--skip-staging, by {skipped['by']})"] \
         if skipped else []
 
@@ -87,7 +99,7 @@ def _eta(settings: Settings, run: Run, rows: list[PhaseRow], rehearsal: dict[str
     """Expected from the window's start: what the phases that succeeded took, the rehearsed
     (else the timeline's) figure for the others."""
     actual = {row.name: row.finished_at - row.started_at for row in rows
-              if row.name in FORWARD and row.status == "succeeded" and row.started_at
+              if row.name in FORWARD and row.status == PhaseStatus.SUCCEEDED and row.started_at
               and row.finished_at}
     expected = eta.estimate(settings, rehearsal, actual)
     return {
@@ -100,14 +112,15 @@ def _eta(settings: Settings, run: Run, rows: list[PhaseRow], rehearsal: dict[str
     }
 
 
-def _backup(facts: dict[str, Any] | None) -> dict[str, Any]:
-    facts = facts or {}
+def _backup(facts: BackupFacts | None) -> dict[str, Any]:
+    facts = facts or BackupFacts()
     keys = ("path", "size_bytes", "verified", "verification", "standby", "s3_uri", "compress")
     return {**{key: facts.get(key) for key in keys}, "tables": facts.get("tables", {})}
 
 
 def _phase(row: PhaseRow, crashed: bool) -> dict[str, Any]:
-    status = "interrupted" if crashed and row.status == "running" else row.status
+    status = PhaseStatus.INTERRUPTED if crashed and row.status == PhaseStatus.RUNNING \
+        else row.status
     duration = (row.finished_at or 0) - (row.started_at or 0) if row.finished_at else None
     return {
         "name": row.name,
@@ -226,15 +239,16 @@ def _paused(run: Run, gap: dict[str, int] | None, off: str) -> str:
 
 def advice(journal: Journal, run: Run, settings: Settings) -> str:
     """What the engineer must do by hand when the window ends in ``needs_attention``."""
-    failed = [p for p in journal.phases(run.run_id) if p.status in ("failed", "timed_out")]
+    failed = [p for p in journal.phases(run.run_id)
+              if p.status in (PhaseStatus.FAILED, PhaseStatus.TIMED_OUT)]
     last = failed[-1].name if failed else "rollback"
     from orchestrator.engine import banners  # only for a window that needs attention
 
     off = banners.describe(settings, "off")
-    paused = journal.get(run.run_id, "rollback_paused")
+    paused = journal.get(run.run_id, ROLLBACK_PAUSED)
     if paused and last == "rollback":
         situation = _paused(run, paused["write_gap"], off)
-    elif (rollback := journal.get(run.run_id, "rollback") or {}).get("instructions"):
+    elif (rollback := journal.get(run.run_id, ROLLBACK) or {}).get("instructions"):
         situation = (f"{failed[-1].error if failed else ''}.\n{rollback['instructions']}\n"
                      f"Once production points at the restored instance: {off}")
     elif last == "banner_off":
@@ -244,7 +258,7 @@ def advice(journal: Journal, run: Run, settings: Settings) -> str:
         situation = ("Production was restored from the backup and verified; only the banner is"
                      f" still up. Take it down by hand: {off}")
     else:
-        backup = (journal.get(run.run_id, "backup") or {}).get("path")
+        backup = (journal.get(run.run_id, BACKUP) or {}).get("path")
         situation = (
             "Production could not be restored automatically: it may hold a half-applied"
             " migration. Keep the banner up. The backup is the directory archive"

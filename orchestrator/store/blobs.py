@@ -22,6 +22,7 @@ from orchestrator.errors import GateRefused, PhaseError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from structlog.typing import FilteringBoundLogger
 
     from orchestrator.config import Settings
 
@@ -193,8 +194,8 @@ def shelve(settings: Settings, key: str, path: Path) -> None:
         logger().warning("not_shelved", key=key, error=exc.message)
 
 
-def logger() -> Any:
+def logger() -> FilteringBoundLogger:
     """The logger, loaded on first use: reading a local state (`window status`) needs none."""
-    import structlog
+    from orchestrator import log
 
-    return structlog.get_logger()
+    return log.get()

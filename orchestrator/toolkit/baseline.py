@@ -24,12 +24,11 @@ from psycopg import sql
 
 from orchestrator.config import BaselineSection, SqlCheck
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import BASELINE, BASELINE_BEFORE
 from orchestrator.errors import PhaseFailed, PhaseTimeout
 from orchestrator.postgres import pg
 from orchestrator.redact import redact
 
-BEFORE = "baseline_before"  # journal fact: what was measured before the migration
-RESULT = "baseline"  # journal fact: the comparison that `window status` shows
 PREPARED = "window_baseline"
 SHOWN_TEXT = 120
 # Planner cost units (about one sequential page read each): a smaller rise is a plan change
@@ -63,8 +62,8 @@ def wanted(section: BaselineSection) -> bool:
 def record_before(ctx: Context, db: pg.Db) -> None:
     """Measure once per window: a resumed window keeps the measurement taken before anything
     changed, since a second one could already see the banner's quiet or a half-done step."""
-    if wanted(ctx.settings.baseline) and ctx.journal.get(ctx.run_id, BEFORE) is None:
-        ctx.journal.put(ctx.run_id, BEFORE, measure(ctx, db))
+    if wanted(ctx.settings.baseline) and ctx.journal.get(ctx.run_id, BASELINE_BEFORE) is None:
+        ctx.journal.put(ctx.run_id, BASELINE_BEFORE, measure(ctx, db))
 
 
 def measure(ctx: Context, db: pg.Db) -> dict[str, Entry]:
@@ -95,14 +94,14 @@ def measure_again(ctx: Context, db: pg.Db, before: Mapping[str, Entry]) -> dict[
 def verify(ctx: Context, db: pg.Db) -> list[str]:
     """Measure again, compare, journal and log the comparison; one sentence per entry that
     fails the phase (slow or broken, with ``on_slowdown = "fail"``)."""
-    before = ctx.journal.get(ctx.run_id, BEFORE)
+    before = ctx.journal.get(ctx.run_id, BASELINE_BEFORE)
     if before is None:
         if wanted(ctx.settings.baseline):
             ctx.log.warning("baseline_not_measured",
                             reason="no measurement from before the migration in the journal")
         return []
     result = compare(before, measure_again(ctx, db, before), ctx.settings.baseline)
-    ctx.journal.put(ctx.run_id, RESULT, result)
+    ctx.journal.put(ctx.run_id, BASELINE, result)
     failures = []
     for name, entry in result.items():
         ctx.log.info("baseline_compared", baseline=name, **entry)

@@ -13,6 +13,7 @@ import psycopg
 
 from orchestrator.config import Check, CommandCheck, HttpCheck, LogCheck, SqlCheck
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import LOG_OFFSETS
 from orchestrator.errors import PhaseFailed, PhaseTimeout
 from orchestrator.postgres import migrations, pg
 from orchestrator.redact import redact
@@ -64,7 +65,7 @@ def _run(ctx: Context, check: Check, db: pg.Db, deadline: float) -> tuple[bool, 
         case HttpCheck():
             return probes.http_answers(check, deadline)
         case LogCheck():
-            offsets = (ctx.journal.get(ctx.run_id, probes.LOG_OFFSETS) or {}).get(check.name, {})
+            offsets = (ctx.journal.get(ctx.run_id, LOG_OFFSETS) or {}).get(check.name, {})
             return probes.log_is_clean(ctx.settings, check, offsets)
         case SqlCheck():
             return _sql(ctx, check, db, deadline)

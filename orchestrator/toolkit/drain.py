@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import DRAIN
 from orchestrator.postgres import pg
 from orchestrator.redact import redact_value
 
@@ -53,7 +54,7 @@ def drain(ctx: Context, db: pg.Db) -> dict[str, Any]:
         "waited_s": round(time.monotonic() - started, 3), "waited_for": list(waited.values()),
         "ended": ended, "remaining": [_describe(s) for s in busy], "drained": not busy,
         "unseen": [_describe(s) for s in unseen]})
-    ctx.journal.put(ctx.run_id, "drain", result)
+    ctx.journal.put(ctx.run_id, DRAIN, result)
     if unseen:
         ctx.log.warning("drain_cannot_see", sessions=len(unseen),
                         reason="other roles' sessions are hidden from this role (grant it"

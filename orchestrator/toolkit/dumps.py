@@ -24,8 +24,10 @@ from psycopg import IsolationLevel, sql
 
 from orchestrator.engine import proc
 from orchestrator.engine.context import Context
+from orchestrator.engine.facts import BackupFacts
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import archive, pg, tools
+from orchestrator.postgres.pg import TableFigures
 from orchestrator.toolkit.progress import TableProgress
 
 NAME_LIMIT = 63  # PostgreSQL's identifier length
@@ -90,7 +92,7 @@ def run_tool(ctx: Context, command: list[str], *, db: pg.Db, label: str, failing
     return result
 
 
-def marker(run_id: str, tables: dict[str, Any]) -> str:
+def marker(run_id: str, tables: dict[str, TableFigures]) -> str:
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()[:16]
     return f"window {run_id} verified {digest}"
 
@@ -136,11 +138,11 @@ def manifest_digest(path: Path) -> str:
 
 
 def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str | None = None,
-             checksums: bool = True) -> dict[str, dict[str, Any]]:
+             checksums: bool = True) -> dict[str, TableFigures]:
     """``pg.describe_table`` for every table, ``[backup] jobs`` at a time, each worker on its
     own connection; with ``snapshot``, each worker reads that exported snapshot."""
 
-    def one(table: pg.Table) -> tuple[str, dict[str, Any]]:
+    def one(table: pg.Table) -> tuple[str, TableFigures]:
         with ctx.connect(db, autocommit=snapshot is None) as conn:
             if snapshot is not None:
                 conn.isolation_level = IsolationLevel.REPEATABLE_READ
@@ -152,7 +154,7 @@ def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str |
         return dict(pool.map(one, tables))
 
 
-def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, Any], *,
+def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, TableFigures], *,
                         checksums: bool = True) -> None:
     """Rows (and checksums) of ``db`` equal the backup's, table by table, or PhaseFailed."""
     with ctx.connect(db) as conn:
@@ -167,12 +169,14 @@ def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, Any], *,
         raise PhaseFailed(f"the restored copy {db} differs from the backup: {shown}")
 
 
-def trusted_archive(ctx: Context, facts: dict[str, Any]) -> Path:
+def trusted_archive(ctx: Context, facts: BackupFacts) -> Path:
     """The backup's archive, checked against its manifest. A missing or damaged local copy is
     fetched again from S3 when the backup was uploaded (a window resumed on another machine);
     a damaged one is kept aside, never deleted. The manifest itself must be the one written
     at the backup (its digest is journaled), so a substituted archive cannot pass."""
-    path = Path(facts["path"])
+    if not facts.get("path"):
+        raise PhaseFailed("the backup recorded no archive to restore from")
+    path = Path(str(facts["path"]))
     if facts.get("s3_uri") and not path.parent.is_dir():
         path = archive_path(ctx)  # resumed on another machine: fetched into its own folder
     try:
@@ -197,7 +201,7 @@ def trusted_archive(ctx: Context, facts: dict[str, Any]) -> Path:
     return path
 
 
-def _check_archive(ctx: Context, path: Path, facts: dict[str, Any]) -> None:
+def _check_archive(ctx: Context, path: Path, facts: BackupFacts) -> None:
     expected = facts.get("manifest_sha256")
     if expected and archive.manifest_path(path).is_file() and manifest_digest(path) != expected:
         raise PhaseFailed(f"the manifest of {path} is not the one written at the backup")

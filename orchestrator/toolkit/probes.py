@@ -19,7 +19,6 @@ from typing import Any
 from orchestrator.config import HttpCheck, LogCheck, Settings
 
 BACKOFF_SECONDS = (0.5, 1.0, 2.0, 4.0)
-LOG_OFFSETS = "log_offsets"  # the journal fact: where each log file ended when the window began
 
 
 def http_answers(check: HttpCheck, deadline: float) -> tuple[bool, str]:

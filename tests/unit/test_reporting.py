@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from orchestrator import config
 from orchestrator.engine import machine
+from orchestrator.engine.facts import BACKUP, ROLLBACK
 from orchestrator.engine.journal import Journal
 from orchestrator.errors import UsageError
 from orchestrator.reporting import as_html, as_markdown, record
@@ -62,7 +63,7 @@ def play(journal: Journal, run_id: str, *, fail_at: str | None = None,
 
 
 def put_facts(journal: Journal, run_id: str) -> None:
-    journal.put(run_id, "backup", {
+    journal.put(run_id, BACKUP, {
         "path": "/srv/backups/r1", "size_bytes": 123456, "manifest_sha256": "ab" * 32,
         "verified": True, "verification": "restore", "standby": "shop_window_r1",
         "tables": {"public.orders": {"rows": 2000, "checksum": "42"}}, "compress": "lz4"})
@@ -117,7 +118,7 @@ def test_markdown_holds_phases_backup_checks_state_and_exit_code(
 def test_html_is_self_contained_escaped_and_redacted(journal: Journal,
                                                      settings: config.Settings) -> None:
     play(journal, "r1", fail_at="migrate")
-    journal.put("r1", "rollback", {"method": "swap", "duration_s": 1.5, "write_gap": {},
+    journal.put("r1", ROLLBACK, {"method": "swap", "duration_s": 1.5, "write_gap": {},
                                    "retained_database": "shop_failed_r1",
                                    "instructions": "psql postgresql://app:s3cret-pw@db/shop"})
 

@@ -1,0 +1,98 @@
+"""What a window learns and journals, each under one typed key: the backup's figures, the
+rollback's outcome, the rehearsal's measurements and the rest.
+
+``journal.put(run_id, facts.BACKUP, value)`` and ``journal.get(run_id, facts.BACKUP)`` take a
+``Fact[T]``: the key is spelt once, here, and the value's shape is checked where it is written
+and where it is read. The shapes are ``TypedDict``: a fact is stored as JSON and read back as
+the same dictionary, so what ``window status --json`` and the reports show is what was written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypedDict, TypeVar
+
+from orchestrator.postgres.pg import TableFigures, WriteCounters
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Fact(Generic[T]):
+    """A journal key and, through ``T``, the shape of what is recorded under it."""
+
+    key: str
+
+
+class BackupFacts(TypedDict, total=False):
+    """The backup: where its archive is, what it holds (rows and checksums per table), the
+    write counters at its snapshot, and the standby copy that proved it restorable."""
+
+    path: str | None
+    manifest: str
+    size_bytes: int
+    manifest_sha256: str
+    verified: bool
+    verification: str
+    standby: str | None
+    tables: dict[str, TableFigures]
+    writes: WriteCounters
+    compress: str
+    s3_uri: str
+    method: str  # "rds_snapshot"; absent for an archive
+    instance_id: str
+    snapshot: dict[str, Any]
+
+
+class RollbackFacts(TypedDict, total=False):
+    """How production was given back: by swap or restore (or an RDS snapshot restored beside
+    it), how long it took, where the failed database is kept, and the writes it discarded."""
+
+    method: str
+    duration_s: float
+    retained_database: str
+    write_gap: dict[str, int] | None
+    new_instance: dict[str, Any]
+    instructions: str  # what to switch to the restored RDS instance, in words
+
+
+class WriteGap(TypedDict):
+    write_gap: dict[str, int] | None
+
+
+class DataLossAccepted(TypedDict):
+    by: str
+    write_gap: WriteGap  # what the paused rollback said it would discard
+
+
+class Warnings(TypedDict):
+    warnings: list[str]
+
+
+class FleetTag(TypedDict):
+    id: str
+
+
+class By(TypedDict):
+    by: str
+
+
+BACKUP: Fact[BackupFacts] = Fact("backup")
+ROLLBACK: Fact[RollbackFacts] = Fact("rollback")
+# The write counters when the banner went up: the rollback's write gap is measured from them.
+WRITES_AT_BANNER: Fact[WriteCounters] = Fact("writes_at_banner")
+ROLLBACK_PAUSED: Fact[WriteGap] = Fact("rollback_paused")  # on_write_gap = "stop"
+DATA_LOSS_ACCEPTED: Fact[DataLossAccepted] = Fact("data_loss_accepted")  # abort --accept-...
+# This window's rehearsal: its figures (seconds per step, checks) and the files' fingerprint.
+REHEARSAL: Fact[dict[str, Any]] = Fact("rehearsal")
+# Set at the start: the staging phase takes this recent rehearsal of the same files as its own.
+REHEARSAL_REUSED: Fact[dict[str, Any]] = Fact("rehearsal_reused")
+# Set at the start: --skip-staging with [staging] skip = true, recorded as a risk.
+REHEARSAL_SKIPPED: Fact[By] = Fact("rehearsal_skipped")
+DRAIN: Fact[dict[str, Any]] = Fact("drain")  # the sessions waited for or ended
+BASELINE_BEFORE: Fact[dict[str, Any]] = Fact("baseline_before")  # hot queries, before
+BASELINE: Fact[dict[str, Any]] = Fact("baseline")  # the comparison `window status` shows
+LINT: Fact[Warnings] = Fact("lint")  # the clinic's warnings, kept with the run
+FLEET: Fact[FleetTag] = Fact("fleet")  # the fleet run this window belongs to
+# Where each [[checks]] log file ended when the window began: log checks read what came after.
+LOG_OFFSETS: Fact[dict[str, dict[str, int]]] = Fact("log_offsets")
