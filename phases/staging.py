@@ -1,6 +1,6 @@
 """Staging dry-run: the production migration and every check, rehearsed first (on staging,
-or on a fresh copy of production: see ``phases.rehearsal``), then the timeline validated
-against what the rehearsal measured.
+or on a fresh copy of production: see ``orchestrator.toolkit.rehearsal``), then the timeline
+validated against what the rehearsal measured.
 
 A failure here ends the window in ``aborted``: production and the banner were never touched.
 """

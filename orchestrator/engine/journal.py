@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS facts (
 
 
 class RemoteCopy(Protocol):
-    """The journal's copy in shared state (orchestrator.state.Remote)."""
+    """The journal's copy in shared state (orchestrator.store.replica.Remote)."""
 
     def push(self, db: sqlite3.Connection) -> None: ...
 

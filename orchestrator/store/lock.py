@@ -1,5 +1,5 @@
 """Who may drive a window: one process per state folder, one window per target database
-(with the S3 state backend, also one runner per shared state: orchestrator.state's lease).
+(with the S3 state backend, also one runner per shared state: orchestrator.store.lease).
 
 The state folder lock is an ``flock`` held for the life of the process (the kernel drops it
 when the process dies, however it dies). The target lock is a PostgreSQL advisory lock taken
