@@ -6,10 +6,11 @@ every command ends with.
     ├── UsageError              2  a command that does not apply (nothing to resume)
     ├── GateRefused             3  a safety gate said no before anything ran
     │   └── Busy                6  another process or runner holds the window: nothing done
-    ├── PhaseError              a phase did not succeed (the runner turns it into an event)
-    │   ├── PhaseFailed
-    │   └── PhaseTimeout
-    ├── AbortRequested          the operator asked for a rollback while a phase ran
+    ├── PhaseError              2  a phase did not succeed (the runner turns ``event`` into
+    │   │                          a transition; raised outside the runner: nothing was done)
+    │   ├── PhaseFailed            event "failed"
+    │   ├── PhaseTimeout           event "timed_out"
+    │   └── AbortRequested         event "abort": the operator asked for a rollback
     └── Interrupted             5  SIGINT / SIGTERM: the journal says interrupted
         └── LeaseLost           6  another runner took the window over: this one stopped
 

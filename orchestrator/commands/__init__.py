@@ -1,0 +1,1 @@
+"""The commands, one module per family, as plain typed functions returning an exit code."""

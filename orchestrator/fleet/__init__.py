@@ -1,0 +1,1 @@
+"""A fleet: the same window on many databases, canary first, then in waves."""

@@ -228,7 +228,7 @@ class Step:
     over: bool  # nothing is left for any runner to drive
 
 
-def plan(fleet_waves: list[list[str]], views: Mapping[str, View], *, aborted: bool) -> Step:
+def next_step(fleet_waves: list[list[str]], views: Mapping[str, View], *, aborted: bool) -> Step:
     """A runner's next move, from what the targets' journals say."""
     names = [n for wave in fleet_waves for n in wave]
     failed = next((n for n in names if views[n].finished and not views[n].completed), None)
@@ -275,7 +275,7 @@ def report(record: Record, views: list[View], driven: Mapping[str, bool] | None 
     fleet_waves = record.waves()
     wave_of = {n: i for i, w in enumerate(fleet_waves) for n in w}
     by_name = {v.name: v for v in views}
-    step = plan(fleet_waves, by_name, aborted=record.ended == "aborted")
+    step = next_step(fleet_waves, by_name, aborted=record.ended == "aborted")
     in_order = [by_name[n] for wave in fleet_waves for n in wave]
     return {
         "fleet_run": record.id, "state": fleet_state(record, step), "reason": record.reason,

@@ -42,7 +42,7 @@ from orchestrator.fleet.record import (
     fleet_state,
     held,
     new_fleet_id,
-    plan,
+    next_step,
     read_view,
     report,
     table,
@@ -65,21 +65,21 @@ INTERRUPTED = "`window {}` interrupted before its runner started; nothing was st
 
 
 @dataclass
-class Child:
+class ChildWindow:
     process: subprocess.Popen[bytes]
     last_line: str = ""
     relay: threading.Thread | None = None
 
 
-class Children:
-    """Child windows, each in its own session writing to its own file, and a thread per child
+class ChildWindows:
+    """ChildWindow windows, each in its own session writing to its own file, and a thread per child
     relaying the file's lines prefixed with its target, so the operator follows every target
     in one terminal. A runner that dies (a dropped SSH session) takes no window down with it:
     its children write on to their files and finish; ``window fleet resume`` waits for them."""
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
-        self.live: dict[str, Child] = {}
+        self.live: dict[str, ChildWindow] = {}
         self._print = threading.Lock()
 
     def start(self, name: str, argv: list[str], env: dict[str, str], output: Path) -> None:
@@ -88,13 +88,13 @@ class Children:
             offset = sink.tell()
             process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=sink,
                                        stderr=subprocess.STDOUT, start_new_session=True)
-        child = Child(process)
+        child = ChildWindow(process)
         child.relay = threading.Thread(target=self._relay, args=(name, child, output, offset),
                                        daemon=True, name=f"fleet-{name}")
         child.relay.start()
         self.live[name] = child
 
-    def _relay(self, name: str, child: Child, output: Path, offset: int) -> None:
+    def _relay(self, name: str, child: ChildWindow, output: Path, offset: int) -> None:
         with output.open("rb") as source:
             source.seek(offset)
             pending = b""
@@ -112,7 +112,7 @@ class Children:
             if pending:
                 self._line(name, child, pending)
 
-    def _line(self, name: str, child: Child, raw: bytes) -> None:
+    def _line(self, name: str, child: ChildWindow, raw: bytes) -> None:
         text = redact(raw.decode(errors="replace").rstrip("\r"))
         child.last_line = text.strip() or child.last_line
         self.say(f"[{name}] {text}")
@@ -159,7 +159,7 @@ def window_argv(fleet: Fleet, command: str, name: str, *extra: str) -> list[str]
             "--target", name, *extra]
 
 
-class Runner:
+class FleetRunner:
     """One runner of a fleet run: claims targets through children until nothing is left
     for any runner to drive."""
 
@@ -169,7 +169,7 @@ class Runner:
         self.store = blobs.store_for(fleet.settings)
         self.targets = {t.name: t for t in found}
         self.phrase = phrase
-        self.children = Children(out)
+        self.children = ChildWindows(out)
         self.paused_until: dict[str, float] = {}
         self.restarts: Counter[str] = Counter()
         self.signals: list[int] = []
@@ -198,7 +198,7 @@ class Runner:
         for name, code, last_line in self.children.ended():
             self._settle(name, code, last_line)
         self._change(lambda r: r)  # read: an abort, an outcome, a stop
-        step = plan(self.record.waves(), self._views(), aborted=self.record.ended == "aborted")
+        step = next_step(self.record.waves(), self._views(), aborted=self.record.ended == "aborted")
         self._mark(step)
         if not self.signals:
             for name in step.drive:
@@ -302,7 +302,7 @@ class Runner:
 
     def _conclude(self) -> int:
         views = views_of(self.fleet, self.record)
-        step = plan(self.record.waves(), {v.name: v for v in views},
+        step = next_step(self.record.waves(), {v.name: v for v in views},
                     aborted=self.record.ended == "aborted")
         interrupted = bool(self.signals) and not step.over
         code = exit_code(views, interrupted=interrupted)
@@ -363,7 +363,7 @@ def run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
         structlog.get_logger().info("fleet_joined" if joined else "fleet_started",
                                     fleet_run=record.id, targets=len(record.targets),
                                     canary=record.canary, concurrency=record.concurrency)
-        return Runner(fleet, record, found, fleet.settings.window.confirm_phrase).drive()
+        return FleetRunner(fleet, record, found, fleet.settings.window.confirm_phrase).drive()
 
 
 def _same_targets(fleet: Fleet, record: Record, names: list[str]) -> None:
@@ -384,7 +384,7 @@ def resume(fleet: Fleet) -> int:
             raise ConfigError(f"{fleet.path}: target {missing[0]!r} of fleet run {record.id}"
                               " is no longer listed.")
         structlog.get_logger().info("fleet_resumed", fleet_run=record.id)
-        return Runner(fleet, record, found, fleet.settings.window.confirm_phrase).drive()
+        return FleetRunner(fleet, record, found, fleet.settings.window.confirm_phrase).drive()
 
 
 def abort(fleet: Fleet, confirm: str | None, stdin: TextIO | None = None) -> int:
@@ -411,7 +411,7 @@ def abort(fleet: Fleet, confirm: str | None, stdin: TextIO | None = None) -> int
 def _abort_in_flight(fleet: Fleet, record: Record, found: dict[str, Target]) -> set[int]:
     """``window abort`` every unfinished target, again until none is left and a runner that
     read the record just before the mark has had time to show what it started."""
-    children, aborted, codes = Children(), set[str](), set[int]()
+    children, aborted, codes = ChildWindows(), set[str](), set[int]()
     settle = time.monotonic() + ABORT_SETTLE_SECONDS
     while True:
         fresh = [v.name for v in views_of(fleet, record)

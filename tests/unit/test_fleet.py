@@ -178,43 +178,43 @@ def views(**states: str) -> dict[str, View]:
 
 
 def test_plan_starts_the_canary_alone() -> None:
-    step = fleet.plan(WAVES, views(), aborted=False)
+    step = fleet.next_step(WAVES, views(), aborted=False)
     assert (step.drive, step.wave, step.failed, step.over) == (["a"], 0, None, False)
-    step = fleet.plan(WAVES, views(a="backup"), aborted=False)
+    step = fleet.next_step(WAVES, views(a="backup"), aborted=False)
     assert step.drive == ["a"]  # driven to its end, whoever runs it
 
 
 def test_plan_starts_a_wave_only_when_every_earlier_target_completed() -> None:
-    assert fleet.plan(WAVES, views(a="completed"), aborted=False).drive == ["b", "c"]
-    step = fleet.plan(WAVES, views(a="completed", b="completed", c="migrate"), aborted=False)
+    assert fleet.next_step(WAVES, views(a="completed"), aborted=False).drive == ["b", "c"]
+    step = fleet.next_step(WAVES, views(a="completed", b="completed", c="migrate"), aborted=False)
     assert (step.drive, step.wave) == (["c"], 1)
-    step = fleet.plan(WAVES, views(a="completed", b="completed", c="completed"),
+    step = fleet.next_step(WAVES, views(a="completed", b="completed", c="completed"),
                       aborted=False)
     assert (step.drive, step.wave) == (["d", "e"], 2)
-    done = fleet.plan(WAVES, views(**dict.fromkeys("abcde", "completed")), aborted=False)
+    done = fleet.next_step(WAVES, views(**dict.fromkeys("abcde", "completed")), aborted=False)
     assert (done.drive, done.wave, done.over) == ([], None, True)
 
 
 def test_a_failure_stops_new_targets_but_in_flight_ones_finish() -> None:
-    step = fleet.plan(WAVES, views(a="completed", b="rolled_back", c="post_check"),
+    step = fleet.next_step(WAVES, views(a="completed", b="rolled_back", c="post_check"),
                       aborted=False)
     assert (step.drive, step.failed, step.over) == (["c"], "b", False)
-    step = fleet.plan(WAVES, views(a="completed", b="rolled_back", c="completed"),
+    step = fleet.next_step(WAVES, views(a="completed", b="rolled_back", c="completed"),
                       aborted=False)
     assert (step.drive, step.failed, step.over, step.wave) == ([], "b", True, 1)
 
 
 def test_an_aborted_fleet_drives_nothing() -> None:
-    step = fleet.plan(WAVES, views(a="completed", b="migrate"), aborted=True)
+    step = fleet.next_step(WAVES, views(a="completed", b="migrate"), aborted=True)
     assert (step.drive, step.over) == ([], True)
 
 
 def test_a_target_that_ran_no_window_counts_by_its_exit_code() -> None:
     nothing_pending = View("a", NOT_RUN, exit_code=0, note="nothing to do")
     refused = View("b", NOT_RUN, exit_code=3, note="refused")
-    step = fleet.plan(WAVES, {**views(), "a": nothing_pending}, aborted=False)
+    step = fleet.next_step(WAVES, {**views(), "a": nothing_pending}, aborted=False)
     assert step.drive == ["b", "c"]
-    step = fleet.plan(WAVES, {**views(a="completed"), "b": refused}, aborted=False)
+    step = fleet.next_step(WAVES, {**views(a="completed"), "b": refused}, aborted=False)
     assert (step.failed, step.drive) == ("b", [])
 
 
