@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
@@ -17,18 +16,14 @@ from orchestrator import config, log
 from orchestrator.engine import machine
 from orchestrator.engine.journal import Journal
 from orchestrator.reporting import live
+from tests.support.settings import make_settings
 
-MINIMAL: dict[str, Any] = {
-    "window": {"confirm_phrase": "SHOP-PROD-OK"},
-    "banner": {"on": "up", "off": "down"},
-    "migrate": {"command": "migrate"},
-}
 RUN = "20260101_120000_abcd"
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> config.Settings:
-    return config.from_mapping(MINIMAL, tmp_path / "window.toml")
+    return make_settings(tmp_path)
 
 
 @pytest.fixture

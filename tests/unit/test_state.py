@@ -9,14 +9,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator import config
 from orchestrator.engine.journal import Journal
 from orchestrator.errors import ConfigError, GateRefused, LeaseLost
 from orchestrator.store import blobs, replica
 from orchestrator.store import lease as leases
-
-BASE = {"window": {"confirm_phrase": "OK"}, "banner": {"on": "true", "off": "true"},
-        "migrate": {"command": "true"}}
+from tests.support.settings import make_settings
 
 
 def test_the_store_swaps_only_what_the_writer_saw(tmp_path: Path) -> None:
@@ -113,8 +110,7 @@ def test_a_shared_journal_reads_from_memory(tmp_path: Path) -> None:
 
 
 def test_the_state_section_and_fleet_targets() -> None:
-    settings = config.from_mapping(
-        {**BASE, "state": {"backend": "s3", "uri": "s3://bucket/team/"}}, Path("w.toml"))
+    settings = make_settings(Path(), state={"backend": "s3", "uri": "s3://bucket/team/"})
     assert settings.state.uri == "s3://bucket/team"
     assert settings.backup_s3_uri == "s3://bucket/team/backups"
     scoped = settings.for_target("tenant-1")
@@ -123,9 +119,9 @@ def test_the_state_section_and_fleet_targets() -> None:
     with pytest.raises(ConfigError, match="not a target name"):
         settings.for_target("../escape")
     with pytest.raises(ConfigError, match="needs uri"):
-        config.from_mapping({**BASE, "state": {"backend": "s3"}}, Path("w.toml"))
+        make_settings(Path(), state={"backend": "s3"})
     with pytest.raises(ConfigError, match=r"state\.lease_ttl"):
-        config.from_mapping({**BASE, "state": {"lease_ttl": "1s"}}, Path("w.toml"))
+        make_settings(Path(), state={"lease_ttl": "1s"})
 
 
 class Flaky(blobs.LocalStore):
