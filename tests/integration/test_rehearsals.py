@@ -8,8 +8,8 @@ import json
 import time
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop
-from tests.integration.test_tools import PRISMA_TABLE
+from tests.support.prisma import PRISMA_TABLE
+from tests.support.shop import Shop
 
 # Applies the pending prisma/migrations folders and records them, as `prisma migrate deploy`
 # does; each run is logged with its phase, so a test can count the rehearsals.

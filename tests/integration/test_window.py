@@ -14,18 +14,9 @@ from pathlib import Path
 import psycopg
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop, pid_alive
-
-SLOW_ON_PRODUCTION = (
-    'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && '
-    'if [ "$WINDOW_PHASE" = migrate ] && [ ! -f attempted ]; then touch attempted; '
-    "sleep 120 & echo $! > sleeper.pid; wait; fi"
-)
-
-
-def add_free_sample(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO products (name, price_cents) VALUES ('free sample', 0)")
+from tests.support.processes import pid_alive
+from tests.support.shop import SLOW_ON_PRODUCTION, Shop, add_free_sample
+from tests.support.waiting import wait_until
 
 
 def test_happy_path_migrates_staging_then_production(shop: Shop) -> None:
@@ -179,7 +170,7 @@ def test_sigint_during_backup_exits_5_and_resume_completes(shop: Shop) -> None:
     locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")  # the backup must wait
     try:
         window = shop.start("run", "--confirm", demo.PHRASE)
-        _wait_until(lambda: _phase_status(shop, "backup") == "running")
+        wait_until(lambda: _phase_status(shop, "backup") == "running", "the backup running")
         time.sleep(0.5)
         window.send_signal(signal.SIGINT)
         assert window.wait(timeout=30) == 5, shop.background_output()
@@ -236,13 +227,6 @@ def _phase_status(shop: Shop, name: str) -> str | None:
     if done.returncode != 0:
         return None
     return next(p["status"] for p in json.loads(done.stdout)["phases"] if p["name"] == name)
-
-
-def _wait_until(condition: object, seconds: float = 60) -> None:
-    end = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < end, "condition never became true"
-        time.sleep(0.1)
 
 
 def test_demo_runs_two_windows_and_cleans_up() -> None:
