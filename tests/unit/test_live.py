@@ -17,6 +17,7 @@ from orchestrator.engine import machine
 from orchestrator.engine.journal import Journal
 from orchestrator.reporting import live
 from tests.support.settings import make_settings
+from tests.support.waiting import wait_until
 
 RUN = "20260101_120000_abcd"
 
@@ -83,7 +84,7 @@ def test_panel_keeps_log_lines_above_itself(journal: Journal,
     terminal = live.Console(file=out, force_terminal=True, width=120, color_system=None)
     with live.live_view(journal, RUN, settings, console=terminal):
         print("phase_started phase=backup")
-        time.sleep(live.REFRESH_SECONDS * 2)
+        wait_until(lambda: "staging_dry_run" in out.getvalue(), "the panel drawn", seconds=30)
     shown = out.getvalue()
     assert "phase_started phase=backup" in shown
     assert "staging_dry_run" in shown
