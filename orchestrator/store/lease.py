@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,10 +70,15 @@ class LeaseInfo:
 
 
 class Lease:
-    """This process's lease on the shared state, renewed by a thread until released."""
+    """This process's lease on the shared state, renewed by a thread until released.
 
-    def __init__(self, store: Store, ttl: float, command: str, holder: str) -> None:
+    ``clock`` is the wall clock its expiry is judged and stamped by (``time.time``; a test
+    passes one it moves by hand); the renewal thread's interval is real time."""
+
+    def __init__(self, store: Store, ttl: float, command: str, holder: str,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.clock = clock
         self.holder = holder
         self.ttl = ttl
         self.command = command
@@ -92,7 +98,7 @@ class Lease:
     def try_acquire(self) -> LeaseInfo | None:
         """Take the lease if no live runner holds it; else the holder's lease."""
         current = self.store.get(LEASE)
-        now = time.time()
+        now = self.clock()
         previous = LeaseInfo.parse(current.data) if current else None
         if previous is not None and previous.live(now):
             return previous
@@ -120,7 +126,7 @@ class Lease:
     def check(self) -> None:
         """Raise ``LeaseLost`` once the lease is gone: a renewal refused, or not renewed in
         time (this process was paused or cut off)."""
-        if self._lost is None and self.info is not None and time.time() >= self.info.expires_at:
+        if self._lost is None and self.info is not None and self.clock() >= self.info.expires_at:
             self.lose("it expired before it could be renewed (this process was paused or"
                        " cut off from the shared state)")
         if self._lost is not None:
@@ -145,7 +151,7 @@ class Lease:
         info = self.info
         if info is None or self._lost is not None:
             return
-        now = time.time()
+        now = self.clock()
         renewed = LeaseInfo(**{**info.__dict__, "renewed_at": now, "expires_at": now + self.ttl})
         try:
             self._etag = self.store.put(LEASE, renewed.dump(), if_match=self._etag)
@@ -172,7 +178,7 @@ class Lease:
         info = self.info
         if info is None or self._lost is not None:
             return
-        done = LeaseInfo(**{**info.__dict__, "released": True, "expires_at": time.time()})
+        done = LeaseInfo(**{**info.__dict__, "released": True, "expires_at": self.clock()})
         with contextlib.suppress(Conflict, GateRefused):
             self.store.put(LEASE, done.dump(), if_match=self._etag)
             logger().info("lease_released", token=info.token)

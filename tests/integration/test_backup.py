@@ -8,27 +8,13 @@ import json
 import psycopg
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop
+from tests.support.shop import Shop, failing_migration
 
-# On production only: the migration's first statement lands, then it fails.
-FAIL_ON_PRODUCTION = """
-psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" || exit 1
-[ "$WINDOW_PHASE" = migrate ] || exit 0
-{extra}
-exit 1
-"""
 DROP_STANDBY = ('psql -X -q "${DATABASE_URL%/*}/postgres" -c'
                 ' "DROP DATABASE \\"${DB}_window_${WINDOW_RUN_ID}\\" WITH (FORCE)"')
 TAMPER = 'printf garbage >> "backups/$WINDOW_RUN_ID/toc.dat"'
 LATE_WRITES = ('psql -X -q "$DATABASE_URL" -c "INSERT INTO orders (customer)'
                ' SELECT \'late\' FROM generate_series(1, 5)" && ')
-
-
-def failing_migration(shop: Shop, *extra: str, **overrides: str) -> None:
-    script = FAIL_ON_PRODUCTION.format(extra="\n".join(extra))
-    shop.configure(demo.GOOD_MIGRATION, migrate="DB=" + shop.prod_db + " sh migrate.sh",
-                   **overrides)
-    (shop.folder / "migrate.sh").write_text(script)
 
 
 def test_backup_checksums_describe_production_before_the_migration(shop: Shop) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop
-from tests.integration.test_report import pixels_of, screenshot
+from tests.support.browser import pixels_of, screenshot
+from tests.support.shop import Shop, add_free_sample
 
 MESSAGE = "Back soon: the shop <b>gets</b> faster & safer"
 # The page as the migration saw it on production (not during the staging rehearsal).
@@ -77,7 +77,7 @@ def test_file_banner_comes_down_after_a_rollback(shop: Shop) -> None:
 
 def with_free_sample(shop: Shop) -> None:
     """A row staging never saw: the bad migration passes its rehearsal, trips on production."""
-    shop.sql("INSERT INTO products (name, price_cents) VALUES ('free sample', 0) RETURNING 1")
+    add_free_sample(shop.prod_url)
 
 
 @dataclass

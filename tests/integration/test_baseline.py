@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.conftest import Shop
+from tests.support.shop import Shop
 
 DEFAULT_CHECKS = """
 [[checks]]

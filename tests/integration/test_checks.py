@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import Shop
+from tests.support.shop import Shop
 
 ON_PRODUCTION = ('psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && '
                  'if [ "$WINDOW_PHASE" = migrate ]; then {}; fi')

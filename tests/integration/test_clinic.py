@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop
-from tests.integration.test_tools import PRISMA_TABLE, applied_row
+from tests.support.prisma import PRISMA_TABLE, applied_row
+from tests.support.shop import Shop
 
 INIT = "20261101000000_init"
 COUPONS = "20261102000000_coupons"

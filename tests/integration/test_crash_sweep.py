@@ -35,7 +35,8 @@ from orchestrator.crash import CRASH_EXIT_CODE
 from orchestrator.engine.machine import TERMINAL
 from orchestrator.postgres.cluster import Cluster
 from tests.integration import crash_points
-from tests.integration.conftest import Shop, pid_alive
+from tests.support.processes import pid_alive
+from tests.support.shop import Shop
 
 # Applies the migration once, as a migration tool does: its own table says what is done.
 MIGRATE = (

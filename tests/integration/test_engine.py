@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 from orchestrator.commands import demo
 from orchestrator.postgres.cluster import free_port
-from tests.integration.conftest import Shop, pid_alive
-from tests.integration.test_window import SLOW_ON_PRODUCTION
+from tests.support.processes import pid_alive
+from tests.support.shop import SLOW_ON_PRODUCTION, Shop
 
 
 def audit_events(shop: Shop) -> list[dict[str, object]]:

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,11 @@ import pytest
 
 from orchestrator.commands import demo
 from orchestrator.postgres.cluster import Cluster, free_port
-from tests.integration.conftest import Shop, pid_alive
 from tests.integration.moto import reset
-from tests.integration.test_window import SLOW_ON_PRODUCTION, add_free_sample
+from tests.support.processes import pid_alive
+from tests.support.sessions import backup_waiting, sessions
+from tests.support.shop import SLOW_ON_PRODUCTION, Shop, add_free_sample
+from tests.support.waiting import wait_until
 
 # The migration, then (on production, once) a statement that sleeps on the server.
 SLEEPS_IN_SQL = (
@@ -80,23 +82,6 @@ def outage(cluster: Cluster, mode: str = "fast", seconds: float = 0.0) -> Iterat
         yield
     finally:
         start_again(cluster)
-
-
-def wait_until(condition: Callable[[], object], what: str, seconds: float = 60) -> None:
-    end = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < end, f"{what} never happened"
-        time.sleep(0.02)
-
-
-def sessions(cluster: Cluster, phase: str, *, waiting: bool = False) -> int:
-    """Sessions the window's commands opened in ``phase`` (those waiting on a lock)."""
-    with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s"
-            " AND (NOT %s OR wait_event_type = 'Lock')", (f"window/%/{phase}", waiting)
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def grow(url: str, rows: int = BIG) -> None:
@@ -174,23 +159,10 @@ def nothing_to_resume(shop: Shop) -> None:
     no_traceback(resumed.stdout, resumed.stderr)
 
 
-@contextmanager
-def backup_waiting(shop: Shop, cluster: Cluster) -> Iterator[subprocess.Popen[str]]:
-    """A window whose pg_dump waits on a lock the test holds until the block ends."""
-    locker = psycopg.connect(shop.prod_url)
-    locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")  # pg_dump waits on it
-    try:
-        window = shop.start("run", "--confirm", demo.PHRASE)
-        wait_until(lambda: sessions(cluster, "backup", waiting=True), "pg_dump waiting")
-        yield window
-    finally:
-        locker.close()
-
-
 def test_server_stopped_during_the_backup_stops_the_window_and_a_new_run_completes(
         server: Cluster, shop: Shop) -> None:
     before, schema = shop.fingerprint(), shop.schema()
-    with backup_waiting(shop, server) as window, outage(server, seconds=1):
+    with backup_waiting(shop) as window, outage(server, seconds=1):
         pass
 
     assert window.wait(timeout=120) == 3, shop.background_output()
@@ -398,12 +370,12 @@ def moto(tmp_path: Path) -> Iterator[Moto]:
 
 
 def test_s3_endpoint_stopped_before_the_upload_stops_before_the_banner(
-        cluster: Cluster, shop: Shop, moto: Moto) -> None:
+        shop: Shop, moto: Moto) -> None:
     shop.env.update(moto.env())
     moto.s3().create_bucket(Bucket=BUCKET)
     backup_option(shop, f's3_uri = "s3://{BUCKET}/shop"')
     before, schema = shop.fingerprint(), shop.schema()
-    with backup_waiting(shop, cluster) as window:
+    with backup_waiting(shop) as window:
         moto.stop()  # the dump, its proof and then the upload go on without S3
 
     assert window.wait(timeout=120) == 3, shop.background_output()

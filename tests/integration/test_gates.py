@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop
+from tests.support.shop import Shop
 
 SLOW_MIGRATE = 'if [ "$WINDOW_PHASE" = migrate ]; then sleep 60 & echo $! > sleeper.pid; wait; fi'
 

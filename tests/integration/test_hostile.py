@@ -9,11 +9,11 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop
+from tests.support.shop import Shop
+from tests.support.waiting import wait_until
 
 # Each window waits on the barrier (a FIFO) and starts when it closes: both at once.
 AT_THE_BARRIER = ['/bin/sh', '-c', 'read _ < "$0"; exec "$@"']
@@ -36,10 +36,8 @@ def started_together(projects: list[Path], env: dict[str, str], barrier: Path
                  "--confirm", demo.PHRASE], cwd=project, env=env, text=True,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT))
     try:
-        end = time.monotonic() + 30
-        while not all(_reading(p.pid, barrier) for p in processes):
-            assert time.monotonic() < end, "the windows never reached the barrier"
-            time.sleep(0.01)
+        wait_until(lambda: all(_reading(p.pid, barrier) for p in processes),
+                   "the windows reaching the barrier", seconds=30, every=0.01)
     finally:
         os.close(gate)
     for process in processes:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from orchestrator.commands import demo
 from orchestrator.commands.demo import APP_USER
 from orchestrator.postgres.cluster import free_port
-from tests.integration.conftest import Shop
-from tests.integration.test_window import add_free_sample
+from tests.support.shop import Shop, add_free_sample
 
 
 def two_windows(shop: Shop) -> None:

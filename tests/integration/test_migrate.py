@@ -9,7 +9,8 @@ import time
 import psycopg
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop
+from tests.support.shop import Shop
+from tests.support.waiting import wait_until
 
 SERVER_SIDE_SLEEP = (
     'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && '
@@ -39,10 +40,8 @@ def test_a_lock_held_elsewhere_fails_the_migration_instead_of_hanging(shop: Shop
 def test_after_an_abort_no_migrate_session_is_left(shop: Shop) -> None:
     shop.configure(migrate=SERVER_SIDE_SLEEP)
     window, _sleeper = shop.start_until_sleeping()
-    end = time.monotonic() + 30
-    while shop.cluster.psql(MIGRATE_SESSIONS) == "0":
-        assert time.monotonic() < end, "the migrate command's session never showed up"
-        time.sleep(0.1)
+    wait_until(lambda: shop.cluster.psql(MIGRATE_SESSIONS) != "0",
+               "the migrate command's session showing up", seconds=30)
 
     aborted = shop.window("abort", "--confirm", demo.PHRASE)
 

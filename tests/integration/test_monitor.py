@@ -15,7 +15,7 @@ from orchestrator.engine import monitor
 from orchestrator.engine.context import Context
 from orchestrator.engine.journal import Journal
 from orchestrator.postgres import pg
-from tests.integration.conftest import Shop
+from tests.support.shop import Shop, add_free_sample
 
 MIGRATE_AFTER_A_SLOW_STATEMENT = (
     'if [ "$WINDOW_PHASE" = migrate ]; then psql -X -q -c "SELECT pg_sleep(3)" "$DATABASE_URL";'
@@ -71,8 +71,7 @@ def test_a_session_blocking_the_migration_is_named(shop: Shop) -> None:
 
 def test_a_rollback_is_sampled(shop: Shop) -> None:
     shop.configure(demo.BAD_MIGRATION)
-    with psycopg.connect(shop.prod_url, autocommit=True) as conn:  # only production breaks
-        conn.execute("INSERT INTO products (name, price_cents) VALUES ('free sample', 0)")
+    add_free_sample(shop.prod_url)  # only production breaks
 
     done = shop.run_window()
 

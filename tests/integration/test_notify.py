@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop
+from tests.support.shop import Shop, add_free_sample
 
 NOTIFY = """
         [notify]
@@ -107,7 +107,7 @@ def test_a_completed_window_tells_each_step_by_webhook_and_email(shop: Shop,
 
 def test_a_rolled_back_window_names_the_contacts(shop: Shop, inbox: Inbox) -> None:
     _notifying(shop, demo.BAD_MIGRATION)
-    shop.sql("INSERT INTO products (name, price_cents) VALUES ('free sample', 0) RETURNING 1")
+    add_free_sample(shop.prod_url)
     done = shop.run_window()
     assert done.returncode == 1, done.stderr
     posted, mailed = inbox.text("rolled back"), inbox.mail("rolled back")

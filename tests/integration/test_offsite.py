@@ -10,10 +10,8 @@ import signal
 import boto3
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop
 from tests.integration.moto import aws_env, moto_server  # noqa: F401
-from tests.integration.test_backup import failing_migration
-from tests.integration.test_window import SLOW_ON_PRODUCTION
+from tests.support.shop import SLOW_ON_PRODUCTION, Shop, failing_migration
 
 BUCKET = "shop-backups"
 

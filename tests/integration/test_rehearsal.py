@@ -7,15 +7,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from orchestrator import config
 from orchestrator.commands import demo
 from orchestrator.engine.journal import Journal
 from orchestrator.postgres import pg
 from orchestrator.reporting import status
 from orchestrator.toolkit.rehearsal import database_on
-from tests.integration.conftest import Shop
+from tests.support.shop import Shop, add_free_sample
 
 # The migration, then which database it ran on: the scratch copy, then production.
 RECORDING = ('psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" &&'
@@ -30,11 +28,6 @@ def clone_mode(shop: Shop, *keys: str, **overrides: Any) -> None:
                           **overrides).read_text()
     staging = 'url_env = "DATABASE_URL_STAGING"'
     shop.config.write_text(text.replace(staging, "\n".join([staging, 'mode = "clone"', *keys])))
-
-
-def add_free_sample(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO products (name, price_cents) VALUES ('free sample', 0)")
 
 
 def status_with_eta(shop: Shop) -> dict[str, Any]:

@@ -17,8 +17,7 @@ import psycopg
 
 from orchestrator.commands import demo
 from orchestrator.postgres.cluster import Cluster
-from tests.integration.conftest import Shop
-from tests.integration.test_window import add_free_sample
+from tests.support.shop import Shop, add_free_sample
 
 LEAKY_MIGRATE = ('echo "connecting to $DATABASE_URL"; echo "PGPASSWORD-like: $DATABASE_URL" >&2; '
                  'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL"')

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,10 @@ import boto3
 import pytest
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop, pid_alive
 from tests.integration.moto import aws_env, moto_server  # noqa: F401 - fixtures
+from tests.support.processes import pid_alive
+from tests.support.shop import Shop
+from tests.support.waiting import wait_until
 
 BUCKET = "windows"
 PREFIX = "shop-prod"
@@ -77,13 +78,6 @@ def lease() -> dict[str, Any]:
     return json.loads(shared("lease.json")[0])  # type: ignore[no-any-return]
 
 
-def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
-    end = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < end, "timed out waiting"
-        time.sleep(0.1)
-
-
 def start_slow_on_a(shop: Shop) -> tuple[subprocess.Popen[str], int]:
     (shop.folder / "slow").touch()
     return shop.start_until_sleeping()
@@ -101,7 +95,7 @@ def test_a_window_killed_mid_migrate_is_resumed_from_another_machine(shop: Shop)
     window.send_signal(signal.SIGKILL)
     window.wait(timeout=10)
 
-    wait_until(lambda: time.time() > lease()["expires_at"], seconds=TTL + 5)
+    wait_until(lambda: time.time() > lease()["expires_at"], "the lease expiring", TTL + 5)
     resumed = on(shop, other, "resume")
 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -124,7 +118,7 @@ def test_a_paused_holder_whose_lease_was_taken_stops_without_writing(shop: Shop)
     window, _sleeper = start_slow_on_a(shop)
     window.send_signal(signal.SIGSTOP)  # a runner frozen mid-migrate (a paused VM, a GC)
     try:
-        wait_until(lambda: time.time() > lease()["expires_at"], seconds=TTL + 5)
+        wait_until(lambda: time.time() > lease()["expires_at"], "the lease expiring", TTL + 5)
         resumed = on(shop, other, "resume")
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         _journal, etag, meta = shared("journal.sqlite")
@@ -177,7 +171,7 @@ def test_another_machine_rolls_back_from_the_archive_in_s3(shop: Shop) -> None:
     window.send_signal(signal.SIGKILL)
     window.wait(timeout=10)
     shutil.rmtree(shop.folder)  # machine A is gone, and its archive with it
-    wait_until(lambda: time.time() > lease()["expires_at"], seconds=TTL + 5)
+    wait_until(lambda: time.time() > lease()["expires_at"], "the lease expiring", TTL + 5)
 
     aborted = on(shop, other, "abort", "--confirm", demo.PHRASE)
 

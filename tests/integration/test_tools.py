@@ -3,7 +3,6 @@ that resolves them, nothing pending stops the window, Alembic's and Flyway's tab
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +14,11 @@ from orchestrator.config import MigrateSection
 from orchestrator.errors import ConfigError
 from orchestrator.postgres import migrations
 from orchestrator.postgres.pg import Db
-from tests.integration.conftest import Shop
+from tests.support.prisma import PRISMA_TABLE, applied_row
+from tests.support.shop import Shop
 
-# Prisma's documented table, as `prisma migrate deploy` creates it.
-PRISMA_TABLE = (
-    'CREATE TABLE IF NOT EXISTS "_prisma_migrations" ("id" VARCHAR(36) PRIMARY KEY NOT NULL,'
-    ' "checksum" VARCHAR(64) NOT NULL, "finished_at" TIMESTAMPTZ,'
-    ' "migration_name" VARCHAR(255) NOT NULL, "logs" TEXT, "rolled_back_at" TIMESTAMPTZ,'
-    ' "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(),'
-    ' "applied_steps_count" INTEGER NOT NULL DEFAULT 0)')
 FAILED = "20261130120000_add_coupons"
 FAILED_LOGS = "Migration failed: ERROR: relation coupons already exists"
-
-
-def applied_row(name: str, sql: str = demo.GOOD_MIGRATION) -> str:
-    """The row Prisma records for an applied migration: its checksum is the file's sha256
-    (the migration clinic compares)."""
-    checksum = hashlib.sha256(sql.encode()).hexdigest()
-    return ("INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name,"
-            f" applied_steps_count) VALUES (gen_random_uuid(), '{checksum}', now(), '{name}', 1)")
 
 
 def failed_row(name: str = FAILED) -> str:

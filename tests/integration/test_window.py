@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -14,18 +13,9 @@ from pathlib import Path
 import psycopg
 
 from orchestrator.commands import demo
-from tests.integration.conftest import Shop, pid_alive
-
-SLOW_ON_PRODUCTION = (
-    'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && '
-    'if [ "$WINDOW_PHASE" = migrate ] && [ ! -f attempted ]; then touch attempted; '
-    "sleep 120 & echo $! > sleeper.pid; wait; fi"
-)
-
-
-def add_free_sample(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO products (name, price_cents) VALUES ('free sample', 0)")
+from tests.support.processes import pid_alive
+from tests.support.sessions import backup_waiting
+from tests.support.shop import SLOW_ON_PRODUCTION, Shop, add_free_sample
 
 
 def test_happy_path_migrates_staging_then_production(shop: Shop) -> None:
@@ -175,16 +165,9 @@ def test_kill_9_during_migrate_then_resume_completes(shop: Shop) -> None:
 
 
 def test_sigint_during_backup_exits_5_and_resume_completes(shop: Shop) -> None:
-    locker = psycopg.connect(shop.prod_url)
-    locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")  # the backup must wait
-    try:
-        window = shop.start("run", "--confirm", demo.PHRASE)
-        _wait_until(lambda: _phase_status(shop, "backup") == "running")
-        time.sleep(0.5)
+    with backup_waiting(shop) as window:  # its pg_dump blocked on a lock the test holds
         window.send_signal(signal.SIGINT)
         assert window.wait(timeout=30) == 5, shop.background_output()
-    finally:
-        locker.close()
 
     status = shop.status()
     assert status["state"] == "backup"
@@ -229,20 +212,6 @@ def test_abort_with_no_live_process_rolls_back_itself(shop: Shop) -> None:
     assert shop.fingerprint() == before
     assert shop.status()["state"] == "rolled_back"
     assert shop.banner_log() == ["on", "off"]
-
-
-def _phase_status(shop: Shop, name: str) -> str | None:
-    done = shop.window("status", "--json")
-    if done.returncode != 0:
-        return None
-    return next(p["status"] for p in json.loads(done.stdout)["phases"] if p["name"] == name)
-
-
-def _wait_until(condition: object, seconds: float = 60) -> None:
-    end = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < end, "condition never became true"
-        time.sleep(0.1)
 
 
 def test_demo_runs_two_windows_and_cleans_up() -> None:

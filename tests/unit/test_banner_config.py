@@ -13,15 +13,13 @@ from orchestrator import config
 from orchestrator.engine import banners
 from orchestrator.errors import ConfigError
 from orchestrator.redact import redact
+from tests.support.settings import make_settings
 
-BASE: dict[str, Any] = {
-    "window": {"name": "shop-prod", "confirm_phrase": "SHOP-OK"},
-    "migrate": {"command": "make migrate"},
-}
+WINDOW: dict[str, Any] = {"name": "shop-prod", "confirm_phrase": "SHOP-OK"}
 
 
 def load(banner: dict[str, Any], folder: Path = Path("/srv/app")) -> config.Settings:
-    return config.from_mapping({**BASE, "banner": banner}, folder / "window.toml")
+    return make_settings(folder, window=WINDOW, banner=banner)
 
 
 def test_todays_form_is_a_command_banner() -> None:

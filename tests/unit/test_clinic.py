@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from pglast import ast
 
-from orchestrator import config
 from orchestrator.clinic import examine, prisma, sql
 from orchestrator.clinic.examine import Finding
 from orchestrator.clinic.findings import Migration
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, GateRefused
 from orchestrator.postgres.migrations import ToolState
+from tests.support.settings import make_settings
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "clinic"
 PRISMA = "prisma/migrations"
@@ -31,10 +31,8 @@ def settings_for(case: str | Path, tool: str = "prisma", files: str = PRISMA,
     """Settings whose config sits in the fixture folder (squawk off unless asked: these
     tests are about the clinic's own rules; squawk has its own below)."""
     folder = case if isinstance(case, Path) else FIXTURES / case
-    return config.from_mapping({
-        "window": {"confirm_phrase": "GO"}, "banner": {"on": "true", "off": "true"},
-        "migrate": {"command": "true", "tool": tool, "files": files},
-        "lint": {"squawk": False, **lint}}, folder / "window.toml")
+    return make_settings(folder, migrate={"command": "true", "tool": tool, "files": files},
+                         lint={"squawk": False, **lint})
 
 
 def seen(findings: list[Finding]) -> list[tuple[str, int, str, str]]:

@@ -11,18 +11,14 @@ import pytest
 from orchestrator import config
 from orchestrator.engine import eta
 from phases.staging import timeline_problems
+from tests.support.settings import MINIMAL, make_settings
 
-MINIMAL: dict[str, Any] = {
-    "window": {"confirm_phrase": "SHOP-PROD-OK"},
-    "banner": {"on": "up", "off": "down"},
-    "migrate": {"command": "migrate"},
-}
 # The forward phases' defaults: 120 + 900 + 600 + 120 + 300 + 300 + 120.
 DEFAULT_LENGTH = 2460.0
 
 
 def load(**sections: Any) -> config.Settings:
-    return config.from_mapping({**MINIMAL, **sections}, Path("/srv/app/window.toml"))
+    return make_settings(Path("/srv/app"), **sections)
 
 
 def test_without_a_rehearsal_the_timeline_lower_bounds_are_expected() -> None:

@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
@@ -17,18 +16,15 @@ from orchestrator import config, log
 from orchestrator.engine import machine
 from orchestrator.engine.journal import Journal
 from orchestrator.reporting import live
+from tests.support.settings import make_settings
+from tests.support.waiting import wait_until
 
-MINIMAL: dict[str, Any] = {
-    "window": {"confirm_phrase": "SHOP-PROD-OK"},
-    "banner": {"on": "up", "off": "down"},
-    "migrate": {"command": "migrate"},
-}
 RUN = "20260101_120000_abcd"
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> config.Settings:
-    return config.from_mapping(MINIMAL, tmp_path / "window.toml")
+    return make_settings(tmp_path)
 
 
 @pytest.fixture
@@ -88,7 +84,7 @@ def test_panel_keeps_log_lines_above_itself(journal: Journal,
     terminal = live.Console(file=out, force_terminal=True, width=120, color_system=None)
     with live.live_view(journal, RUN, settings, console=terminal):
         print("phase_started phase=backup")
-        time.sleep(live.REFRESH_SECONDS * 2)
+        wait_until(lambda: "staging_dry_run" in out.getvalue(), "the panel drawn", seconds=30)
     shown = out.getvalue()
     assert "phase_started phase=backup" in shown
     assert "staging_dry_run" in shown

@@ -11,6 +11,7 @@ from orchestrator import config
 from orchestrator.errors import ConfigError
 from orchestrator.postgres import migrations
 from orchestrator.postgres.migrations import Folder
+from tests.support.settings import make_settings
 
 
 def write(folder: Path, files: dict[str, str | bytes]) -> Folder:
@@ -181,10 +182,8 @@ def test_the_fingerprint_covers_what_the_tool_runs_and_how(tmp_path: Path) -> No
     (versions / "more").symlink_to(shared)
 
     def settings(command: str = "alembic upgrade head") -> config.Settings:
-        return config.from_mapping({
-            "window": {"confirm_phrase": "X"}, "banner": {"on": "a", "off": "b"},
-            "migrate": {"command": command, "tool": "alembic", "files": "versions"},
-        }, tmp_path / "window.toml")
+        return make_settings(tmp_path, migrate={"command": command, "tool": "alembic",
+                                                "files": "versions"})
 
     before = migrations.fingerprint(settings())
     write(versions, {"__pycache__/a1_init.cpython-311.pyc": b"\0", ".a1_init.py.swp": "x"})

@@ -8,20 +8,17 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from orchestrator import config
 from orchestrator.engine import monitor
 from orchestrator.engine.context import Context
 from orchestrator.engine.journal import Journal
 from orchestrator.postgres import pg
+from tests.support.settings import make_settings
 
 NOBODY_LISTENS = "postgresql://u:s3cret-pw@127.0.0.1:1/prod"
 
 
 def context(tmp_path: Path, interval: str = "0.5s") -> Context:
-    settings = config.from_mapping({
-        "window": {"confirm_phrase": "X"}, "banner": {"on": "true", "off": "true"},
-        "migrate": {"command": "true"}, "monitor": {"interval": interval},
-    }, tmp_path / "window.toml")
+    settings = make_settings(tmp_path, monitor={"interval": interval})
     journal = Journal.open(tmp_path / ".window")
     base = Context(settings=settings, journal=journal, run_id="r1",
                    target=pg.Db.from_url(NOBODY_LISTENS), staging=pg.Db.from_url(NOBODY_LISTENS))

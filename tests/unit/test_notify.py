@@ -10,15 +10,16 @@ from orchestrator import config
 from orchestrator.commands import plan
 from orchestrator.engine import notify
 from orchestrator.errors import ConfigError, UsageError
+from tests.support.settings import make_settings
 
 FILLED = {"on_call": "Maria +30 691 000 0001", "backup": "Nikos +30 691 000 0002",
           "db_support": "dba@example.com", "decision_maker": "Eleni (CTO)"}
 
 
 def settings(**sections: object) -> config.Settings:
-    return config.from_mapping({"window": {"name": "shop-prod", "confirm_phrase": "X"},
-                                "banner": {"on": "true", "off": "true"},
-                                "migrate": {"command": "true"}, **sections}, Path("w.toml"))
+    """The shop's settings (its name heads every notice) with these sections."""
+    return make_settings(Path(), window={"name": "shop-prod", "confirm_phrase": "X"},
+                         **sections)
 
 
 def test_filled_contacts_pass() -> None:

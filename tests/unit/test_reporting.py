@@ -19,19 +19,15 @@ from orchestrator.engine.facts import BACKUP, ROLLBACK
 from orchestrator.engine.journal import Journal
 from orchestrator.errors import UsageError
 from orchestrator.reporting import as_html, as_markdown, record
+from tests.support.settings import make_settings
 
-MINIMAL: dict[str, Any] = {
-    "window": {"confirm_phrase": "SHOP-PROD-OK"},
-    "banner": {"on": "up", "off": "down"},
-    "migrate": {"command": "migrate"},
-}
 HOSTILE = '<script>alert("x")</script> | and postgresql://app:s3cret-pw@db/shop'
 SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> config.Settings:
-    return config.from_mapping(MINIMAL, tmp_path / "window.toml")
+    return make_settings(tmp_path)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config
 from orchestrator.engine.context import Context
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import PHASES
@@ -16,6 +15,7 @@ from orchestrator.engine.phase import FakePhase, PhaseResult, Registry
 from orchestrator.engine.runner import Runner, Signals
 from orchestrator.errors import PhaseFailed, PhaseTimeout
 from orchestrator.postgres import pg
+from tests.support.settings import make_settings
 
 Handler = Callable[[Context], PhaseResult]
 
@@ -26,11 +26,8 @@ def ok(_ctx: Context) -> PhaseResult:
 
 def engine(tmp_path: Path, when: str = "before_banner", **handlers: Handler
            ) -> tuple[Runner, Journal]:
-    settings = config.from_mapping({
-        "window": {"confirm_phrase": "X"}, "banner": {"on": "true", "off": "true"},
-        "migrate": {"command": "true"}, "timeouts": {"migrate": "1s"},
-        "monitor": {"enabled": False},  # no server behind these fake phases
-    }, tmp_path / "window.toml")
+    settings = make_settings(tmp_path, timeouts={"migrate": "1s"},
+                             monitor={"enabled": False})  # no server behind these fake phases
     journal = Journal.open(tmp_path / ".window")
     journal.create_run("r1", [str(p) for p in PHASES], {"backup_when": when})
     registry = Registry([FakePhase(str(name), handlers.get(str(name), ok)) for name in PHASES])

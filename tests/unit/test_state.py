@@ -9,14 +9,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator import config
 from orchestrator.engine.journal import Journal
 from orchestrator.errors import ConfigError, GateRefused, LeaseLost
 from orchestrator.store import blobs, replica
 from orchestrator.store import lease as leases
-
-BASE = {"window": {"confirm_phrase": "OK"}, "banner": {"on": "true", "off": "true"},
-        "migrate": {"command": "true"}}
+from tests.support.settings import make_settings
+from tests.support.waiting import wait_until
 
 
 def test_the_store_swaps_only_what_the_writer_saw(tmp_path: Path) -> None:
@@ -33,17 +31,46 @@ def test_the_store_swaps_only_what_the_writer_saw(tmp_path: Path) -> None:
     assert store.get("k") is None
 
 
+class Clock:
+    """The wall clock a lease judges expiry by, moved by the test: expiry never depends on
+    how fast a loaded machine runs the test."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def stop_renewing(lease: leases.Lease) -> None:
+    """The runner vanished: no renewal now, nor one already under way."""
+    lease._stop.set()
+    assert lease._thread is not None
+    lease._thread.join(timeout=5)
+    assert not lease._thread.is_alive()
+
+
+def renewed_at(store: blobs.Store) -> float:
+    blob = store.get(leases.LEASE)
+    assert blob is not None
+    return leases.LeaseInfo.parse(blob.data).renewed_at
+
+
 def test_a_live_lease_refuses_a_second_runner_and_an_expired_one_passes_on(
         tmp_path: Path) -> None:
     store = blobs.LocalStore(tmp_path)
-    first = leases.Lease(store, ttl=0.6, command="run", holder="ops")
-    second = leases.Lease(store, ttl=0.6, command="resume", holder="ops")
+    clock = Clock()
+    first = leases.Lease(store, ttl=0.6, command="run", holder="ops", clock=clock)
+    second = leases.Lease(store, ttl=0.6, command="resume", holder="ops", clock=clock)
     try:
         assert first.try_acquire() is None
         holder = second.try_acquire()
-        assert holder is not None and holder.token == 1 and holder.live()
-        first._stop.set()  # the runner vanished: no more renewals
-        time.sleep(0.7)
+        assert holder is not None and holder.token == 1 and holder.live(clock())
+        stop_renewing(first)
+        clock.advance(0.7)  # past the ttl, not renewed
         assert second.try_acquire() is None
         assert second.token == 2 and second.took_over
         with pytest.raises(LeaseLost, match=r"expired|taken"):
@@ -57,16 +84,21 @@ def test_a_live_lease_refuses_a_second_runner_and_an_expired_one_passes_on(
 
 def test_renewal_keeps_a_lease_alive_past_its_ttl(tmp_path: Path) -> None:
     store = blobs.LocalStore(tmp_path)
-    lease = leases.Lease(store, ttl=0.6, command="run", holder="ops")
+    clock = Clock()
+    lease = leases.Lease(store, ttl=0.6, command="run", holder="ops", clock=clock)
     assert lease.try_acquire() is None
     try:
-        time.sleep(1.0)  # renewed every 0.1 s meanwhile
+        for _ in range(2):  # 1.0 s in all, renewed (every 0.1 s of real time) meanwhile
+            clock.advance(0.5)
+            wait_until(lambda: renewed_at(store) == clock(), "a renewal at the clock's time")
         lease.check()
-        assert leases.Lease(store, ttl=0.6, command="run", holder="ops").try_acquire() is not None
+        other = leases.Lease(store, ttl=0.6, command="run", holder="ops", clock=clock)
+        assert other.try_acquire() is not None
     finally:
         lease.release()
-    released = leases.Lease(store, ttl=0.6, command="run", holder="ops")
+    released = leases.Lease(store, ttl=0.6, command="run", holder="ops", clock=clock)
     assert released.try_acquire() is None
+    released.release()
 
 
 def test_a_holder_whose_lease_was_taken_cannot_write_the_journal(tmp_path: Path) -> None:
@@ -113,8 +145,7 @@ def test_a_shared_journal_reads_from_memory(tmp_path: Path) -> None:
 
 
 def test_the_state_section_and_fleet_targets() -> None:
-    settings = config.from_mapping(
-        {**BASE, "state": {"backend": "s3", "uri": "s3://bucket/team/"}}, Path("w.toml"))
+    settings = make_settings(Path(), state={"backend": "s3", "uri": "s3://bucket/team/"})
     assert settings.state.uri == "s3://bucket/team"
     assert settings.backup_s3_uri == "s3://bucket/team/backups"
     scoped = settings.for_target("tenant-1")
@@ -123,9 +154,9 @@ def test_the_state_section_and_fleet_targets() -> None:
     with pytest.raises(ConfigError, match="not a target name"):
         settings.for_target("../escape")
     with pytest.raises(ConfigError, match="needs uri"):
-        config.from_mapping({**BASE, "state": {"backend": "s3"}}, Path("w.toml"))
+        make_settings(Path(), state={"backend": "s3"})
     with pytest.raises(ConfigError, match=r"state\.lease_ttl"):
-        config.from_mapping({**BASE, "state": {"lease_ttl": "1s"}}, Path("w.toml"))
+        make_settings(Path(), state={"lease_ttl": "1s"})
 
 
 class Flaky(blobs.LocalStore):
