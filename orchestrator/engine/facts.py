@@ -10,9 +10,10 @@ the same dictionary, so what ``window status --json`` and the reports show is wh
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
-from orchestrator.postgres.pg import TableFigures, WriteCounters
+if TYPE_CHECKING:  # `window status` reads facts without loading psycopg
+    from orchestrator.postgres.pg import TableFigures, WriteCounters
 
 T = TypeVar("T")
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 from enum import StrEnum
 
-from transitions import Machine
-
 from orchestrator.errors import ExitCode
 
 
@@ -101,6 +99,8 @@ class Window:
     state: str
 
     def __init__(self, initial: str, when: str = BEFORE_BANNER) -> None:
+        from transitions import Machine  # only to move: `window status` reads the tables
+
         self._machine = Machine(
             model=self,
             states=list(State),

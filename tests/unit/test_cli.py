@@ -2,6 +2,26 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+WINDOW_TOML = """
+[window]
+name = "light"
+confirm_phrase = "LIGHT-OK"
+
+[banner]
+on = "true"
+off = "true"
+
+[migrate]
+command = "true"
+
+[contacts]
+on_call = "a"
+backup = "b"
+db_support = "c"
+decision_maker = "d"
+"""
 
 
 def test_help_stays_light() -> None:
@@ -14,6 +34,22 @@ def test_help_stays_light() -> None:
                 done.stderr.splitlines() if line.startswith("import time:")}
     assert "typer" in imported
     assert not imported & {"boto3", "botocore", "psycopg", "transitions", "pydantic"}
+
+
+def test_status_stays_light(tmp_path: Path) -> None:
+    """``window status`` reads a journal mid-window: no database driver, no logging, no
+    engine (the regression this guards: a typed fact that pulled psycopg in)."""
+    (tmp_path / "window.toml").write_text(WINDOW_TOML)
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "orchestrator", "status"],
+                          capture_output=True, text=True, check=False, timeout=30, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr  # no window has run here yet
+    assert "no window has run" in done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    heavy = {name for name in imported
+             if name.split(".")[0] in {"psycopg", "structlog", "transitions", "boto3"}
+             or name.startswith(("orchestrator.engine.runner", "phases"))}
+    assert heavy == set()
 
 
 def test_unknown_option_is_a_usage_error() -> None:
