@@ -15,6 +15,7 @@ import threading
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -27,8 +28,10 @@ Logger = structlog.typing.FilteringBoundLogger  # what get_logger returns, as co
 
 
 def _redact_event(_logger: object, _name: str, event: EventDict) -> EventDict:
+    """Passwords out of every value; an enum (an exit code, a phase status) as its plain
+    value, as a person reads it and as the audit's JSON holds it."""
     for key, value in list(event.items()):
-        event[key] = redact_value(value)
+        event[key] = redact_value(value.value if isinstance(value, Enum) else value)
     return event
 
 

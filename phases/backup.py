@@ -14,7 +14,6 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from psycopg import IsolationLevel
 
@@ -24,6 +23,7 @@ from orchestrator.engine.facts import BACKUP, BackupFacts
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import archive, pg, tools
+from orchestrator.postgres.figures import TableFigures, write_counters
 from orchestrator.toolkit.dumps import (
     archive_path,
     compare_with_backup,
@@ -51,7 +51,7 @@ class Backup:
         with ctx.connect(ctx.target, autocommit=False) as conn:
             # Counters first: a commit between the two is reported as lost when it is not,
             # never the other way round.
-            writes = pg.write_counters(conn)
+            writes = write_counters(conn)
             conn.commit()
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
             row = conn.execute("SELECT pg_export_snapshot()").fetchone()
@@ -101,7 +101,7 @@ class Backup:
 
         instance = ctx.settings.backup.rds.instance_id if ctx.settings.backup.rds else ""
         with ctx.connect(ctx.target) as conn:
-            writes = pg.write_counters(conn)
+            writes = write_counters(conn)
         snapshot = rds.create_snapshot(instance, f"window-{ctx.run_id.replace('_', '-')}",
                                        deadline=ctx.deadline, poll=ctx.poll)
         ctx.journal.put(ctx.run_id, BACKUP, BackupFacts(
@@ -127,7 +127,7 @@ class Backup:
         archive.manifest_path(path).unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def _prove(self, ctx: Context, path: Path, figures: dict[str, Any]) -> str:
+    def _prove(self, ctx: Context, path: Path, figures: dict[str, TableFigures]) -> str:
         name = standby_name(ctx.target.dbname, ctx.run_id)
         with ctx.maintenance(ctx.target) as conn:
             took = restore_into_new_database(ctx, conn, path, name, like=ctx.target.dbname,

@@ -28,10 +28,10 @@ import psycopg
 from orchestrator.engine import banners, eta, proc, rehearsals
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import REHEARSAL, WRITES_AT_BANNER
-from orchestrator.engine.journal import PhaseStatus
 from orchestrator.engine.phase import PhaseResult
+from orchestrator.engine.rows import PhaseStatus
 from orchestrator.errors import ConfigError, PhaseFailed
-from orchestrator.postgres import pg
+from orchestrator.postgres import figures
 from orchestrator.redact import redact
 from orchestrator.toolkit import baseline
 
@@ -144,10 +144,10 @@ class BannerOn:
         rollback would discard."""
         try:
             with ctx.connect(ctx.target) as conn:
-                if wait := pg.stats_settle_wait(conn, ctx.settings.backup.write_stats_settle):
+                if wait := figures.stats_settle_wait(conn, ctx.settings.backup.write_stats_settle):
                     ctx.log.info("write_stats_settling", wait_s=round(wait, 3))
                     time.sleep(wait)
-                ctx.journal.put(ctx.run_id, WRITES_AT_BANNER, pg.write_counters(conn))
+                ctx.journal.put(ctx.run_id, WRITES_AT_BANNER, figures.write_counters(conn))
         except (PhaseFailed, psycopg.Error) as exc:  # a report, not a reason to stop
             ctx.log.warning("write_counters_unavailable", error=str(exc))
 

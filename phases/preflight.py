@@ -1,14 +1,15 @@
 """Preflight: everything the window will need is there before anything is touched.
 
 Production and staging answer (a cold serverless database gets bounded retries), they are
-not the same database, pg_dump and pg_restore are new enough for production's server, and
-the backup folder is writable.
+not the same database (as the servers say, whatever the URLs), pg_dump and pg_restore are
+new enough for production's server, and the backup folder is writable.
 """
 
 from __future__ import annotations
 
 import time
 
+from orchestrator.engine import gates
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import LOG_OFFSETS
 from orchestrator.engine.phase import PhaseResult
@@ -21,8 +22,7 @@ class Preflight:
     name = "preflight"
 
     def run(self, ctx: Context) -> PhaseResult:
-        if str(ctx.target) == str(ctx.staging):
-            raise PhaseFailed(f"staging and production are the same database ({ctx.target})")
+        gates.distinct(ctx.settings, ctx.target, ctx.staging, refusal=PhaseFailed)
         if ctx.target.dbname == ctx.settings.target.maintenance_db:
             raise PhaseFailed(
                 f"production is the maintenance database {ctx.target.dbname!r}; set"

@@ -6,9 +6,11 @@ light. ``pretty_exceptions_show_locals`` is off: locals hold database URLs.
 
 from __future__ import annotations
 
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -21,7 +23,7 @@ from orchestrator.cli.options import (
     JsonLogsOption,
     TargetOption,
 )
-from orchestrator.errors import UsageError, WindowError
+from orchestrator.errors import Interrupted, UsageError, WindowError
 
 if TYPE_CHECKING:
     from orchestrator.config import Settings
@@ -277,11 +279,20 @@ app.add_typer(fleet.app, name="fleet")
 
 
 def main() -> None:
+    # Ctrl-C before a window drives (at the phrase, while a database is waited for) is
+    # Interrupted, exit 5, like every interruption: click would turn a KeyboardInterrupt into
+    # "Aborted!" and exit 1, which means "rolled back". A window that starts driving
+    # installs its own handlers (engine.runner.Signals), and a fleet runner its own.
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         app()
     except WindowError as exc:
         typer.echo(f"window: {one_line(exc.message)}", err=True)
         sys.exit(exc.exit_code)
+
+
+def _interrupted(_signum: int, _frame: FrameType | None) -> NoReturn:
+    raise Interrupted("interrupted (Ctrl-C) before anything was started; nothing was done.")
 
 
 def one_line(message: str) -> str:

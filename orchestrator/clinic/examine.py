@@ -183,8 +183,11 @@ def lint(settings: Settings, out: TextIO | None = None, err: TextIO | None = Non
     out = out or sys.stdout
     err = err or sys.stderr
     state, note = _tool_state(settings)
-    for line in [*_scope_notes(settings), *filter(None, [note])]:
+    scope = _scope_notes(settings)
+    for line in [*scope, *filter(None, [note])]:
         print(line, file=err)
+    if any(line.startswith("nothing to lint") for line in scope):
+        return ExitCode.COMPLETED  # no verdict on files that were never read
     found = history(settings, state)
     if found:
         pending = sum(1 for m in found if m.pending)

@@ -31,9 +31,9 @@ from orchestrator.engine.facts import (
 )
 from orchestrator.engine.holding import Hold, hold_window
 from orchestrator.engine.identity import who
-from orchestrator.engine.journal import Run
 from orchestrator.engine.machine import PHASES, TERMINAL, State
 from orchestrator.engine.phase import Registry
+from orchestrator.engine.rows import Run
 from orchestrator.errors import ExitCode, Interrupted, UsageError
 from orchestrator.reporting.status import advice
 from orchestrator.store import lease
@@ -130,17 +130,19 @@ def _await_or_take_over(settings: Settings, run: Run, hold: Hold,
     limit = time.time() + sum(settings.timeout(p) for p in PHASES) + ABORT_WAIT_SLACK_SECONDS
     pause = 1.0 if settings.state.backend == "s3" else 0.2
     current = run
-    try:
-        while time.time() < limit:
+    while time.time() < limit:
+        try:  # Ctrl-C while waiting, not while rolling back here
             current = _latest_of(settings, run.run_id)
             if current.state in TERMINAL:
                 return current.state
-            if hold.try_acquire():
-                return _take_over(settings, current, hold, registry)
-            time.sleep(pause)
-    except KeyboardInterrupt:
-        raise Interrupted("stopped waiting; the abort request stands and the running window"
-                          " will still roll back (`window status` follows it).") from None
+            if not (held := hold.try_acquire()):
+                time.sleep(pause)
+        except Interrupted:
+            raise Interrupted("stopped waiting; the abort request stands and the running"
+                              " window will still roll back (`window status` follows it)."
+                              ) from None
+        if held:
+            return _take_over(settings, current, hold, registry)
     return current.state
 
 

@@ -21,9 +21,9 @@ from typing import Any
 import psycopg
 
 from orchestrator.errors import ExitCode
-from orchestrator.postgres import pg
+from orchestrator.postgres import figures
 from orchestrator.postgres.cluster import Cluster
-from orchestrator.postgres.pg import TableFigures
+from orchestrator.postgres.figures import TableFigures
 
 APP_USER = "shop_app"
 APP_PASSWORD = "Sh0p:p@ss/w0rd%"  # noqa: S105 - a throwaway cluster's password, shown redacted
@@ -76,7 +76,7 @@ def create_shop(cluster: Cluster, dbname: str) -> str:
 
 def fingerprint(url: str) -> dict[str, TableFigures]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return pg.describe_tables(conn)
+        return figures.describe_tables(conn)
 
 
 DEMO_CONTACTS = """[contacts]

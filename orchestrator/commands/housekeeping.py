@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import psycopg
 import structlog
 
 from orchestrator.config import Settings
@@ -97,28 +98,36 @@ def _on_s3(uri: str) -> list[str]:
     return lines if found else [*lines, "  (none)"]
 
 
-def prune_archives(settings: Settings, journal: Journal | None, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` archives (never one an unfinished window needs)."""
-    doomed = [a for a in archives(settings, journal)[keep:] if not a.unfinished]
-    for item in doomed:
-        shutil.rmtree(item.path)
-        archive.manifest_path(item.path).unlink(missing_ok=True)
-    return [a.path for a in doomed]
+def doomed_archives(settings: Settings, journal: Journal | None, keep: int) -> list[Path]:
+    """All but the newest ``keep`` archives (never one an unfinished window needs)."""
+    return [a.path for a in archives(settings, journal)[keep:] if not a.unfinished]
 
 
-def prune_failed_databases(settings: Settings, journal: Journal | None, target: pg.Db
-                           ) -> list[str]:
-    """Drop the retained ``_failed_`` databases, except those of a window still open or
-    waiting for a person (``needs_attention``): that evidence may still be needed."""
+def delete_archives(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path)
+        archive.manifest_path(path).unlink(missing_ok=True)
+
+
+def doomed_databases(settings: Settings, journal: Journal | None, target: pg.Db) -> list[str]:
+    """The retained ``_failed_`` databases, except those of a window still open or waiting
+    for a person (``needs_attention``): that evidence may still be needed."""
     open_runs = [r.run_id for r in (journal.runs() if journal else [])
                  if r.state not in SETTLED]
-    with pg.connect(target.on(settings.target.maintenance_db),
-                    time.time() + settings.target.connect_timeout) as conn:
-        names = [name for name, _size in failed_databases(conn, target.dbname)
-                 if not any(name.endswith(run_id) for run_id in open_runs)]
+    with _maintenance(settings, target) as conn:
+        return [name for name, _size in failed_databases(conn, target.dbname)
+                if not any(name.endswith(run_id) for run_id in open_runs)]
+
+
+def drop_databases(settings: Settings, target: pg.Db, names: list[str]) -> None:
+    with _maintenance(settings, target) as conn:
         for name in names:
             pg.drop_database(conn, name)
-    return names
+
+
+def _maintenance(settings: Settings, target: pg.Db) -> psycopg.Connection[Any]:
+    return pg.connect(target.on(settings.target.maintenance_db),
+                      time.time() + settings.target.connect_timeout)
 
 
 def _size(n: float) -> str:
@@ -150,17 +159,24 @@ def prune(settings: Settings, confirm: str | None, *, keep: int | None,
     with audited(settings, "prune"):
         target = gates.database(settings, settings.target.url_env, "target") \
             if failed_databases else None
-        gates.confirm(settings, confirm, "prune deletes backup archives"
-                      f"{' and retained _failed_ databases' if failed_databases else ''}.",
-                      stdin)
         journal = holding.reader(settings)
+        # What would go, looked up before anything goes: a server out of reach stops prune
+        # here, before it deleted anything, as its exit code (2) says.
+        names = doomed_databases(settings, journal, target) if target is not None else []
+        paths = doomed_archives(settings, journal, keep) if keep is not None else []
+        if not (names or paths):
+            print("nothing to prune: no archive past --keep, no retained _failed_ database.")
+            return ExitCode.COMPLETED
+        print("prune deletes:", *[f"  archive  {path}" for path in paths],
+              *[f"  database {name} (on {target})" for name in names], sep="\n")
+        gates.confirm(settings, confirm, f"prune deletes the {len(paths)} archive(s) and"
+                      f" {len(names)} database(s) listed above.", stdin)
         logger = structlog.get_logger()
-        # The databases first: a server out of reach then stops prune before it deleted
-        # anything, as its exit code (2) says.
         if target is not None:
-            for name in prune_failed_databases(settings, journal, target):
+            drop_databases(settings, target, names)
+            for name in names:
                 logger.info("failed_database_dropped", database=name)
-        if keep is not None:
-            for path in prune_archives(settings, journal, keep):
-                logger.info("archive_pruned", path=str(path))
+        delete_archives(paths)
+        for path in paths:
+            logger.info("archive_pruned", path=str(path))
     return ExitCode.COMPLETED

@@ -3,21 +3,54 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from orchestrator.config import Settings, require_contacts
+import psycopg
+
+from orchestrator.config import Check, HttpCheck, Settings, require_contacts
 from orchestrator.engine import banners, eta, gates, notify, proc, rehearsals
 from orchestrator.engine.machine import RECOVERY, forward
 from orchestrator.engine.notify import Notifier, render
-from orchestrator.errors import ConfigError, ExitCode, UsageError
+from orchestrator.errors import ConfigError, ExitCode, GateRefused, PhaseFailed, UsageError
+from orchestrator.postgres import migrations, pg, tools
+from orchestrator.postgres.migrations import named
 from orchestrator.redact import redact
 
 
+@dataclass(frozen=True)
+class LookedUp:
+    """What plan learnt from the servers, as lines."""
+
+    major: int
+    programs: str
+    pending: list[str]
+    rollback: str
+
+
 def describe(settings: Settings) -> str:
+    """What ``run`` would do; refused wherever ``run`` would refuse, with its exit code:
+    plan connects (read-only) to production and staging, as run does first."""
+    target, staging = prepared(settings)
+    gates.distinct(settings, target, staging, refusal=ConfigError)
+    gates.git_repo(settings)
+    return plan_text(settings, target, staging, _looked_up(settings, target, staging))
+
+
+def prepared(settings: Settings) -> tuple[pg.Db, pg.Db]:
+    """What plan checks before it asks any server: someone to call, the two databases
+    named, a banner template that reads."""
     require_contacts(settings.contacts)
     target, staging = gates.databases(settings, refusal=ConfigError)
     banners.template(settings)  # a maintenance page template that cannot be read stops here
+    return target, staging
+
+
+def plan_text(settings: Settings, target: pg.Db, staging: pg.Db, found: LookedUp) -> str:
+    """The plan as text, from the settings and what the servers said."""
     rehearsed_by, rehearsal = rehearsals.latest(settings)
     expected = eta.estimate(settings, rehearsal)
     lines = [
@@ -33,7 +66,10 @@ def describe(settings: Settings) -> str:
         f"  banner      {banners.target(settings)}",
         f"  banner on   {banners.describe(settings, 'on')}",
         f"  banner off  {banners.describe(settings, 'off')}",
+        f"  server      PostgreSQL {found.major} on production; {found.programs}",
         f"  migrate     {redact(proc.describe(settings.migrate.command))}",
+        *found.pending,
+        found.rollback,
         *([f"  tool        {settings.migrate.tool}, its table against"
            f" {settings.migrate.files or '(no files: failures only)'}"]
           if settings.migrate.tool != "none" else []),
@@ -50,7 +86,8 @@ def describe(settings: Settings) -> str:
         *_eta(settings, expected, rehearsed_by),
         "",
         "  checks, on staging in the dry-run and on production after the migration:",
-        *[f"    {c.name:<20} {c.kind:<8} timeout {c.timeout:g}s" for c in settings.checks],
+        *[f"    {c.name:<20} {c.kind:<8} timeout {c.timeout:g}s{_where(c)}"
+          for c in settings.checks],
         *[f"    {name:<20} built-in" for name in settings.builtin_checks],
         *_baseline(settings),
         f"  monitor     every {settings.monitor.interval:g}s during migrate and rollback"
@@ -59,6 +96,74 @@ def describe(settings: Settings) -> str:
         "  contacts    " + "; ".join(settings.contacts.lines()),
     ]
     return "\n".join(lines)
+
+
+def _looked_up(settings: Settings, target: pg.Db, staging: pg.Db) -> LookedUp:
+    """Production's server, the client programs for it, what is pending where, and the
+    rollback's path: read-only, bounded by ``[target] connect_timeout``."""
+    deadline = time.time() + settings.target.connect_timeout
+    with pg.connect(target, deadline) as conn:
+        major = pg.server_major(conn)
+        may = _may_swap(conn)
+        production = _tool_state(settings, conn, target)
+    try:
+        programs = ", ".join(f"{name} {tools.find(name, major)}"
+                             for name in ("pg_dump", "pg_restore"))
+    except PhaseFailed as exc:  # run's preflight stops there: exit 3 alike
+        raise GateRefused(exc.message) from exc
+    rehearsed_on = settings.staging.mode == "url"
+    staged = None
+    if rehearsed_on and production is not None:
+        with pg.connect(staging, deadline) as conn:
+            staged = _tool_state(settings, conn, staging)
+    return LookedUp(major, programs, _pending_lines(production, staged), _rollback(settings, may))
+
+
+def _tool_state(settings: Settings, conn: psycopg.Connection[Any], db: pg.Db
+                ) -> migrations.ToolState | None:
+    if settings.migrate.tool == "none":
+        return None
+    return migrations.read(conn, settings.migrate, migrations.files(settings), db.schema)
+
+
+def _pending_lines(production: migrations.ToolState | None,
+                   staged: migrations.ToolState | None) -> list[str]:
+    if production is None:
+        return ['  pending     unknown: with [migrate] tool = "none" nothing can tell what is'
+                " pending, or what the rehearsal applied"]
+    pending = production.pending
+    lines = [f"  pending     on production: {named(list(pending))} ({len(pending)})" if pending
+             else "  pending     on production: nothing" if pending == ()
+             else "  pending     on production: unknown (no [migrate] files)"]
+    if staged is not None:
+        same = set(staged.applied) == set(production.applied)
+        lines.append("              on staging: the same history as production" if same else
+                     "              on staging: NOT the history production holds; run stops"
+                     " before the rehearsal (refresh staging, or [staging] mode = \"clone\")")
+    return lines
+
+
+def _may_swap(conn: psycopg.Connection[Any]) -> str:
+    """Whether this role may create the standby and swap it in: CREATEDB, and owning
+    production (or being a superuser)."""
+    row = conn.execute(
+        "SELECT r.rolsuper, r.rolcreatedb, d.datdba = r.oid FROM pg_roles r, pg_database d"
+        " WHERE r.rolname = current_user AND d.datname = current_database()").fetchone()
+    superuser, createdb, owner = row if row else (False, False, False)
+    missing = [what for what, has in (("CREATEDB", createdb or superuser),
+                                      ("ownership of production", owner or superuser)) if not has]
+    return "this role may take it" if not missing else \
+        f"this role may NOT take it: it lacks {' and '.join(missing)}"
+
+
+def _rollback(settings: Settings, may: str) -> str:
+    backup = settings.backup
+    if backup.method == "rds_snapshot":
+        return ("  rollback    restore the RDS snapshot into a new instance, then switch the"
+                " application to it by hand (the banner stays up)")
+    how = ("swap in the standby proven at the backup" if backup.verify == "restore" else
+           "restore the archive into a new database (verify = \"list\" defers it), then swap")
+    return f"  rollback    {how}; production is kept as <db>_failed_<run_id>; {may}"
 
 
 def _notify(settings: Settings) -> str:
@@ -79,6 +184,15 @@ def _baseline(settings: Settings) -> list[str]:
                 f" {section.runs}; slower than {section.max_slowdown:g}x:"
                 f" {section.on_slowdown}){busiest}:",
             *[f"    {q.name}" for q in section.queries]]
+
+
+def _where(check: Check) -> str:
+    """What an http check asks in each place: the rehearsal never asks production's app."""
+    if not isinstance(check, HttpCheck):
+        return ""
+    if check.staging_url is None:
+        return f"  {redact(check.url)}; the rehearsal SKIPS it (no staging_url)"
+    return f"  {redact(check.url)}; rehearsal: {redact(check.staging_url)}"
 
 
 def _eta(settings: Settings, expected: eta.Eta, rehearsed_by: str) -> list[str]:

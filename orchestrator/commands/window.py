@@ -22,6 +22,7 @@ from orchestrator.engine.context import Context
 from orchestrator.engine.facts import (
     FLEET,
     LINT,
+    MIGRATION,
     REHEARSAL_REUSED,
     REHEARSAL_SKIPPED,
     By,
@@ -30,13 +31,15 @@ from orchestrator.engine.facts import (
 )
 from orchestrator.engine.holding import hold_window, where
 from orchestrator.engine.identity import who
-from orchestrator.engine.journal import Journal, Run
+from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import EXIT_CODES, TERMINAL, State
 from orchestrator.engine.notify import Notices
 from orchestrator.engine.phase import Registry
 from orchestrator.engine.proc import start_ticks
+from orchestrator.engine.rows import PhaseStatus, Run
 from orchestrator.engine.runner import Runner, Signals, stop_orphans
 from orchestrator.errors import (
+    ConfigError,
     ExitCode,
     GateRefused,
     Interrupted,
@@ -50,7 +53,7 @@ from orchestrator.postgres.migrations import ToolState
 from orchestrator.redact import redact
 from orchestrator.reporting.live import live_view
 from orchestrator.reporting.record import write_after_window
-from orchestrator.reporting.status import advice, status, table
+from orchestrator.reporting.status import advice, status, table, ways_on
 from phases import default_registry
 
 ABORT_WAIT_SLACK_SECONDS = 60.0
@@ -93,6 +96,7 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
 
     if settings.migrate.tool == "none":
         ask()  # nothing to read first: the phrase before any connection
+    gates.distinct(settings, target, staging, refusal=ConfigError)
     warnings: list[str] = []
     with hold_window(settings, target, "run") as journal:
         if fleet_run and (tagged := journal.tagged_run(fleet_run)):
@@ -174,6 +178,7 @@ def rehearse(settings: Settings, registry: Registry | None = None) -> int:
     with audited(settings, "rehearse"):
         target, staging = gates.databases(settings)
         gates.git_repo(settings)
+        gates.distinct(settings, target, staging, refusal=ConfigError)
         fingerprint = migrations.fingerprint(settings)
         with hold_window(settings, target, "rehearse") as journal:
             if unfinished := unfinished_run(journal):  # production may be half-migrated
@@ -291,9 +296,10 @@ def drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
             raise  # another runner drives the window now: nothing more from this one
         except Interrupted as exc:
             logger.warning("window_interrupted", reason=exc.message)
-            print(table(status(journal, journal.run(run_id), settings)))
+            # Said as this process exits: nothing drives the window once it is read.
+            print(table(status(journal, journal.run(run_id), settings, alive=False)))
             write_after_window(journal, run_id, settings)
-            raise
+            raise Interrupted(f"{exc.message}; {ways_on(journal.phases(run_id))}") from None
         code = EXIT_CODES[State(final)]
         journal.finish(run_id, code)
         write_after_window(journal, run_id, settings)  # before the last word is said
@@ -301,7 +307,11 @@ def drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
                     duration_s=round(time.monotonic() - started, 3))
         help_text = advice(journal, journal.run(run_id), settings) \
             if final == State.NEEDS_ATTENTION else ""
-        notices.finished(final, help_text)
+        ran = journal.get(run_id, MIGRATION)
+        failed = [p.error for p in journal.phases(run_id)
+                  if p.status in (PhaseStatus.FAILED, PhaseStatus.TIMED_OUT) and p.error]
+        notices.finished(final, help_text, ran["applied"] if ran else None,
+                         failed[-1] if failed else "")
     print(table(status(journal, journal.run(run_id), settings)))
     if help_text:
         print(help_text)

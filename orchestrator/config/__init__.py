@@ -193,7 +193,8 @@ def from_mapping(raw: dict[str, Any], path: Path) -> Settings:
         if duplicated:
             raise ConfigError(f"{path}: {where} name {shown(duplicated[0])} is used twice.")
     if nul := _holding_nul(raw):  # no path, command or environment can hold one
-        raise ConfigError(f"{path}: {nul}: must not contain a NUL character.")
+        # A key nested hundreds deep is named by its first levels: one readable line.
+        raise ConfigError(f"{path}: {_printable(nul, 200)}: must not contain a NUL character.")
     given = {**raw, "config_dir": path.resolve().parent}
     try:
         return Settings.model_validate(given)

@@ -37,20 +37,24 @@ class HttpCheck(CheckBase):
     """Retried with backoff until its timeout: an application needs seconds after a
     migration. Passes on ``expect_status`` AND, when given, a JSON body holding
     ``expect_json`` (dotted paths: ``"checks.db" = "ok"``) AND a body matching
-    ``expect_body``: a 200 saying the database is down is a failure."""
+    ``expect_body``: a 200 saying the database is down is a failure. ``url`` is production's
+    application (post_check); the rehearsal asks ``staging_url``, or skips the check: it never
+    asks production's application and calls the answer staging's."""
 
     kind: Literal["http"]
     url: str
+    staging_url: str | None = None
+    staging_headers: SecretHeaders = {}
     method: Literal["GET", "HEAD", "POST"] = "GET"
     expect_status: int = 200
     expect_json: dict[str, Any] | None = None
     expect_body: Regex | None = None
     headers: SecretHeaders = {}
 
-    @field_validator("url")
+    @field_validator("url", "staging_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        return checked_url(value)
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else checked_url(value)
 
 
 class SqlCheck(CheckBase):
@@ -59,9 +63,13 @@ class SqlCheck(CheckBase):
 
 
 class CommandCheck(CheckBase):
+    """Runs where the migration runs (``workdir``, else ``[migrate] workdir``), with
+    ``DATABASE_URL`` and ``WINDOW_PHASE`` of the environment it checks."""
+
     kind: Literal["command"]
     command: Command
     expect_output: str | None = None
+    workdir: str | None = None
 
 
 class LogCheck(CheckBase):

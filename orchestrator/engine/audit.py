@@ -22,11 +22,9 @@ from orchestrator.store import blobs
 
 
 @contextmanager
-def audited(settings: Settings, command: str, *, interrupted: str | None = None
-            ) -> Iterator[None]:
-    """Every event ``command`` logs lands in the audit log with who and where; a refusal is
-    logged before it propagates. With ``interrupted``, Ctrl-C before anything started is
-    ``Interrupted`` with that sentence, not a traceback."""
+def audited(settings: Settings, command: str) -> Iterator[None]:
+    """Every event ``command`` logs lands in the audit log with who and where; a refusal or
+    an interruption is logged before it propagates."""
     try:
         log.audit.open(settings.state_dir / "audit.jsonl")
     except OSError as exc:
@@ -39,10 +37,10 @@ def audited(settings: Settings, command: str, *, interrupted: str | None = None
         ):
             try:
                 yield
-            except KeyboardInterrupt:
-                if interrupted is None:
-                    raise
-                raise Interrupted(interrupted) from None
+            except Interrupted as exc:
+                structlog.get_logger().warning("command_interrupted", reason=exc.message,
+                                               exit_code=exc.exit_code)
+                raise
             except (GateRefused, UsageError, ConfigError) as exc:
                 structlog.get_logger().warning("command_refused", reason=exc.message,
                                                exit_code=exc.exit_code)

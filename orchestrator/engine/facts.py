@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
 if TYPE_CHECKING:  # `window status` reads facts without loading psycopg
-    from orchestrator.postgres.pg import TableFigures, WriteCounters
+    from orchestrator.postgres.figures import TableFigures, WriteCounters
 
 T = TypeVar("T")
 
@@ -57,6 +57,14 @@ class RollbackFacts(TypedDict, total=False):
     instructions: str  # what to switch to the restored RDS instance, in words
 
 
+class MigrationFacts(TypedDict):
+    """What production's migration applied (from the tool's table before and after; None
+    with ``tool = "none"``: nothing can tell), and the tail of its output, redacted."""
+
+    applied: list[str] | None
+    output: str
+
+
 class WriteGap(TypedDict):
     write_gap: dict[str, int] | None
 
@@ -80,6 +88,7 @@ class By(TypedDict):
 
 BACKUP: Fact[BackupFacts] = Fact("backup")
 ROLLBACK: Fact[RollbackFacts] = Fact("rollback")
+MIGRATION: Fact[MigrationFacts] = Fact("migration")
 # The write counters when the banner went up: the rollback's write gap is measured from them.
 WRITES_AT_BANNER: Fact[WriteCounters] = Fact("writes_at_banner")
 ROLLBACK_PAUSED: Fact[WriteGap] = Fact("rollback_paused")  # on_write_gap = "stop"

@@ -8,14 +8,16 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 import psycopg
+import structlog
 
 from orchestrator.config import Settings
 from orchestrator.errors import GateRefused, PhaseFailed, WindowError
-from orchestrator.postgres import migrations, pg
+from orchestrator.postgres import identity, migrations, pg
 from orchestrator.redact import loose_passwords, redact, register, register_url
 
 TTY_PROMPT_SECONDS = 300.0
@@ -52,6 +54,39 @@ def databases(settings: Settings, refusal: type[WindowError] = GateRefused
             database(settings, settings.staging.url_env, "staging", refusal))
 
 
+def distinct(settings: Settings, target: pg.Db, staging: pg.Db,
+             refusal: type[WindowError] = GateRefused) -> None:
+    """Staging is never production, whatever names reach them: asked of the servers (an
+    advisory lock taken on staging, looked for from production), never read from the URLs.
+    Where the servers cannot say, refuse rather than guess. Skipped only where the rehearsal
+    never touches staging: a clone beside production (``clone_on = "production"``)."""
+    if settings.staging.mode == "clone" and settings.staging.clone_on == "production":
+        return
+    deadline = time.time() + settings.target.connect_timeout
+    try:
+        with pg.connect(staging, deadline, waiting=waiting_for("staging", staging)) as holder, \
+                pg.connect(target, deadline, waiting=waiting_for("production", target)) as looker:
+            same = identity.same_database(holder, looker)
+    except (PhaseFailed, psycopg.Error) as exc:
+        why = exc.message if isinstance(exc, PhaseFailed) else redact(str(exc).strip())
+        raise refusal(f"cannot tell whether staging ({staging}) and production ({target}) are"
+                      f" different databases: {why}; nothing was done.") from exc
+    if same:
+        raise refusal(f"staging ({staging}, from ${settings.staging.url_env}) reaches"
+                      f" production ({target}, from ${settings.target.url_env}): one database"
+                      " under two names. Nothing was done; point the staging variable at"
+                      ' another database, or rehearse on a copy ([staging] mode = "clone").')
+
+
+def waiting_for(role: str, db: pg.Db) -> Callable[[int, int, str], None]:
+    """A line per failed attempt to reach ``db`` while ``pg.connect`` retries: a cold
+    database is waited for, never silently."""
+    def say(attempt: int, expected: int, why: str) -> None:
+        structlog.get_logger().warning("waiting_for_database", database=f"{role} {db}",
+                                       attempt=f"{attempt} of {expected}", error=why)
+    return say
+
+
 def confirm(settings: Settings, given: str | None, summary: str,
             stdin: TextIO | None = None, prompt: TextIO | None = None) -> None:
     phrase = settings.window.confirm_phrase
@@ -77,11 +112,8 @@ def _read_line(stdin: TextIO) -> str | None:
     except (OSError, ValueError):
         return None
     wait = TTY_PROMPT_SECONDS if interactive else PIPE_PROMPT_SECONDS
-    try:
-        ready, _, _ = select.select([fileno], [], [], wait)
-        line = stdin.readline() if ready else ""
-    except KeyboardInterrupt:  # Ctrl-C at the prompt is a no
-        return None
+    ready, _, _ = select.select([fileno], [], [], wait)  # Ctrl-C: Interrupted, exit 5
+    line = stdin.readline() if ready else ""
     return line.rstrip("\r\n") if line else None
 
 

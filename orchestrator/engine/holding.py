@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from orchestrator.engine.identity import who
-from orchestrator.engine.journal import Journal, Run
+from orchestrator.engine.journal import Journal
+from orchestrator.engine.rows import Run
 from orchestrator.errors import Busy, UsageError
 from orchestrator.store.blobs import store_for
 from orchestrator.store.lease import ABORT, Lease

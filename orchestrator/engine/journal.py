@@ -14,13 +14,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from orchestrator import crash
 from orchestrator.engine.facts import Fact, T
+from orchestrator.engine.rows import Child, PhaseRow, PhaseStatus, Run
 from orchestrator.redact import redact, redact_value
 
 OUTPUT_LIMIT = 64 * 1024  # of each command's output, kept after redaction
@@ -97,59 +96,6 @@ def _writes(method: Callable[Concatenate[Journal, _P], _T]
 
     functools.update_wrapper(write, method)
     return write
-
-
-@dataclass(frozen=True)
-class Run:
-    run_id: str
-    created_at: float
-    state: str
-    interrupted: bool
-    pid: int | None
-    pid_start: str | None
-    user: str | None
-    host: str | None
-    git_commit: str | None
-    target: str | None
-    staging: str | None
-    abort_requested_at: float | None
-    exit_code: int | None
-    finished_at: float | None
-    backup_when: str
-
-
-class PhaseStatus(StrEnum):
-    """A phase's status in the journal, as ``window status --json`` reports it."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    INTERRUPTED = "interrupted"
-    SKIPPED = "skipped"
-
-
-@dataclass(frozen=True)
-class PhaseRow:
-    name: str
-    status: PhaseStatus
-    started_at: float | None
-    finished_at: float | None
-    deadline: float | None
-    timeout_s: float | None
-    attempts: int
-    error: str | None
-
-
-@dataclass(frozen=True)
-class Child:
-    id: int
-    phase: str
-    label: str
-    pid: int
-    pgid: int
-    start_ticks: str | None
 
 
 class Journal:

@@ -30,6 +30,7 @@ from orchestrator.postgres import pg
 BLOCKED_LIMIT = 10  # blocked sessions kept per sample, longest waiting first
 STATEMENT_TIMEOUT_MS = 2000  # a sample that takes longer is itself a burden: give it up
 JOIN_SECONDS = 3.0  # at most this long after the phase for the final sample
+HEARTBEAT_SECONDS = 60.0  # a monitor line at least this often, changed or not
 
 SESSIONS = """
 SELECT a.pid, coalesce(a.state, 'unknown') AS state, a.application_name,
@@ -87,6 +88,8 @@ class Sampler:
         self._stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self._warned = False
+        self._shown: tuple[object, ...] | None = None
+        self._shown_at = 0.0
         # The thread sees the run's bound log context (run id, who, where) as the phase does.
         self._thread = threading.Thread(target=contextvars.copy_context().run,
                                         args=(self._run,), name=f"monitor-{ctx.phase}",
@@ -146,7 +149,14 @@ class Sampler:
                 self._failed(exc)
 
     def _show(self, sample: dict[str, Any]) -> None:
+        """A line when the picture changes (sessions, running, waiting, who blocks whom),
+        and at least every ``HEARTBEAT_SECONDS``: not one every tick, the same each time.
+        The journal keeps every sample (the live panel and the report read them)."""
         blockers = sorted({pid for b in sample["blocked"] for pid in b["blocked_by"]})
+        picture = (sample["connections"], sample["active"], sample["waiting"], *blockers)
+        if picture == self._shown and time.monotonic() - self._shown_at < HEARTBEAT_SECONDS:
+            return
+        self._shown, self._shown_at = picture, time.monotonic()
         self.ctx.log.info("monitor", connections=sample["connections"],
                           active=sample["active"], waiting=sample["waiting"],
                           longest_s=sample["longest_s"],

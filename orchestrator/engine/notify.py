@@ -145,15 +145,20 @@ class Notices:
         if found := PROGRESS.get((State(source), trigger)):
             self._during(*found)
 
-    def finished(self, final: str, next_step: str = "") -> None:
+    def finished(self, final: str, next_step: str = "",
+                 applied: list[str] | None = None, why: str = "") -> None:
+        """The ending, with what production's migration applied (its names) and, for a
+        window that did not complete, why (the failed phase's error: what a check saw)."""
         state = ENDINGS.get(State(final), final)
         failed = final != State.COMPLETED
         with _never_raising(f"window_{final}"):
             text = render(self.settings.communication.after, self.settings, state=state,
                           contacts=contacts_text(self.settings.contacts) if failed else "",
                           next=(next_step or NEXT_STEPS.get(State(final), "")).strip())
+            ran = f"\nmigrations applied: {', '.join(applied)}" if applied else ""
+            cause = f"\nwhy: {redact(why)}" if why and failed else ""
             self.notifier.send(f"window_{final}", self._title(state),
-                               f"{text.strip()}\n(run {self.run_id})")
+                               f"{text.strip()}{ran}{cause}\n(run {self.run_id})")
 
     @contextmanager
     def overrun_watch(self, phase: str, expected_s: float | None) -> Iterator[None]:

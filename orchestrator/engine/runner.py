@@ -19,10 +19,11 @@ import structlog
 from orchestrator.engine import eta, machine, monitor, proc
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import REHEARSAL
-from orchestrator.engine.journal import Journal, PhaseStatus
+from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import KEEPS_DEADLINE, TERMINAL, State
 from orchestrator.engine.notify import Notices
 from orchestrator.engine.phase import Registry
+from orchestrator.engine.rows import PhaseStatus
 from orchestrator.errors import AbortRequested, Interrupted, PhaseError
 from orchestrator.postgres import pg
 
@@ -51,7 +52,7 @@ class Signals:
         if not self.received:
             return None
         name = signal.Signals(self.received[0]).name
-        return Interrupted(f"interrupted by {name}; `window resume` continues.")
+        return Interrupted(f"interrupted by {name}")
 
     def check(self) -> None:
         if interrupt := self.pending():
@@ -220,7 +221,7 @@ class Runner:
             if interrupt := self.signals.pending():  # a cancelled query, after a signal
                 self._interrupted(log, name, interrupt)
             if isinstance(exc, PhaseError):
-                status = PhaseStatus.FAILED if exc.event == "abort" \
+                status = PhaseStatus.ABORTED if exc.event == "abort" \
                     else PhaseStatus(exc.event)  # failed, timed_out
                 return Outcome(status, exc.event, exc.message)
             # A bug or an unconverted error must not skip the rollback.

@@ -32,8 +32,8 @@ from typing import Any
 
 from orchestrator.config import Settings
 from orchestrator.engine import holding
-from orchestrator.engine.journal import Run
 from orchestrator.engine.machine import EXIT_CODES, TERMINAL, State
+from orchestrator.engine.rows import Run
 from orchestrator.errors import ExitCode, GateRefused, UsageError
 from orchestrator.fleet.spec import Fleet, waves
 from orchestrator.store import blobs, lease

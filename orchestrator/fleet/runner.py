@@ -58,7 +58,6 @@ BUSY_PAUSE_SECONDS = 2.0  # a target another runner holds is looked at again aft
 MAX_RESTARTS = 3  # a target whose window keeps stopping unfinished then stops the fleet
 ABORT_SETTLE_SECONDS = 5.0  # a runner may have started a target just before the abort mark
 STATE_OUTAGE_SECONDS = 120.0  # a runner rides out the shared state unreachable this long
-INTERRUPTED = "`window {}` interrupted before its runner started; nothing was started."
 
 
 # the runner ---------------------------------------------------------------------------------
@@ -345,7 +344,7 @@ def summary(fleet: Fleet, found: list[Target]) -> str:
 def run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
         stdin: TextIO | None = None) -> int:
     """``window fleet run``: start a fleet run (or join the one under way) and work it."""
-    with audited(fleet.settings, "fleet run", interrupted=INTERRUPTED.format("fleet run")):
+    with audited(fleet.settings, "fleet run"):
         found = targets(fleet)
         check_staging(fleet, found, skip_staging=skip_staging)
         config.require_contacts(fleet.settings.contacts)
@@ -377,7 +376,7 @@ def _same_targets(fleet: Fleet, record: Record, names: list[str]) -> None:
 def resume(fleet: Fleet) -> int:
     """``window fleet resume``: work the existing fleet run again (it was confirmed when it
     started): interrupted targets resume, and the waves go on only if nothing failed."""
-    with audited(fleet.settings, "fleet resume", interrupted=INTERRUPTED.format("fleet resume")):
+    with audited(fleet.settings, "fleet resume"):
         _, record = existing(fleet)
         found = targets(fleet)
         if missing := sorted(set(record.targets) - {t.name for t in found}):
@@ -390,7 +389,7 @@ def resume(fleet: Fleet) -> int:
 def abort(fleet: Fleet, confirm: str | None, stdin: TextIO | None = None) -> int:
     """``window fleet abort``: no runner starts another target, and every target with an
     unfinished window rolls back (``window abort --target``); completed ones stay so."""
-    with audited(fleet.settings, "fleet abort", interrupted=INTERRUPTED.format("fleet abort")):
+    with audited(fleet.settings, "fleet abort"):
         store, record = existing(fleet)
         if record.ended in ("completed", "aborted"):
             print(f"fleet run {record.id} {record.ended} already: nothing to abort.")

@@ -60,6 +60,10 @@ def ships_extension(folder: Path, name: str) -> bool:
     return (share / "extension" / f"{name}.control").exists() and any(lib.glob(f"{name}.*"))
 
 
+SECOND_ADDRESS = "127.0.0.2"
+LISTEN = f"127.0.0.1,{SECOND_ADDRESS}"
+
+
 class Cluster:
     def __init__(self, root: Path | None = None,
                  password: str = "s3cr3t:p@ss/w%rd") -> None:  # noqa: S107 - throwaway
@@ -96,8 +100,12 @@ class Cluster:
                   "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
                   "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
         pwfile.unlink()
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {SECOND_ADDRESS}/32 scram-sha-256\n")
         with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+            # A second loopback address: the same database under another name, as a staging
+            # URL that reaches production would have it (the tests' identity cases).
+            conf.write(f"\nlisten_addresses = '{LISTEN}'\nport = {self.port}\n"
                        f"unix_socket_directories = '{self.root}'\nfsync = off\n"
                        "synchronous_commit = off\nfull_page_writes = off\n"
                        "max_connections = 100\nshared_buffers = 128MB\n")

@@ -394,3 +394,9 @@ def _flyway(table: str, rows: list[tuple[Any, ...]], folder: Folder | None) -> T
 
 
 _READERS = {"prisma": _prisma, "alembic": _alembic, "flyway": _flyway}
+
+
+def named(names: list[str] | tuple[str, ...], most: int = 5) -> str:
+    """Migration names for a sentence: the first few, and how many more."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")

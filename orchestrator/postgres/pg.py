@@ -8,12 +8,13 @@ every user on the machine).
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import urllib.parse
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -34,20 +35,6 @@ _LIBPQ_ENV = {
     "channel_binding": "PGCHANNELBINDING", "gssencmode": "PGGSSENCMODE",
 }
 
-
-class TableFigures(TypedDict, total=False):
-    """A table as the backup describes it: its rows, and (unless asked not to) a checksum."""
-
-    rows: int
-    checksum: str
-
-
-class WriteCounters(TypedDict):
-    """Rows inserted, updated and deleted per table, and the WAL position, as the
-    statistics said at one moment."""
-
-    wal_lsn: str | None
-    tables: dict[str, int]
 
 
 # Query parameters Prisma reads from DATABASE_URL that libpq would refuse.
@@ -139,22 +126,32 @@ def cancel_running_queries() -> None:
 
 
 def connect(db: Db, deadline: float, *, autocommit: bool = True,
-            poll: Callable[[], None] = lambda: None) -> psycopg.Connection[Any]:
+            poll: Callable[[], None] = lambda: None,
+            waiting: Callable[[int, int, str], None] | None = None
+            ) -> psycopg.Connection[Any]:
     """Connect, retrying with backoff until ``deadline``; then one clear PhaseFailed.
 
-    Serverless PostgreSQL can take minutes to wake, so one refused attempt proves nothing.
+    Serverless PostgreSQL can take minutes to wake, so one refused attempt proves nothing;
+    a wrong password or a missing database is said at once. ``waiting`` hears each failed
+    attempt that will be tried again: its number, about how many fit before the deadline,
+    and why it failed.
     """
     delay, attempts = 0.5, 0
+    expected = attempts_within(deadline - time.time())
     while True:
         attempts += 1
         try:
             conn = psycopg.connect(db.conninfo(deadline - time.time()), autocommit=autocommit)
         except psycopg.OperationalError as exc:
             last = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            if refused_for_good(str(exc)):
+                raise PhaseFailed(f"{db} refused the connection: {_reason(last)}") from exc
             if time.time() + delay >= deadline:
                 raise PhaseFailed(
                     f"cannot reach {db} after {attempts} attempt(s): {last}"
                 ) from exc
+            if waiting is not None:
+                waiting(attempts, max(expected, attempts + 1), _reason(last))
         else:
             _open.add(conn)
             if conn.info.password:  # from the URL, PGPASSWORD or a .pgpass file alike
@@ -163,6 +160,38 @@ def connect(db: Db, deadline: float, *, autocommit: bool = True,
         poll()
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+# What the server says when waiting cannot help: a wrong password or role, a database that
+# does not exist, no pg_hba.conf entry. Anything else (refused, starting up, too many
+# connections, a timeout) may pass: a serverless database wakes, a restart ends.
+_FOR_GOOD = re.compile(r"password authentication failed|authentication failed for user"
+                       r"|role \"[^\"]*\" does not exist|database \"[^\"]*\" does not exist"
+                       r"|no pg_hba\.conf entry")
+
+
+def attempts_within(seconds: float) -> int:
+    """How many attempts ``connect`` makes in ``seconds``, its backoff doubling from 0.5 s to
+    at most 5 s (the attempts themselves taken as instant)."""
+    count, delay, spent = 1, 0.5, 0.0
+    while spent + delay < seconds:
+        spent, count, delay = spent + delay, count + 1, min(delay * 2, 5.0)
+    return count
+
+
+def refused_for_good(message: str) -> bool:
+    """Whether a failed connection's message is one that no retry can change."""
+    return _FOR_GOOD.search(message) is not None
+
+
+_PREAMBLE = re.compile(r"^(?:connection failed: )?connection to server (?:at|on) .*? failed: "
+                       r"(?:FATAL: )?")
+
+
+def _reason(line: str) -> str:
+    """libpq's line without its ``connection failed: connection to server at ... failed:``
+    preamble, which names the server the sentence names already."""
+    return _PREAMBLE.sub("", " ".join(line.split())).strip()
 
 
 def answers(conn: psycopg.Connection[Any]) -> bool:
@@ -359,60 +388,3 @@ def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
         sql.Identifier(name)))
     crash.point("pg.drop_database")
-
-
-def describe_tables(conn: psycopg.Connection[Any], tables: list[Table] | None = None
-                    ) -> dict[str, TableFigures]:
-    """Rows and a content checksum per table, as ``{"schema.table": {"rows", "checksum"}}``,
-    in the connection's snapshot. The checksum sums a 64-bit hash of every row: it streams (no
-    table-sized string), ignores row order, and two databases holding the same rows agree."""
-    return {table.qualified: describe_table(conn, table)
-            for table in (user_tables(conn) if tables is None else tables)}
-
-
-def describe_table(conn: psycopg.Connection[Any], table: Table, *, checksums: bool = True
-                   ) -> TableFigures:
-    if not checksums:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.sql())).fetchone()
-        return {"rows": int(row[0]) if row else 0}
-    # hash_record_extended hashes the row's values directly, twice as fast as hashing its
-    # text; a column type with no hash function (json, point) falls back to the text.
-    try:
-        with conn.transaction():  # a savepoint when inside the snapshot's transaction
-            row = conn.execute(_CHECKSUM.format(hash=_BY_RECORD, table=table.sql())).fetchone()
-    except (psycopg.errors.UndefinedFunction, psycopg.errors.FeatureNotSupported):
-        row = conn.execute(_CHECKSUM.format(hash=_BY_TEXT, table=table.sql())).fetchone()
-    rows, checksum = (int(row[0]), str(row[1])) if row else (0, "0")
-    return {"rows": rows, "checksum": checksum}
-
-
-_CHECKSUM = sql.SQL("SELECT count(*), coalesce(sum({hash}), 0)::text FROM {table} AS t")
-_BY_RECORD = sql.SQL("hash_record_extended(t, 0)")
-_BY_TEXT = sql.SQL("hashtextextended(t::text, 0)")
-
-
-def write_counters(conn: psycopg.Connection[Any]) -> WriteCounters:
-    """Rows inserted, updated and deleted so far per table, and the WAL position: taken twice,
-    they tell which tables took writes in between (the statistics lag by about a second)."""
-    conn.execute("SELECT pg_stat_clear_snapshot()")
-    rows = conn.execute(
-        "SELECT schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del"
-        " FROM pg_stat_user_tables").fetchall()
-    lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-    return {"wal_lsn": str(lsn[0]) if lsn else None,
-            "tables": {str(name): int(n) for name, n in rows}}
-
-
-def stats_settle_wait(conn: psycopg.Connection[Any], settle: float) -> float:
-    """How long to wait before the write counters hold every commit made so far: a session
-    reports its counters within about ``settle`` of going idle (and at once when it ends), so
-    only sessions of this database busy now or within ``settle`` keep the window waiting.
-    The window's own sessions write nothing here."""
-    row = conn.execute(
-        "SELECT coalesce(max(CASE WHEN state = 'active' THEN %(settle)s ELSE %(settle)s"
-        " - extract(epoch FROM clock_timestamp() - state_change) END), 0)::float8"
-        " FROM pg_stat_activity WHERE datname = current_database()"
-        " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-        " AND NOT starts_with(coalesce(application_name, ''), 'window/')",
-        {"settle": settle}).fetchone()
-    return max(0.0, float(row[0])) if row else settle

@@ -16,12 +16,12 @@ from string import Template
 from typing import Any
 
 from orchestrator.engine import eta
-from orchestrator.engine.journal import PhaseStatus
+from orchestrator.engine.rows import PhaseStatus
 from orchestrator.reporting.sections import Section, exit_text, headline, sections
 
 BAR_COLOURS = {PhaseStatus.SUCCEEDED: "#2e7d32", PhaseStatus.FAILED: "#c62828",
                PhaseStatus.TIMED_OUT: "#ad1457", PhaseStatus.RUNNING: "#ef6c00",
-               PhaseStatus.INTERRUPTED: "#ef6c00"}
+               PhaseStatus.INTERRUPTED: "#ef6c00", PhaseStatus.ABORTED: "#ef6c00"}
 EXPECTED_COLOUR = "#1565c0"
 TIMEOUT_COLOUR = "#8d8d8d"
 SERIES = (("connections", "connections", "#37474f"), ("active", "active", "#00838f"),

@@ -26,15 +26,17 @@ from orchestrator import log
 from orchestrator.config import Settings
 from orchestrator.engine import eta
 from orchestrator.engine.facts import REHEARSAL
-from orchestrator.engine.journal import Journal, PhaseRow, PhaseStatus
+from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import FORWARD
+from orchestrator.engine.rows import PhaseRow, PhaseStatus
 
 REFRESH_SECONDS = 0.25
 JOIN_SECONDS = 2.0
 BAR_WIDTH = 24
 STYLES = {PhaseStatus.RUNNING: "bold cyan", PhaseStatus.SUCCEEDED: "green",
           PhaseStatus.FAILED: "bold red", PhaseStatus.TIMED_OUT: "bold red",
-          PhaseStatus.INTERRUPTED: "yellow", PhaseStatus.SKIPPED: "dim"}
+          PhaseStatus.INTERRUPTED: "yellow", PhaseStatus.ABORTED: "yellow",
+          PhaseStatus.SKIPPED: "dim"}
 
 
 def _elapsed(row: PhaseRow, now: float) -> float | None:
@@ -113,12 +115,16 @@ def _refresh(live: Live, path: Path, run_id: str, settings: Settings,
              stop: threading.Event) -> None:
     # SQLite connections stay in the thread that opened them: this one is the panel's.
     journal = Journal(path)
+
+    def draw() -> None:
+        with suppress(Exception):  # a panel that cannot draw must not hurt the window
+            live.update(render(journal, run_id, settings), refresh=True)
+
     try:
-        while True:
-            with suppress(Exception):  # a panel that cannot draw must not hurt the window
-                live.update(render(journal, run_id, settings), refresh=True)
-            if stop.wait(REFRESH_SECONDS):
-                return
+        draw()
+        while not stop.wait(REFRESH_SECONDS):
+            draw()
+        draw()  # the last frame shows how the window ended, not the phase it was in
     finally:
         journal.close()
 

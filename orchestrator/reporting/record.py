@@ -21,8 +21,9 @@ import structlog
 from orchestrator.config import Settings
 from orchestrator.engine import eta
 from orchestrator.engine.facts import BACKUP, BASELINE_BEFORE, DATA_LOSS_ACCEPTED
-from orchestrator.engine.journal import Journal, PhaseStatus, Run
+from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import TERMINAL
+from orchestrator.engine.rows import PhaseStatus, Run
 from orchestrator.errors import ExitCode, UsageError
 from orchestrator.redact import redact, redact_value
 from orchestrator.reporting import as_html, as_markdown

@@ -39,7 +39,8 @@ def exit_text(facts: dict[str, Any]) -> str:
 
 
 def sections(facts: dict[str, Any]) -> list[Section]:
-    found = [summary(facts), phases(facts), checks(facts), *backup(facts), rollback(facts),
+    found = [summary(facts), phases(facts), migration(facts), checks(facts), *backup(facts),
+             rollback(facts),
              baseline(facts), monitoring(facts), rehearsal(facts), drain(facts), driven(facts),
              contacts(facts)]
     return [s for s in found if s.rows or s.note]
@@ -60,6 +61,19 @@ def summary(facts: dict[str, Any]) -> Section:
     rows += [("risk", risk) for risk in facts["risks"]]
     rows += [("lint warning", warning) for warning in facts["lint"]]
     return Section("Summary", (), rows)
+
+
+def migration(facts: dict[str, Any]) -> Section:
+    """What production's migration applied, and the tail of what its command said."""
+    ran = facts.get("migration")
+    if not ran:
+        return Section("Migration", (), [])
+    applied = ran["applied"]
+    rows = [("applied", ", ".join(applied) if applied else
+             "nothing new in the tool's table" if applied == [] else
+             '- (tool = "none": the tool\'s table is not read)'),
+            ("output (last lines)", ran["output"])]
+    return Section("Migration", (), rows)
 
 
 def phases(facts: dict[str, Any]) -> Section:

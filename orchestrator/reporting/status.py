@@ -13,6 +13,7 @@ from orchestrator.engine.facts import (
     BASELINE,
     DRAIN,
     LINT,
+    MIGRATION,
     REHEARSAL,
     REHEARSAL_SKIPPED,
     ROLLBACK,
@@ -20,8 +21,9 @@ from orchestrator.engine.facts import (
     BackupFacts,
     Warnings,
 )
-from orchestrator.engine.journal import Journal, PhaseRow, PhaseStatus, Run
+from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import FORWARD, TERMINAL
+from orchestrator.engine.rows import PhaseRow, PhaseStatus, Run
 from orchestrator.errors import UsageError
 from orchestrator.store import lease
 
@@ -76,6 +78,7 @@ def status(journal: Journal, run: Run, settings: Settings | None = None, *,
         "staging": run.staging,
         "phases": phases,
         "backup": _backup(journal.get(run.run_id, BACKUP)),
+        "migration": journal.get(run.run_id, MIGRATION),
         "rollback": journal.get(run.run_id, ROLLBACK),
         "baseline": journal.get(run.run_id, BASELINE) or {},
         "drain": journal.get(run.run_id, DRAIN),
@@ -83,7 +86,9 @@ def status(journal: Journal, run: Run, settings: Settings | None = None, *,
         "monitor": [{**s, "at": _iso(s["at"])} for s in journal.samples(run.run_id)],
         "rehearsal": rehearsal,
         "risks": _risks(journal, run),
-        "eta": _eta(settings, run, rows, rehearsal) if settings else None,
+        # An ended window has no ETA: it took what the phases say.
+        "eta": _eta(settings, run, rows, rehearsal)
+        if settings and run.state not in TERMINAL else None,
     }
 
 
@@ -164,6 +169,8 @@ def table(report: dict[str, Any]) -> str:
         proof = "verified by restore" if backup["verified"] else "table of contents read"
         lines += ["", f"  backup {backup['path']}: {len(backup['tables'])} tables, {rows} rows,"
                       f" {backup['size_bytes']} bytes, {proof}"]
+    if (migration := report.get("migration")) and migration["applied"]:
+        lines.append(f"  migrations applied: {', '.join(migration['applied'])}")
     if rollback := report["rollback"]:
         lines.append(f"  rollback by {rollback['method']} in {rollback['duration_s']:.2f}s;"
                      f" the failed database is kept as {rollback['retained_database']}")
@@ -237,6 +244,24 @@ def _paused(run: Run, gap: dict[str, int] | None, off: str) -> str:
         f"  or fix forward by hand and take the banner down yourself: {off}")
 
 
+def banner_now(phases: list[PhaseRow]) -> str:
+    """Whether the maintenance banner is up, from the phases that raise and lower it: "up",
+    "down", or "perhaps up" (its command was cut short)."""
+    seen = {p.name: p.status for p in phases}
+    if PhaseStatus.SUCCEEDED in (seen.get("banner_off"), seen.get("rollback_banner_off")):
+        return "down"
+    if seen.get("banner_on") == PhaseStatus.SUCCEEDED:
+        return "up"
+    cut = (PhaseStatus.RUNNING, PhaseStatus.INTERRUPTED)
+    return "perhaps up" if seen.get("banner_on") in cut else "down"
+
+
+def ways_on(phases: list[PhaseRow]) -> str:
+    """What an interrupted window's engineer can do next, with where the banner stands."""
+    return (f"the maintenance banner is {banner_now(phases)}. `window resume` continues the"
+            " window; `window abort` stops it and rolls production back if it changed.")
+
+
 def advice(journal: Journal, run: Run, settings: Settings) -> str:
     """What the engineer must do by hand when the window ends in ``needs_attention``."""
     failed = [p for p in journal.phases(run.run_id)
@@ -267,5 +292,6 @@ def advice(journal: Journal, run: Run, settings: Settings) -> str:
             " --dbname NEW ARCHIVE), compare the row counts, rename the broken database"
             " away (keep it: it holds the evidence), rename NEW to"
             f" {(run.target or '').rpartition('/')[2]} (on {run.target}), then: {off}")
-    return (f"\nNEEDS ATTENTION ({last} did not succeed). {situation}\n"
+    return (f"\nNEEDS ATTENTION ({last} did not succeed); the maintenance banner is"
+            f" {banner_now(journal.phases(run.run_id))}. {situation}\n"
             f"The journal and audit log are in {settings.state_dir}.")

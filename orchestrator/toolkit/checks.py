@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import psycopg
 
 from orchestrator.config import Check, CommandCheck, HttpCheck, LogCheck, SqlCheck
+from orchestrator.engine import proc
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import LOG_OFFSETS
 from orchestrator.errors import PhaseFailed, PhaseTimeout
@@ -25,6 +26,7 @@ class Outcome:
     name: str
     passed: bool
     detail: str
+    skipped: bool = False
 
 
 def run_all(ctx: Context, db: pg.Db, migrate_phase: str) -> list[Outcome]:
@@ -43,6 +45,12 @@ def run_all(ctx: Context, db: pg.Db, migrate_phase: str) -> list[Outcome]:
 
 
 def run_one(ctx: Context, check: Check, db: pg.Db) -> Outcome:
+    on_production = str(db) == str(ctx.target)
+    if isinstance(check, HttpCheck) and not on_production and check.staging_url is None:
+        ctx.log.warning("check_skipped", check=check.name, kind=check.kind,
+                        reason="no staging_url: the rehearsal never asks production's"
+                               " application and calls the answer staging's")
+        return Outcome(check.name, True, "skipped: no staging_url", skipped=True)
     deadline = min(ctx.deadline, time.time() + check.timeout)
     started = time.monotonic()
     try:
@@ -63,7 +71,12 @@ def run_one(ctx: Context, check: Check, db: pg.Db) -> Outcome:
 def _run(ctx: Context, check: Check, db: pg.Db, deadline: float) -> tuple[bool, str]:
     match check:
         case HttpCheck():
-            return probes.http_answers(check, deadline)
+            if str(db) == str(ctx.target):
+                return probes.http_answers(check, check.url, check.headers, deadline)
+            if check.staging_url is None:  # run_one skips it: never production's app
+                return False, "no staging_url"
+            return probes.http_answers(check, check.staging_url, check.staging_headers,
+                                       deadline)
         case LogCheck():
             offsets = (ctx.journal.get(ctx.run_id, LOG_OFFSETS) or {}).get(check.name, {})
             return probes.log_is_clean(ctx.settings, check, offsets)
@@ -135,12 +148,16 @@ def _sql(ctx: Context, check: SqlCheck, db: pg.Db, deadline: float) -> tuple[boo
 
 def _command(ctx: Context, check: CommandCheck, db: pg.Db, deadline: float
              ) -> tuple[bool, str]:
-    # Its own application_name: a check's sessions are not the migrate command's.
+    # Its own application_name: a check's sessions are not the migrate command's; its
+    # WINDOW_PHASE is the phase it checks for.
     own = replace(ctx, phase=f"{ctx.phase}/checks")
-    result = own.run_command(check.command, db=db, deadline=deadline)
+    env = {**own.command_env(db), "WINDOW_PHASE": ctx.phase}
+    workdir = check.workdir or ctx.settings.migrate.workdir
+    result = own.run_command(check.command, db=db, deadline=deadline, env=env,
+                             cwd=ctx.settings.path(workdir) if workdir else None)
     if result.exit_code != 0:
-        return False, f"exited {result.exit_code}"
+        return False, f"exited {result.exit_code}: {proc.tail(result.output)}"
     if check.expect_output is not None and check.expect_output not in result.stdout:
-        return False, f"output lacks {check.expect_output!r}"
+        return False, f"output lacks {check.expect_output!r}: {proc.tail(result.output)}"
     return True, "exited 0"
 

@@ -26,8 +26,8 @@ from orchestrator.engine import proc
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import BackupFacts
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import archive, pg, tools
-from orchestrator.postgres.pg import TableFigures
+from orchestrator.postgres import archive, figures, pg, tools
+from orchestrator.postgres.figures import TableFigures
 from orchestrator.toolkit.progress import TableProgress
 
 NAME_LIMIT = 63  # PostgreSQL's identifier length
@@ -148,7 +148,7 @@ def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str |
                 conn.isolation_level = IsolationLevel.REPEATABLE_READ
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
                     sql.Literal(snapshot)))
-            return table.qualified, pg.describe_table(conn, table, checksums=checksums)
+            return table.qualified, figures.describe_table(conn, table, checksums=checksums)
 
     with ThreadPoolExecutor(max_workers=ctx.settings.backup.jobs) as pool:
         return dict(pool.map(one, tables))

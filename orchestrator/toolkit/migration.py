@@ -51,3 +51,19 @@ def bounded_env(ctx: Context, db: pg.Db) -> dict[str, str]:
               f" -c statement_timeout={max(1000, int(statement * 1000))}")
     env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {bounds}".strip()
     return env
+
+
+def tool_state(ctx: Context, db: pg.Db) -> migrations.ToolState | None:
+    """What the migration tool's table records in ``db``; None with ``tool = "none"``, where
+    nothing can tell what a migration applied."""
+    if ctx.settings.migrate.tool == "none":
+        return None
+    with ctx.connect(db) as conn:
+        return migrations.read(conn, ctx.settings.migrate, migrations.files(ctx.settings),
+                               db.schema)
+
+
+def newly_applied(before: migrations.ToolState, after: migrations.ToolState) -> list[str]:
+    """The migrations ``after`` records as applied that ``before`` did not."""
+    known = set(before.applied)
+    return [name for name in after.applied if name not in known]

@@ -19,13 +19,16 @@ from typing import Any
 from orchestrator.config import HttpCheck, LogCheck, Settings
 
 BACKOFF_SECONDS = (0.5, 1.0, 2.0, 4.0)
+BODY_SHOWN = 2048  # of a failing answer's body, kept with the failure
 
 
-def http_answers(check: HttpCheck, deadline: float) -> tuple[bool, str]:
-    """Ask until it passes or the check's deadline comes; the last answer says why not."""
+def http_answers(check: HttpCheck, url: str, headers: dict[str, str], deadline: float
+                 ) -> tuple[bool, str]:
+    """Ask ``url`` (production's application, or staging's) until it passes or the check's
+    deadline comes; the last answer says why not, with what its body said."""
     attempt = 0
     while True:
-        passed, detail = _ask(check, deadline)
+        passed, detail = _ask(check, url, headers, deadline)
         if passed or time.time() + BACKOFF_SECONDS[0] >= deadline:
             return passed, detail + (f" after {attempt + 1} attempts" if attempt else "")
         time.sleep(min(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)],
@@ -33,9 +36,10 @@ def http_answers(check: HttpCheck, deadline: float) -> tuple[bool, str]:
         attempt += 1
 
 
-def _ask(check: HttpCheck, deadline: float) -> tuple[bool, str]:
-    request = urllib.request.Request(check.url, method=check.method,  # noqa: S310 - the user's
-                                     headers=check.headers)
+def _ask(check: HttpCheck, url: str, headers: dict[str, str], deadline: float
+         ) -> tuple[bool, str]:
+    request = urllib.request.Request(url, method=check.method,  # noqa: S310 - the user's
+                                     headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=max(0.1, deadline - time.time())) as answer:  # noqa: S310
             status, body = answer.status, answer.read(1024 * 1024)
@@ -43,10 +47,19 @@ def _ask(check: HttpCheck, deadline: float) -> tuple[bool, str]:
         status, body = exc.code, exc.read(1024 * 1024)
     except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException,
             ValueError) as exc:
-        return False, f"{check.url} did not answer: {getattr(exc, 'reason', exc)}"
+        return False, f"{url} did not answer: {getattr(exc, 'reason', exc)}"
+    text = body.decode("utf-8", "replace")
     if status != check.expect_status:
-        return False, f"HTTP {status} (expected {check.expect_status})"
-    return _body_says_ok(check, body.decode("utf-8", "replace"), status)
+        passed, detail = False, f"HTTP {status} (expected {check.expect_status})"
+    else:
+        passed, detail = _body_says_ok(check, text, status)
+    return passed, detail if passed else f"{detail}; body: {_shown(text)}"
+
+
+def _shown(body: str) -> str:
+    """The first ``BODY_SHOWN`` characters of a body, on one line."""
+    cut = " ".join(body[:BODY_SHOWN].split())
+    return (cut + " ...") if len(body) > BODY_SHOWN else (cut or "(empty)")
 
 
 def _body_says_ok(check: HttpCheck, body: str, status: int) -> tuple[bool, str]:

@@ -27,10 +27,11 @@ from psycopg import sql
 from orchestrator.engine.context import Context
 from orchestrator.errors import PhaseFailed, WindowError
 from orchestrator.postgres import pg, tools
+from orchestrator.postgres.migrations import ToolState, named
 from orchestrator.redact import redact
 from orchestrator.toolkit import checks
 from orchestrator.toolkit.dumps import dump_compression, run_tool, suffixed
-from orchestrator.toolkit.migration import run_migration
+from orchestrator.toolkit.migration import newly_applied, run_migration, tool_state
 from orchestrator.toolkit.progress import TableProgress
 
 CLEANUP_SECONDS = 30.0
@@ -44,17 +45,63 @@ def rehearse(ctx: Context) -> dict[str, Any]:
 
 
 def _on_staging(ctx: Context) -> dict[str, Any]:
-    return {"mode": "url", "database": str(ctx.staging), **_migrate_and_check(ctx, ctx.staging)}
+    production = tool_state(ctx, ctx.target)
+    before = tool_state(ctx, ctx.staging)
+    if production is not None and before is not None:
+        _holds_what_production_holds(ctx.staging, before, production)
+    return {"mode": "url", "database": str(ctx.staging),
+            **_migrate_and_check(ctx, ctx.staging, before, production)}
 
 
-def _migrate_and_check(ctx: Context, db: pg.Db) -> dict[str, Any]:
+def _holds_what_production_holds(db: pg.Db, staging: ToolState, production: ToolState
+                                 ) -> None:
+    """In url mode staging must hold exactly the migrations production holds: a staging
+    already migrated (an earlier attempt) would rehearse nothing, one further behind would
+    rehearse more than production will run."""
+    ahead = [m for m in staging.applied if m not in set(production.applied)]
+    behind = [m for m in production.applied if m not in set(staging.applied)]
+    if not (ahead or behind):
+        return
+    differs = "; ".join([*([f"staging has {named(ahead)} applied, production has not"]
+                           if ahead else []),
+                         *([f"production has {named(behind)} applied, staging has not"]
+                           if behind else [])])
+    raise PhaseFailed(f"staging {db} does not hold what production holds ({differs}): a"
+                      " rehearsal there would not rehearse this migration. Nothing was run;"
+                      " refresh staging from production, or rehearse on a fresh copy of"
+                      ' production ([staging] mode = "clone").')
+
+
+def _migrate_and_check(ctx: Context, db: pg.Db, before: ToolState | None,
+                       production: ToolState | None) -> dict[str, Any]:
     started = time.monotonic()
     run_migration(ctx, db)
     migrate_s = _seconds(started)
-    ctx.log.info("rehearsal_migrated", database=str(db), duration_s=migrate_s)
+    applied = _applied(ctx, db, before, production)
+    ctx.log.info("rehearsal_migrated", database=str(db), duration_s=migrate_s,
+                 applied=applied)
     started = time.monotonic()
     outcomes = checks.run_all(ctx, db, migrate_phase=ctx.phase)
-    return {"migrate_s": migrate_s, "checks_s": _seconds(started), "checks": len(outcomes)}
+    return {"migrate_s": migrate_s, "checks_s": _seconds(started), "checks": len(outcomes),
+            "applied": applied}
+
+
+def _applied(ctx: Context, db: pg.Db, before: ToolState | None,
+             production: ToolState | None) -> list[str] | None:
+    """What the rehearsal applied, from the tool's table before and after; a rehearsal that
+    applied nothing while production has migrations pending proves nothing, and fails.
+    None with ``tool = "none"``: nothing can tell."""
+    if before is None or production is None:
+        ctx.log.warning("rehearsal_unproven", reason='with [migrate] tool = "none" nothing'
+                        " can tell what the rehearsal applied")
+        return None
+    after = tool_state(ctx, db)
+    applied = newly_applied(before, after) if after is not None else []
+    if production.pending and not applied:
+        raise PhaseFailed(f"the rehearsal on {db} applied nothing, while production has"
+                          f" {len(production.pending)} migration(s) pending"
+                          f" ({named(production.pending)}): it proves nothing about them.")
+    return applied
 
 
 def _on_clone(ctx: Context) -> dict[str, Any]:
@@ -66,8 +113,9 @@ def _on_clone(ctx: Context) -> dict[str, Any]:
     try:
         dumped = _dump(copying, clone_archive(ctx))
         restore_s = _restore(copying, clone_archive(ctx), scratch, dumped)
+        copied = tool_state(ctx, scratch)  # production's own history, as the copy holds it
         return {"mode": "clone", "database": str(scratch), "dump_s": dumped.seconds,
-                "restore_s": restore_s, **_migrate_and_check(ctx, scratch)}
+                "restore_s": restore_s, **_migrate_and_check(ctx, scratch, copied, copied)}
     finally:
         try:
             remove_clone(ctx.shielded(CLEANUP_SECONDS))

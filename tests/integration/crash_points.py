@@ -45,6 +45,7 @@ COMPLETES = [
     "journal.child_started.migrate#1",
     "process.exited.sh#4",
     "journal.child_ended#7",
+    "journal.put.migration#1",
     "journal.conclude_phase.migrate#1",
     "journal.start_phase.post_check#1",
     "journal.child_started.post_check/checks#1",

@@ -58,9 +58,14 @@ def app() -> Iterator[str]:
     server.server_close()
 
 
-def health(url: str, timeout: str = "20s") -> str:
-    return (f'\n[[checks]]\nname = "health"\nkind = "http"\nurl = "{url}"\ntimeout = "{timeout}"'
-            '\nexpect_json = { "checks.db" = "ok" }\nexpect_body = \'"status": "ok"\'\n')
+def health(url: str, timeout: str = "20s", staging_url: str | None = "same") -> str:
+    """An http check of ``url`` (production's app); the rehearsal asks ``staging_url``, by
+    default the same app (the test's one app stands for both), or skips it (None)."""
+    staging = "" if staging_url is None else \
+        f'\nstaging_url = "{url if staging_url == "same" else staging_url}"'
+    return (f'\n[[checks]]\nname = "health"\nkind = "http"\nurl = "{url}"{staging}'
+            f'\ntimeout = "{timeout}"\nexpect_json = {{ "checks.db" = "ok" }}'
+            '\nexpect_body = \'"status": "ok"\'\n')
 
 
 def test_a_healthy_endpoint_passes(shop: Shop, app: str) -> None:
@@ -146,3 +151,61 @@ def test_builtin_checks_can_be_skipped_by_name(shop: Shop) -> None:
 
     assert shop.run_window().returncode == 0
     assert "no-invalid-indexes" not in shop.window("plan").stdout
+
+
+def test_the_rehearsal_asks_staging_and_post_check_asks_production(shop: Shop, app: str
+                                                                   ) -> None:
+    """Staging's app is healthy, production's says its database is down: the rehearsal
+    passes on staging's answer, post_check fails on production's and keeps its body."""
+    shop.configure(checks=health(f"{app}/down", timeout="2s", staging_url=f"{app}/ok"))
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert shop.phase("staging_dry_run")["status"] == "succeeded"
+    assert _App.calls.get("/ok", 0) >= 1
+    error = shop.phase("post_check")["error"]
+    assert "checks.db = 'error' (expected 'ok')" in error
+    assert 'body: {"status": "ok", "checks": {"db": "error"}}' in error, "what it saw is kept"
+    report = next((shop.folder / ".window" / "reports").glob("*.md")).read_text()
+    assert '"db": "error"' in report
+
+
+def test_without_staging_url_the_rehearsal_skips_the_http_check(shop: Shop, app: str) -> None:
+    shop.configure(checks=health(f"{app}/down", timeout="2s", staging_url=None))
+
+    plan = shop.window("plan")
+    done = shop.run_window()
+
+    assert "the rehearsal SKIPS it (no staging_url)" in plan.stdout
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "check_skipped" in done.stderr
+    assert shop.phase("staging_dry_run")["status"] == "succeeded"
+    assert "checks.db = 'error'" in shop.phase("post_check")["error"]
+
+
+def test_command_checks_run_in_their_workdir_with_the_environment_they_check(shop: Shop
+                                                                           ) -> None:
+    (shop.folder / "frontend").mkdir()
+    shop.configure(checks='\n[[checks]]\nname = "where"\nkind = "command"\n'
+                          'workdir = "frontend"\ncommand = \'echo "$WINDOW_PHASE $(pwd)'
+                          ' $DATABASE_URL" >> ../seen.log\'\n')
+
+    done = shop.run_window()
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = (shop.folder / "seen.log").read_text().splitlines()
+    assert [line.split()[0] for line in seen] == ["staging_dry_run", "post_check"]
+    assert all(line.split()[1].endswith("/frontend") for line in seen)
+    assert seen[0].endswith(f"/{shop.staging_db}") and seen[1].endswith(f"/{shop.prod_db}")
+
+
+def test_a_failing_command_check_keeps_what_it_said(shop: Shop) -> None:
+    shop.configure(checks='\n[[checks]]\nname = "drift"\nkind = "command"\n'
+                          'command = "echo checking; echo schema drift in orders >&2; exit 1"\n')
+
+    done = shop.run_window()
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    error = shop.phase("staging_dry_run")["error"]
+    assert "drift: exited 1: checking | schema drift in orders" in error

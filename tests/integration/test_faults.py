@@ -415,7 +415,9 @@ def test_sigint_twice_during_migrate_exits_5_and_resume_completes(
     assert window.wait(timeout=60) == 5, shop.background_output()
     output = shop.background_output()
     no_traceback(output)
-    assert "window: interrupted by SIGINT; `window resume` continues." in output
+    assert "driven by pid" not in output, "said as the process exits: nothing drives it"
+    assert ("window: interrupted by SIGINT; the maintenance banner is up. `window resume`"
+            " continues the window; `window abort` stops it") in output
     assert not pid_alive(sleeper)
     status = shop.status()
     assert status["state"] == "migrate"

@@ -24,7 +24,7 @@ import pytest
 from orchestrator import config
 from orchestrator.commands import demo
 from orchestrator.engine import holding
-from orchestrator.engine.journal import Run
+from orchestrator.engine.rows import Run
 from orchestrator.postgres.cluster import Cluster
 from tests.integration.moto import aws_env, moto_server  # noqa: F401
 

@@ -53,5 +53,11 @@ def test_prune_keeps_the_newest_and_drops_failed_databases(shop: Shop) -> None:
     assert done.returncode == 0, done.stderr
     left = sorted(p.name for p in (shop.folder / "backups").iterdir())
     assert left == [newest, f"{newest}.sha256"]
+    gone = next(name for name in before if name not in left and not name.endswith(".sha256"))
+    listed = done.stdout.split("prune deletes:", 1)[1]
+    assert f"archive  {shop.folder / 'backups' / gone}" in listed, done.stdout
+    assert f"database {shop.prod_db}_failed_" in listed, "what it deletes, said first"
+    again = shop.window("prune", "--keep", "1", "--failed-databases", "--confirm", demo.PHRASE)
+    assert again.returncode == 0 and again.stdout.startswith("nothing to prune"), again.stdout
     assert shop.databases(f"{shop.prod_db}_failed_%") == []
     assert "archive_pruned" in done.stderr and "failed_database_dropped" in done.stderr

@@ -17,6 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from orchestrator.commands import demo
+from tests.support.prisma import MIGRATION, prisma_project
 from tests.support.shop import Shop, add_free_sample
 
 NOTIFY = """
@@ -156,3 +157,30 @@ def test_announce_sends_the_notice_in_local_time(shop: Shop, inbox: Inbox) -> No
     assert bad.returncode == 2
     assert bad.stderr.strip() == "window: --tz 'Mars/Olympus' is not a time zone such as" \
                                  " Europe/Athens."
+
+
+def test_the_completion_notice_names_the_migrations_applied(shop: Shop, inbox: Inbox) -> None:
+    prisma_project(shop, contacts=demo.DEMO_CONTACTS + NOTIFY)
+
+    done = shop.run_window()
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"migrations applied: {MIGRATION}" in inbox.text("completed")
+
+
+ORDERS_CHECK = """
+[[checks]]
+name = "orders"
+kind = "command"
+command = '[ "$WINDOW_PHASE" != post_check ] || { echo "orders: 0 rows"; exit 1; }'
+"""
+
+
+def test_a_failed_check_says_what_it_saw_in_the_notice(shop: Shop, inbox: Inbox) -> None:
+    _notifying(shop, checks=ORDERS_CHECK)
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "why: " in inbox.text("rolled back")
+    assert "orders: exited 1: orders: 0 rows" in inbox.text("rolled back")

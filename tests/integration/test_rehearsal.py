@@ -9,9 +9,8 @@ from typing import Any
 
 from orchestrator import config
 from orchestrator.commands import demo
-from orchestrator.engine.journal import Journal
+from orchestrator.engine import eta
 from orchestrator.postgres import pg
-from orchestrator.reporting import status
 from orchestrator.toolkit.rehearsal import database_on
 from tests.support.shop import Shop, add_free_sample
 
@@ -30,16 +29,9 @@ def clone_mode(shop: Shop, *keys: str, **overrides: Any) -> None:
     shop.config.write_text(text.replace(staging, "\n".join([staging, 'mode = "clone"', *keys])))
 
 
-def status_with_eta(shop: Shop) -> dict[str, Any]:
-    """``window status --json`` as the report builds it with the window's settings."""
-    settings = config.load(shop.config)
-    journal = Journal.open(settings.state_dir)
-    try:
-        run = journal.latest_run()
-        assert run is not None
-        return status.status(journal, run, settings)
-    finally:
-        journal.close()
+def rehearsed_eta(shop: Shop) -> eta.Eta:
+    """What the window expected from its rehearsal (an ended window shows no ETA)."""
+    return eta.estimate(config.load(shop.config), shop.status()["rehearsal"])
 
 
 def phase_line(plan: str, phase: str) -> str:
@@ -75,9 +67,9 @@ def test_clone_mode_migrates_a_fresh_copy_and_leaves_staging_untouched(shop: Sho
     assert all(rehearsal[key] > 0 for key in ("dump_s", "restore_s", "migrate_s", "checks_s"))
     assert f"rehearsal (clone) on localhost:{shop.cluster.port}/{scratch}: dump" in done.stdout
     assert demo.APP_PASSWORD not in done.stdout + done.stderr
-    expected = status_with_eta(shop)["eta"]
-    assert expected["from"] == "rehearsal"
-    assert expected["point_of_no_return"] > expected["ends_at"]
+    expected = rehearsed_eta(shop)
+    assert expected.source == "rehearsal"
+    assert expected.point_of_no_return_s > expected.expected_s
     plan = shop.window("plan").stdout
     assert f"rehearsed by window {run_id}" in plan
     assert phase_line(plan, "migrate").endswith(" rehearsed")

@@ -9,41 +9,8 @@ import json
 import sqlite3
 
 from orchestrator.commands import demo
-from tests.support.prisma import PRISMA_TABLE
+from tests.support.prisma import MIGRATION, prisma_project
 from tests.support.shop import Shop
-
-# Applies the pending prisma/migrations folders and records them, as `prisma migrate deploy`
-# does; each run is logged with its phase, so a test can count the rehearsals.
-FAKE_PRISMA = f"""#!/bin/sh
-set -e
-echo "$WINDOW_PHASE" >> migrate-runs.log
-psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c '{PRISMA_TABLE}'
-for dir in prisma/migrations/*/; do
-  name=$(basename "$dir")
-  done=$(psql -X -At "$DATABASE_URL" -c "SELECT count(*) FROM _prisma_migrations
-    WHERE migration_name = '$name' AND finished_at IS NOT NULL")
-  [ "$done" = 0 ] || continue
-  psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -f "$dir/migration.sql"
-  sum=$(sha256sum "$dir/migration.sql" | cut -d' ' -f1)
-  psql -X -q "$DATABASE_URL" -c "INSERT INTO _prisma_migrations (id, checksum, finished_at,
-    migration_name, applied_steps_count) VALUES (gen_random_uuid(), '$sum', now(), '$name', 1)"
-done
-"""
-MIGRATION = "20261130000000_status"
-
-
-def project(shop: Shop, *, staging: str = "", **overrides: str) -> None:
-    folder = shop.folder / "prisma" / "migrations" / MIGRATION
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "migration.sql").write_text(demo.GOOD_MIGRATION)
-    script = shop.folder / "fake-prisma.sh"
-    script.write_text(FAKE_PRISMA)
-    script.chmod(0o755)
-    config = shop.configure(migrate="./fake-prisma.sh",
-                            migrate_extra='tool = "prisma"\nfiles = "prisma/migrations"',
-                            **overrides)
-    text = config.read_text().replace("[staging]\n", f"[staging]\n{staging}\n")
-    config.write_text(text + "\n[lint]\nsquawk = false\nidempotency = false\n")
 
 
 def rehearsals_run(shop: Shop) -> list[str]:
@@ -52,7 +19,7 @@ def rehearsals_run(shop: Shop) -> list[str]:
 
 
 def test_a_fresh_rehearsal_is_reused_by_run(shop: Shop) -> None:
-    project(shop)
+    prisma_project(shop)
 
     rehearsed = shop.window("rehearse")
     assert rehearsed.returncode == 0, rehearsed.stderr
@@ -78,7 +45,9 @@ def age_rehearsals(shop: Shop, seconds: float) -> None:
 
 
 def test_an_old_or_different_rehearsal_is_not_reused(shop: Shop) -> None:
-    project(shop, staging='max_age = "1h"')
+    # On a fresh copy each time: staging itself, migrated by the first rehearsal, would no
+    # longer hold production's history (test_rehearsal_proof.py).
+    prisma_project(shop, staging='mode = "clone"\nmax_age = "1h"')
     assert shop.window("rehearse").returncode == 0
     age_rehearsals(shop, 3600 + 60)  # a minute older than max_age
 
@@ -101,7 +70,7 @@ def test_a_file_changed_after_the_rehearsal_stops_the_window(shop: Shop) -> None
     """Here the banner command edits the migration (after the rehearsal, before production's
     migration): the migration is never run and production is rolled back."""
     changed = f"prisma/migrations/{MIGRATION}/migration.sql"
-    project(shop, banner_on=f"touch maintenance.on && echo '-- edited' >> {changed}")
+    prisma_project(shop, banner_on=f"touch maintenance.on && echo '-- edited' >> {changed}")
     config = shop.config.read_text().replace("[backup]\n", '[backup]\nwhen = "after_banner"\n')
     shop.config.write_text(config)
 
@@ -115,12 +84,12 @@ def test_a_file_changed_after_the_rehearsal_stops_the_window(shop: Shop) -> None
 
 
 def test_skipping_the_rehearsal_takes_both_switches_and_is_a_recorded_risk(shop: Shop) -> None:
-    project(shop)
+    prisma_project(shop)
     refused = shop.run_window("--skip-staging")
     assert refused.returncode == 2
     assert "[staging] skip = true" in refused.stderr
 
-    project(shop, staging="skip = true")
+    prisma_project(shop, staging="skip = true")
     done = shop.run_window("--skip-staging")
 
     assert done.returncode == 0, done.stderr
@@ -135,7 +104,7 @@ def test_skipping_the_rehearsal_takes_both_switches_and_is_a_recorded_risk(shop:
 def test_no_rehearsal_while_a_window_is_unfinished(shop: Shop) -> None:
     """Production may be half-migrated, its migrate command still running: a rehearsal of
     it now would measure nothing true and be reused later."""
-    project(shop, banner_on="touch maintenance.on && sleep 60")
+    prisma_project(shop, banner_on="touch maintenance.on && sleep 60")
     window = shop.start("run", "--confirm", demo.PHRASE)
     shop.wait_for("maintenance.on")
     window.kill()

@@ -309,10 +309,17 @@ def with_found(test: Any, name: str, found: list[Any]) -> Any:
     return test
 
 
+# What plan learns from the servers, as a server of the suite's version would say it.
+SERVERS_SAID = plan.LookedUp(15, "pg_dump /usr/bin/pg_dump, pg_restore /usr/bin/pg_restore",
+                             ["  pending     on production: nothing"],
+                             "  rollback    swap in the standby proven at the backup")
+
+
 def test_hostile_mappings_are_refused_with_a_sentence_naming_the_key(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """config.from_mapping on 1,500 generated mappings, and plan.describe on those it
-    accepts: a ConfigError of one printable line naming a key, or settings that plan."""
+    """config.from_mapping on 1,500 generated mappings, and plan's checks and text on those
+    it accepts (with the servers' side given: plan asks real servers, none here): a
+    ConfigError of one printable line naming a key, or settings that plan."""
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:pw@127.0.0.1:1/shop")
     monkeypatch.setenv("DATABASE_URL_STAGING", "postgresql://app:pw@127.0.0.1:1/staging")
     path = tmp_path / "window.toml"
@@ -334,7 +341,8 @@ def test_hostile_mappings_are_refused_with_a_sentence_naming_the_key(
         assert math.isfinite(loaded.monitor.interval)
         if loaded.state.backend == "local":  # s3 would reach for the network
             try:
-                assert plan.describe(loaded)
+                target, staging = plan.prepared(loaded)
+                assert plan.plan_text(loaded, target, staging, SERVERS_SAID)
             except WindowError as error:
                 assert error.message.isprintable(), error.message
                 tally["plan refused"] += 1

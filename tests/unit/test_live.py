@@ -15,6 +15,7 @@ import structlog
 from orchestrator import config, log
 from orchestrator.engine import machine
 from orchestrator.engine.journal import Journal
+from orchestrator.engine.rows import PhaseStatus
 from orchestrator.reporting import live
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
@@ -117,3 +118,16 @@ def test_json_lines_are_redacted_audit_events(out: io.StringIO) -> None:
     assert "s3cret-pw" not in out.getvalue()
     assert event["url"] == "postgresql://app:***@db/shop"
     assert not log.panel_wanted()  # JSON lines are for programs: no panel over them
+
+
+def test_the_last_frame_shows_how_the_window_ended(journal: Journal,
+                                                  settings: config.Settings) -> None:
+    out = io.StringIO()
+    terminal = live.Console(file=out, force_terminal=True, width=120, color_system=None)
+    with live.live_view(journal, RUN, settings, console=terminal):
+        wait_until(lambda: "staging_dry_run" in out.getvalue(), "the panel drawn", seconds=30)
+        journal.conclude_phase(RUN, "staging_dry_run", PhaseStatus.FAILED, "staging broke",
+                               trigger="failed", state="aborted")
+    last = out.getvalue().rsplit(f"window {RUN}:", 1)[1]
+    assert last.split("\n", 1)[0].strip() == "aborted"
+    assert "running" not in last, "no phase shown running after the window ended"

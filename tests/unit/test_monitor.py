@@ -57,3 +57,26 @@ def test_samples_come_back_in_order_with_outside_text_redacted(tmp_path: Path) -
     assert got[0] == {"at": 1.0, "phase": "migrate", "connections": 1}
     assert "hunter2" not in str(got)
     assert got[-1]["blocked"][0]["blocked_by"] == [6]
+
+
+def sample(connections: int, active: int, longest_s: float,
+           blocked_by: list[int] | None = None) -> dict[str, object]:
+    blocked = [{"pid": 9, "blocked_by": blocked_by}] if blocked_by else []
+    return {"connections": connections, "active": active, "waiting": len(blocked),
+            "longest_s": longest_s, "blocked": blocked}
+
+
+def test_a_monitor_line_is_shown_when_the_picture_changes_not_every_tick(tmp_path: Path
+                                                                        ) -> None:
+    ctx = context(tmp_path)
+    sampler = monitor.Sampler(ctx)
+    with capture_logs() as logs:
+        for taken in (sample(3, 1, 0.5), sample(3, 1, 2.5), sample(3, 1, 4.5),  # one line
+                      sample(4, 2, 6.5), sample(4, 2, 8.5),  # a new session: one more
+                      sample(4, 2, 9.0, blocked_by=[7])):  # someone waits: one more
+            sampler._show(taken)
+    ctx.journal.close()
+
+    shown = [(e["connections"], e["active"], e.get("blocked_by")) for e in logs
+             if e["event"] == "monitor"]
+    assert shown == [(3, 1, None), (4, 2, None), (4, 2, [7])]

@@ -17,8 +17,9 @@ from orchestrator import config
 from orchestrator.engine import machine
 from orchestrator.engine.facts import BACKUP, ROLLBACK
 from orchestrator.engine.journal import Journal
+from orchestrator.engine.rows import PhaseStatus
 from orchestrator.errors import UsageError
-from orchestrator.reporting import as_html, as_markdown, record
+from orchestrator.reporting import as_html, as_markdown, record, status
 from tests.support.settings import make_settings
 
 HOSTILE = '<script>alert("x")</script> | and postgresql://app:s3cret-pw@db/shop'
@@ -233,3 +234,27 @@ def test_unknown_runs_and_empty_journals_are_usage_errors(journal: Journal,
     with pytest.raises(UsageError, match="`window history` lists them"):
         record.find_run(journal, "r9", settings.state_dir)
     assert record.find_run(journal, None, settings.state_dir).run_id == "r1"
+
+
+def test_an_operators_abort_is_listed_as_aborted_not_failed(journal: Journal,
+                                                           settings: config.Settings) -> None:
+    journal.create_run("r1", [str(p) for p in machine.phases()], {"target": "db:5432/shop"})
+    journal.start_phase("r1", "preflight", time.time() + 60, 60.0)
+    journal.conclude_phase("r1", "preflight", PhaseStatus.ABORTED, "aborted by the operator",
+                           trigger="abort", state="aborted")
+    journal.finish("r1", 3)
+
+    listed = record.history(journal, settings.state_dir, 10)
+
+    assert "preflight" in listed and " ABORTED" in listed and "FAILED" not in listed
+
+
+def test_an_ended_window_shows_no_eta_and_no_driving_pid(journal: Journal,
+                                                         settings: config.Settings) -> None:
+    play(journal, "r1")
+    run = journal.run("r1")
+
+    shown = status.table(status.status(journal, run, settings, alive=True))
+
+    assert "eta" not in shown and "driven by pid" not in shown
+    assert status.status(journal, run, settings)["eta"] is None
