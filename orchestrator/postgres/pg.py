@@ -270,17 +270,29 @@ def terminate_sessions(conn: psycopg.Connection[Any], *, dbname: str | None = No
                        application_prefix: str | None = None) -> int:
     """End other sessions on a database, with an application name, or whose application
     name starts with a prefix; how many were ended."""
-    # Client sessions only (autovacuum workers give way to a rename by themselves), and only
-    # those this role may end.
-    rows = conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-        " AND backend_type = 'client backend' AND " + _MAY_END +
+    # Client sessions and walsenders (a logical-decoding consumer holds its database too),
+    # only those this role may end; autovacuum workers give way to a rename by themselves.
+    # Another role's session reads backend_type NULL to a role without pg_read_all_stats:
+    # it is a client session all the same (pg_signal_backend may end it) when it has a role;
+    # background workers have none (and only a superuser may signal them).
+    pids = [row[0] for row in conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        " AND usesysid IS NOT NULL"
+        " AND coalesce(backend_type, 'client backend') IN ('client backend', 'walsender')"
+        " AND " + _MAY_END +
         " AND (%(db)s::text IS NULL OR datname = %(db)s)"
         " AND (%(app)s::text IS NULL OR application_name = %(app)s)"
         " AND (%(prefix)s::text IS NULL OR starts_with(application_name, %(prefix)s))",
         {"db": dbname, "app": application_name, "prefix": application_prefix},
-    ).fetchall()
-    return len(rows)
+    ).fetchall()]
+    ended = 0
+    for pid in pids:  # one by one: a session that may not be ended stops only itself
+        try:
+            row = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            continue
+        ended += bool(row and row[0])
+    return ended
 
 
 def set_allow_connections(conn: psycopg.Connection[Any], name: str, allow: bool) -> None:
@@ -306,9 +318,10 @@ def rename_database(conn: psycopg.Connection[Any], old: str, new: str, deadline:
                     sql.Identifier(old), sql.Identifier(new)))
                 crash.point("pg.rename_database.renamed")
                 break
-            except psycopg.errors.ObjectInUse:
+            except psycopg.errors.ObjectInUse as exc:
                 if time.time() >= deadline:
-                    raise
+                    raise PhaseFailed(f"{old} cannot be renamed: {redact(blockers(conn, old))}"
+                                      ) from exc
                 time.sleep(0.2)
     finally:
         if database_exists(conn, new):
@@ -316,6 +329,25 @@ def rename_database(conn: psycopg.Connection[Any], old: str, new: str, deadline:
         elif was_open:
             set_allow_connections(conn, old, allow=True)
     crash.point("pg.rename_database")
+
+
+def blockers(conn: psycopg.Connection[Any], dbname: str) -> str:
+    """Who is still connected to ``dbname`` (what this role may see of them), and the
+    statement that ends them, to be run by a role that may."""
+    rows = conn.execute(
+        "SELECT pid, coalesce(usename::text, '?'), coalesce(application_name, ''),"
+        " CASE WHEN backend_type IS NULL THEN 'hidden from this role: grant it"
+        " pg_read_all_stats' ELSE concat_ws(', ', 'from ' || coalesce(host(client_addr),"
+        " 'a local socket'), state, backend_type) END FROM pg_stat_activity"
+        " WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY pid", (dbname,)).fetchall()
+    if not rows:
+        return "it was still in use a moment ago (the sessions have left since)"
+    shown = "; ".join(f"pid {pid} (user {user}, application {app or '-'}, {seen})"
+                      for pid, user, app, seen in rows[:5])
+    pids = ", ".join(str(row[0]) for row in rows)
+    return (f"sessions this role may not end are connected: {shown}. End them as a role that"
+            f" may (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN"
+            f" ({pids}))")
 
 
 def reopen_closed(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
