@@ -123,7 +123,7 @@ def _tool_state(settings: Settings, conn: psycopg.Connection[Any], db: pg.Db
                 ) -> migrations.ToolState | None:
     if settings.migrate.tool == "none":
         return None
-    return migrations.read(conn, settings.migrate, migrations.files(settings), db.schema)
+    return migrations.read_configured(conn, settings, db.schema)
 
 
 def _pending_lines(production: migrations.ToolState | None,

@@ -139,8 +139,7 @@ def migration_tool(settings: Settings, target: pg.Db) -> migrations.ToolState:
     migration it records refuses the window (the tool would refuse to deploy anyway)."""
     try:
         with pg.connect(target, time.time() + settings.target.connect_timeout) as conn:
-            state = migrations.read(conn, settings.migrate, migrations.files(settings),
-                                    target.schema)
+            state = migrations.read_configured(conn, settings, target.schema)
     except PhaseFailed as exc:
         raise GateRefused(f"cannot read the migration tool's table on production: {exc.message}"
                           ) from exc

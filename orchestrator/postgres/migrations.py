@@ -165,6 +165,12 @@ def read(conn: psycopg.Connection[Any], settings: MigrateSection, files: Path | 
     return _READERS[tool](name, rows, folder)
 
 
+def read_configured(conn: psycopg.Connection[Any], settings: Settings, schema: str | None
+                    ) -> ToolState:
+    """``read`` as the window's config says: its tool, its table, its migration files."""
+    return read(conn, settings.migrate, files(settings), schema)
+
+
 def _locate(conn: psycopg.Connection[Any], name: str, schema: str | None
             ) -> tuple[str, str] | None:
     """The tool's table as (schema, name). A schema from the URL (Prisma's ?schema=TenantA)

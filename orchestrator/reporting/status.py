@@ -40,17 +40,13 @@ def show(settings: Settings, as_json: bool) -> str:
     if journal is None or run is None:
         fleet = " (a fleet's targets: `window fleet status`, or `--target NAME`)" if (
             settings.state_dir / "targets").is_dir() else ""
-        raise UsageError(f"no window has run from {where(settings)} yet{fleet}.")
+        raise UsageError(f"no window has run from {holding.where(settings)} yet{fleet}.")
     holder = lease.current_lease(settings)
     report = status(journal, run, settings,
                     alive=holder.live() if holder else None)
     if holder is not None:
         report["lease"] = holder.as_status()
     return json.dumps(report, indent=2) if as_json else table(report)
-
-
-def where(settings: Settings) -> str:
-    return str(settings.state.uri) if settings.state.backend == "s3" else str(settings.state_dir)
 
 
 def process_alive(run: Run) -> bool:

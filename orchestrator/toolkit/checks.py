@@ -117,8 +117,7 @@ def _builtin(ctx: Context, name: str, query: str, db: pg.Db, migrate_phase: str)
 def _tool_state(ctx: Context, db: pg.Db) -> Outcome:
     """The migration tool's own table: no failed migration, nothing left pending."""
     with ctx.connect(db) as conn:
-        state = migrations.read(conn, ctx.settings.migrate, migrations.files(ctx.settings),
-                                db.schema)
+        state = migrations.read_configured(conn, ctx.settings, db.schema)
     return _builtin_outcome(ctx, "migration-tool-state", "; ".join(state.problems()),
                             f"{state.table}: no failed migration"
                             + (", nothing pending" if state.pending is not None else ""))

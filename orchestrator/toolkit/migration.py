@@ -59,8 +59,7 @@ def tool_state(ctx: Context, db: pg.Db) -> migrations.ToolState | None:
     if ctx.settings.migrate.tool == "none":
         return None
     with ctx.connect(db) as conn:
-        return migrations.read(conn, ctx.settings.migrate, migrations.files(ctx.settings),
-                               db.schema)
+        return migrations.read_configured(conn, ctx.settings, db.schema)
 
 
 def newly_applied(before: migrations.ToolState, after: migrations.ToolState) -> list[str]:
