@@ -22,7 +22,7 @@ from orchestrator.engine.context import Context
 from orchestrator.engine.facts import BACKUP, BackupFacts
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import archive, pg, tools
+from orchestrator.postgres import archive, databases, pg, tools
 from orchestrator.postgres.figures import TableFigures, write_counters
 from orchestrator.toolkit.dumps import (
     archive_path,
@@ -117,8 +117,8 @@ class Backup:
             return
         name = standby_name(ctx.target.dbname, ctx.run_id)
         with ctx.maintenance(ctx.target) as conn:
-            if pg.database_exists(conn, name):
-                pg.drop_database(conn, name)
+            if databases.exists(conn, name):
+                databases.drop(conn, name)
                 ctx.log.info("standby_dropped", database=name)
 
     @staticmethod

@@ -2,7 +2,9 @@
 
 Production and staging answer (a cold serverless database gets bounded retries), they are
 not the same database (as the servers say, whatever the URLs), pg_dump and pg_restore are
-new enough for production's server, and the backup folder is writable.
+new enough for production's server, the backup folder is writable, and this role may roll
+production back (create the copy, rename production, end the sessions in the way): a window
+that could not roll back stops here, before the rehearsal touches staging.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from orchestrator.engine.context import Context
 from orchestrator.engine.facts import LOG_OFFSETS
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import pg, tools
+from orchestrator.postgres import pg, privileges, tools
 from orchestrator.toolkit import probes
 
 
@@ -39,10 +41,22 @@ class Preflight:
             probe.unlink()
         except OSError as exc:
             raise PhaseFailed(f"backup folder {backup_dir} is not writable: {exc}") from exc
+        self._rollback_possible(ctx)
         if offsets := probes.log_offsets(ctx.settings):
             ctx.journal.put(ctx.run_id, LOG_OFFSETS, offsets)
         ctx.log.info("environment_checked", servers=versions, **programs)
         return PhaseResult("production and staging reachable", {"servers": versions, **programs})
+
+    @staticmethod
+    def _rollback_possible(ctx: Context) -> None:
+        if ctx.settings.backup.method == "rds_snapshot":  # restored by AWS, to a new instance
+            return
+        with ctx.connect(ctx.target) as conn:
+            path = privileges.rollback_path(conn)
+        if path.lacks:
+            raise PhaseFailed(path.refusal())
+        for note in path.notes:
+            ctx.log.warning("rollback_may_wait", note=note)
 
     @staticmethod
     def _reach(ctx: Context, db: pg.Db) -> int:

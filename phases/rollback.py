@@ -32,7 +32,7 @@ from orchestrator.engine.facts import (
 )
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import pg
+from orchestrator.postgres import databases, pg
 from orchestrator.toolkit.dumps import (
     compare_with_backup,
     is_marked,
@@ -147,19 +147,11 @@ class Rollback:
 
     def _swap_checked(self, ctx: Context, conn: psycopg.Connection[Any],
                       backup: BackupFacts, mark: str, names: tuple[str, str, str]) -> str:
-        name, retained, _copy = names
-        if reopened := pg.reopen_closed(conn, [name, retained]):
-            ctx.log.warning("connections_reopened", databases=reopened)
-        method = self._swap(ctx, conn, backup, mark, names)
-        if not is_marked(conn, name, mark):
-            raise PhaseFailed(f"{name} is not the copy verified against the backup")
-        return method
-
-    def _swap(self, ctx: Context, conn: psycopg.Connection[Any], backup: BackupFacts,
-              mark: str, names: tuple[str, str, str]) -> str:
         name, retained, copy = names
-        exists = {n: pg.database_exists(conn, n) for n in names}
-        if exists[name] and exists[retained] and not exists[copy]:
+        if reopened := databases.reopen_closed(conn, [name, retained]):
+            ctx.log.warning("connections_reopened", databases=reopened)
+        exists = {n: databases.exists(conn, n) for n in names}
+        if exists[name] and exists[retained] and not exists[copy]:  # swapped already
             return str((ctx.journal.get(ctx.run_id, ROLLBACK) or {}).get("method", "swap"))
         method = "swap"
         source = name if exists[name] else retained
@@ -167,12 +159,10 @@ class Rollback:
             method = "restore"
             self._restore(ctx, conn, backup, copy, like=source)
             seal(conn, copy, mark)
-        if skipped := pg.copy_database_properties(conn, source, copy):
+        if skipped := databases.copy_access(conn, source, copy):
             ctx.log.warning("database_settings_not_copied", settings=skipped)
-        if exists[name]:
-            pg.rename_database(conn, name, retained, ctx.deadline)
-            ctx.log.info("production_retained", database=retained)
-        pg.rename_database(conn, copy, name, ctx.deadline)
+        databases.swap(conn, name, retained, copy, mark=mark, deadline=ctx.deadline)
+        ctx.log.info("production_retained", database=retained)
         return method
 
     @staticmethod

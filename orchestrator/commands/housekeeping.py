@@ -24,7 +24,7 @@ from orchestrator.engine.facts import BACKUP
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import SETTLED
 from orchestrator.errors import ExitCode, PhaseFailed, UsageError
-from orchestrator.postgres import archive, pg
+from orchestrator.postgres import archive, databases, pg
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def doomed_databases(settings: Settings, journal: Journal | None, target: pg.Db)
 def drop_databases(settings: Settings, target: pg.Db, names: list[str]) -> None:
     with _maintenance(settings, target) as conn:
         for name in names:
-            pg.drop_database(conn, name)
+            databases.drop(conn, name)
 
 
 def _maintenance(settings: Settings, target: pg.Db) -> psycopg.Connection[Any]:

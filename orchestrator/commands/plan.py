@@ -16,7 +16,7 @@ from orchestrator.engine import banners, eta, gates, notify, proc, rehearsals
 from orchestrator.engine.machine import RECOVERY, forward
 from orchestrator.engine.notify import Notifier, render
 from orchestrator.errors import ConfigError, ExitCode, GateRefused, PhaseFailed, UsageError
-from orchestrator.postgres import migrations, pg, tools
+from orchestrator.postgres import migrations, pg, privileges, tools
 from orchestrator.postgres.migrations import named
 from orchestrator.redact import redact
 
@@ -28,7 +28,7 @@ class LookedUp:
     major: int
     programs: str
     pending: list[str]
-    rollback: str
+    rollback: list[str]
 
 
 def describe(settings: Settings) -> str:
@@ -69,7 +69,7 @@ def plan_text(settings: Settings, target: pg.Db, staging: pg.Db, found: LookedUp
         f"  server      PostgreSQL {found.major} on production; {found.programs}",
         f"  migrate     {redact(proc.describe(settings.migrate.command))}",
         *found.pending,
-        found.rollback,
+        *found.rollback,
         *([f"  tool        {settings.migrate.tool}, its table against"
            f" {settings.migrate.files or '(no files: failures only)'}"]
           if settings.migrate.tool != "none" else []),
@@ -104,7 +104,7 @@ def _looked_up(settings: Settings, target: pg.Db, staging: pg.Db) -> LookedUp:
     deadline = time.time() + settings.target.connect_timeout
     with pg.connect(target, deadline) as conn:
         major = pg.server_major(conn)
-        may = _may_swap(conn)
+        path = privileges.rollback_path(conn)
         production = _tool_state(settings, conn, target)
     try:
         programs = ", ".join(f"{name} {tools.find(name, major)}"
@@ -116,7 +116,10 @@ def _looked_up(settings: Settings, target: pg.Db, staging: pg.Db) -> LookedUp:
     if rehearsed_on and production is not None:
         with pg.connect(staging, deadline) as conn:
             staged = _tool_state(settings, conn, staging)
-    return LookedUp(major, programs, _pending_lines(production, staged), _rollback(settings, may))
+    rollback = _rollback(settings, path)
+    if path.lacks and settings.backup.method != "rds_snapshot":  # run's preflight stops there
+        raise GateRefused(path.refusal())
+    return LookedUp(major, programs, _pending_lines(production, staged), rollback)
 
 
 def _tool_state(settings: Settings, conn: psycopg.Connection[Any], db: pg.Db
@@ -143,27 +146,15 @@ def _pending_lines(production: migrations.ToolState | None,
     return lines
 
 
-def _may_swap(conn: psycopg.Connection[Any]) -> str:
-    """Whether this role may create the standby and swap it in: CREATEDB, and owning
-    production (or being a superuser)."""
-    row = conn.execute(
-        "SELECT r.rolsuper, r.rolcreatedb, d.datdba = r.oid FROM pg_roles r, pg_database d"
-        " WHERE r.rolname = current_user AND d.datname = current_database()").fetchone()
-    superuser, createdb, owner = row if row else (False, False, False)
-    missing = [what for what, has in (("CREATEDB", createdb or superuser),
-                                      ("ownership of production", owner or superuser)) if not has]
-    return "this role may take it" if not missing else \
-        f"this role may NOT take it: it lacks {' and '.join(missing)}"
-
-
-def _rollback(settings: Settings, may: str) -> str:
+def _rollback(settings: Settings, path: privileges.RollbackPath) -> list[str]:
     backup = settings.backup
     if backup.method == "rds_snapshot":
-        return ("  rollback    restore the RDS snapshot into a new instance, then switch the"
-                " application to it by hand (the banner stays up)")
+        return ["  rollback    restore the RDS snapshot into a new instance, then switch the"
+                " application to it by hand (the banner stays up)"]
     how = ("swap in the standby proven at the backup" if backup.verify == "restore" else
            "restore the archive into a new database (verify = \"list\" defers it), then swap")
-    return f"  rollback    {how}; production is kept as <db>_failed_<run_id>; {may}"
+    return [f"  rollback    {how}; production is kept as <db>_failed_<run_id>; role"
+            f" {path.role} may take it", *[f"              note: {note}" for note in path.notes]]
 
 
 def _notify(settings: Settings) -> str:

@@ -20,7 +20,6 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from orchestrator import crash
 from orchestrator.errors import PhaseFailed
 from orchestrator.redact import redact, register
 
@@ -235,11 +234,6 @@ def user_tables(conn: psycopg.Connection[Any]) -> list[Table]:
     ).fetchall()]
 
 
-def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
-    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() \
-        is not None
-
-
 # A superuser's session cannot be ended by anyone else.
 _MAY_END = ("(NOT coalesce((SELECT rolsuper FROM pg_roles WHERE oid = usesysid), false)"
             " OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))")
@@ -295,42 +289,6 @@ def terminate_sessions(conn: psycopg.Connection[Any], *, dbname: str | None = No
     return ended
 
 
-def set_allow_connections(conn: psycopg.Connection[Any], name: str, allow: bool) -> None:
-    conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-        sql.Identifier(name), sql.SQL("true" if allow else "false")))
-
-
-def rename_database(conn: psycopg.Connection[Any], old: str, new: str, deadline: float) -> None:
-    """Rename ``old`` to ``new``: block new sessions, end the rest, retry while some linger.
-    Whatever happens, a database that took connections before (under whichever name it now
-    has) takes them again: a failed rename must not leave production refusing everyone, nor
-    open a sealed standby copy."""
-    row = conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s",
-                       (old,)).fetchone()
-    was_open = bool(row and row[0])
-    set_allow_connections(conn, old, allow=False)
-    crash.point("pg.rename_database.closed")
-    try:
-        while True:
-            terminate_sessions(conn, dbname=old)
-            try:
-                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                    sql.Identifier(old), sql.Identifier(new)))
-                crash.point("pg.rename_database.renamed")
-                break
-            except psycopg.errors.ObjectInUse as exc:
-                if time.time() >= deadline:
-                    raise PhaseFailed(f"{old} cannot be renamed: {redact(blockers(conn, old))}"
-                                      ) from exc
-                time.sleep(0.2)
-    finally:
-        if database_exists(conn, new):
-            set_allow_connections(conn, new, allow=True)
-        elif was_open:
-            set_allow_connections(conn, old, allow=True)
-    crash.point("pg.rename_database")
-
-
 def blockers(conn: psycopg.Connection[Any], dbname: str) -> str:
     """Who is still connected to ``dbname`` (what this role may see of them), and the
     statement that ends them, to be run by a role that may."""
@@ -348,75 +306,3 @@ def blockers(conn: psycopg.Connection[Any], dbname: str) -> str:
     return (f"sessions this role may not end are connected: {shown}. End them as a role that"
             f" may (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN"
             f" ({pids}))")
-
-
-def reopen_closed(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
-    """Let connections into any of ``names`` a crashed rename left closed; which were."""
-    rows = conn.execute(
-        "SELECT datname FROM pg_database WHERE datname = ANY(%s) AND NOT datallowconn",
-        (names,)).fetchall()
-    for (name,) in rows:
-        set_allow_connections(conn, name, allow=True)
-    return [name for (name,) in rows]
-
-
-def create_database_like(conn: psycopg.Connection[Any], name: str, like: str) -> None:
-    """An empty database with the owner, encoding and locale of ``like``."""
-    row = conn.execute(
-        "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype"
-        " FROM pg_database WHERE datname = %s", (like,)
-    ).fetchone()
-    if row is None:
-        raise PhaseFailed(f"database {like!r} does not exist")
-    owner, encoding, collate, ctype = row
-    conn.execute(sql.SQL(
-        "CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}"
-    ).format(sql.Identifier(name), sql.Identifier(owner), sql.Literal(encoding),
-             sql.Literal(collate), sql.Literal(ctype)))
-    crash.point("pg.create_database_like")
-
-
-def copy_database_properties(conn: psycopg.Connection[Any], source: str, target: str
-                             ) -> list[str]:
-    """Grants and ``ALTER DATABASE ... SET`` settings of ``source``, onto ``target``: a
-    restore without ``--create`` brings neither. The settings that could not be copied."""
-    acl = conn.execute(
-        "SELECT a.grantee = 0, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable"
-        " FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s", (source,)).fetchall()
-    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
-        sql.Identifier(target)))
-    if not acl:  # the default: PUBLIC may connect and create temporary tables
-        conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO PUBLIC").format(
-            sql.Identifier(target)))
-    for public, grantee, privilege, grantable in acl:
-        conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-            sql.SQL(privilege), sql.Identifier(target),
-            sql.SQL("PUBLIC") if public else sql.Identifier(grantee),
-            sql.SQL(" WITH GRANT OPTION" if grantable else "")))
-    skipped = []
-    for role, setting in conn.execute(
-        "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END,"
-        " unnest(s.setconfig) FROM pg_db_role_setting s"
-        " JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s", (source,)
-    ).fetchall():
-        key, value = setting.split("=", 1)
-        scope = sql.SQL("DATABASE {}").format(sql.Identifier(target)) if role is None else \
-            sql.SQL("ROLE {} IN DATABASE {}").format(sql.Identifier(role), sql.Identifier(target))
-        try:
-            # set_config parses the stored text exactly as the server did; FROM CURRENT
-            # then stores it, list-valued settings such as search_path included.
-            conn.execute("SELECT set_config(%s, %s, false)", (key, value))
-            conn.execute(sql.SQL("ALTER {} SET {} FROM CURRENT").format(
-                scope, sql.Identifier(key)))
-        except psycopg.Error:
-            skipped.append(setting if role is None else f"{setting} (role {role})")
-        finally:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(sql.SQL("RESET {}").format(sql.Identifier(key)))
-    return skipped
-
-
-def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-        sql.Identifier(name)))
-    crash.point("pg.drop_database")

@@ -26,7 +26,7 @@ from orchestrator.engine import proc
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import BackupFacts
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import archive, figures, pg, tools
+from orchestrator.postgres import archive, databases, figures, pg, tools
 from orchestrator.postgres.figures import TableFigures
 from orchestrator.toolkit.progress import TableProgress
 
@@ -105,11 +105,11 @@ def is_marked(conn: psycopg.Connection[Any], name: str, expected: str) -> bool:
 
 def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], source: Path,
                               name: str, *, like: str, tables: int = 0) -> float:
-    """A fresh database ``name`` holding the archive; the seconds pg_restore took. The caller
+    """A fresh database ``name`` holding the archive, analyzed; the seconds that took. The caller
     vouches for the archive: the backup phase has just written it and its manifest, and a
     rollback takes it from ``trusted_archive``, which checks the manifest once."""
-    pg.drop_database(conn, name)  # a restore interrupted mid-way starts over
-    pg.create_database_like(conn, name, like=like)
+    databases.drop(conn, name)  # a restore interrupted mid-way starts over
+    databases.create_like(conn, name, like=like)
     # Only its owner may connect until it is sealed; production's grants come at the swap.
     conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
         sql.Identifier(name)))
@@ -121,13 +121,17 @@ def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], sourc
     started = time.monotonic()
     run_tool(ctx, command, db=target, label="pg_restore", failing=f"pg_restore into {name}",
              progress=progress)
+    # A restore brings no planner statistics: a copy that serves before autovacuum gets to
+    # it would plan every query blind.
+    with ctx.connect(target) as copy:
+        copy.execute("ANALYZE")
     return time.monotonic() - started
 
 
 def seal(conn: psycopg.Connection[Any], name: str, mark: str) -> None:
     """Close a compared copy to connections, end any that slipped in, then mark it verified:
     from the mark on, nothing can have changed it."""
-    pg.set_allow_connections(conn, name, allow=False)
+    databases.set_allow_connections(conn, name, allow=False)
     pg.terminate_sessions(conn, dbname=name)
     conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
         sql.Identifier(name), sql.Literal(mark)))

@@ -26,7 +26,7 @@ from psycopg import sql
 
 from orchestrator.engine.context import Context
 from orchestrator.errors import PhaseFailed, WindowError
-from orchestrator.postgres import pg, tools
+from orchestrator.postgres import databases, pg, tools
 from orchestrator.postgres.migrations import ToolState, named
 from orchestrator.redact import redact
 from orchestrator.toolkit import checks
@@ -169,10 +169,10 @@ def remove_clone(ctx: Context) -> None:
         path.parent.rmdir()
     scratch = scratch_database(ctx)
     with ctx.maintenance(scratch) as conn:
-        if not pg.database_exists(conn, scratch.dbname):
+        if not databases.exists(conn, scratch.dbname):
             return
         pg.terminate_sessions(conn, dbname=scratch.dbname)
-        pg.drop_database(conn, scratch.dbname)
+        databases.drop(conn, scratch.dbname)
     ctx.log.info("rehearsal_database_dropped", database=str(scratch))
 
 

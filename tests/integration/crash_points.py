@@ -66,12 +66,9 @@ COMPLETES = [
 ROLLS_BACK = [
     *COMPLETES[:COMPLETES.index("journal.start_phase.banner_off#1")],
     "journal.start_phase.rollback#1",
-    "pg.rename_database.closed#1",
-    "pg.rename_database.renamed#1",
-    "pg.rename_database#1",
-    "pg.rename_database.closed#2",
-    "pg.rename_database.renamed#2",
-    "pg.rename_database#2",
+    "pg.swap.closed#1",
+    "pg.swap.renamed_aside#1",
+    "pg.swap#1",
     "journal.put.rollback#1",
     "journal.conclude_phase.rollback#1",
     "journal.start_phase.rollback_banner_off#1",
@@ -89,6 +86,6 @@ SAMPLE = {
     ("completes", "process.exited.sh#4", "resume"),  # migrated, not yet journaled
     ("completes", "journal.conclude_phase.banner_on#1", "abort"),
     ("completes", "pg.drop_database#2", "resume"),  # ended, standby copy dropped, not journaled
-    ("rolls_back", "pg.rename_database.renamed#1", "resume"),
-    ("rolls_back", "pg.rename_database.closed#2", "abort"),
+    ("rolls_back", "pg.swap.renamed_aside#1", "resume"),  # inside the swap's transaction
+    ("rolls_back", "pg.swap.closed#1", "abort"),
 }

@@ -57,7 +57,7 @@ def test_plan_says_what_is_pending_where_and_how_a_rollback_would_go(shop: Shop)
     assert f"pending     on production: {MIGRATION} (1)" in plan.stdout
     assert "on staging: the same history as production" in plan.stdout
     assert "rollback    swap in the standby proven at the backup" in plan.stdout
-    assert "this role may take it" in plan.stdout
+    assert f"role {demo.APP_USER} may take it" in plan.stdout
     assert f"server      PostgreSQL {server_major(shop)} on production; pg_dump " in plan.stdout
     assert demo.APP_PASSWORD not in plan.stdout + plan.stderr
 
