@@ -6,9 +6,10 @@ parent, a column added twice, Prisma CLI output pasted into SQL, a loose ``.sql`
 never ran, DDL that failed on re-run. Errors stop the window (exit 3) before anything runs;
 warnings are shown and journaled. ``window lint`` runs the clinic alone.
 
-The pending migrations are linted (syntax, CLI output, idempotency, squawk); the order rules
-replay the whole history in the tool's order, because a table created by a later migration
-only shows across files; applied Prisma migrations are held to their recorded checksum.
+The pending migrations are linted (syntax, CLI output, statements that change the cluster
+rather than the database, idempotency, squawk); the order rules replay the whole history in
+the tool's order, because a table created by a later migration only shows across files;
+applied Prisma migrations are held to their recorded checksum.
 Without the tool's table (no database reachable) every file counts as pending. Alembic's
 migrations are Python, and the clinic reads SQL: it has nothing to say about them.
 """
@@ -26,7 +27,7 @@ from typing import TextIO
 import psycopg
 import structlog
 
-from orchestrator.clinic import prisma, sql, squawk
+from orchestrator.clinic import cluster_level, prisma, sql, squawk
 from orchestrator.clinic.findings import Finding, Migration
 from orchestrator.config import Settings
 from orchestrator.engine import gates
@@ -38,8 +39,9 @@ __all__ = ["RULES", "Finding", "examine", "gate", "history", "lint", "summary"]
 
 RULES = ("prisma-loose-sql", "prisma-unused-sql", "prisma-cli-output",
          "prisma-checksum-changed", "table-used-before-created", "foreign-key-to-later-table",
-         "column-added-twice", "missing-if-not-exists", "sql-syntax", "squawk:<rule>",
-         "squawk-missing", "squawk-failed")
+         "column-added-twice", "cluster-level", "missing-if-not-exists", "sql-syntax",
+         "squawk:<rule>", "squawk-missing", "squawk-failed")
+_OWN_RULES = tuple(rule for rule in RULES if not rule.startswith("squawk"))
 SQL_TOOLS = ("prisma", "flyway")
 
 
@@ -74,7 +76,7 @@ def examine(settings: Settings, state: migrations.ToolState | None) -> list[Find
     for name in settings.lint.warnings:
         if name not in RULES or name in settings.lint.errors:
             raise ConfigError(f"[lint] warnings: {name!r} is not one of the clinic's rules"
-                              f" ({', '.join(RULES[:9])}) or is also in [lint] errors.")
+                              f" ({', '.join(_OWN_RULES)}) or is also in [lint] errors.")
     folder = migrations.files(settings)
     if folder is None or settings.migrate.tool not in SQL_TOOLS:
         return []
@@ -87,6 +89,7 @@ def examine(settings: Settings, state: migrations.ToolState | None) -> list[Find
         statements += parsed
         findings += problems
     findings += sql.order(statements)
+    findings += cluster_level.changes([s for s in statements if s.migration.pending])
     if settings.lint.idempotency:
         findings += sql.idempotency([s for s in statements if s.migration.pending])
     if is_prisma:

@@ -251,7 +251,8 @@ class LintSection(Section):
     squawk_exclude: list[str] = []  # squawk rules never reported (squawk --exclude)
     errors: list[str] = []
     # The clinic's own error rules reported as warnings here (a rule that misreads a history
-    # it cannot understand); the rest of the clinic keeps guarding.
+    # it cannot understand, or "cluster-level" for a migration meant to create a role); the
+    # rest of the clinic keeps guarding.
     warnings: list[str] = []
     idempotency: bool = True  # warn on CREATE TABLE / CREATE INDEX / ADD COLUMN re-run unsafely
 

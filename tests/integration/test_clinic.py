@@ -135,3 +135,33 @@ def test_window_run_refuses_on_a_clinic_error_and_journals_its_warnings(shop: Sh
     assert done.returncode == 0, done.stderr
     assert "missing-if-not-exists" in done.stdout
     assert any("missing-if-not-exists" in w for w in shop.status()["lint"])
+
+
+def test_a_pending_create_role_stops_the_window_until_the_config_allows_it(shop: Shop) -> None:
+    """A role outlives the rollback's restore: ``window lint`` refuses (exit 3) a pending
+    CREATE ROLE, leaves the applied one alone (it ran), and lets it through as a warning
+    once ``[lint] warnings`` names the rule."""
+    applied_sql = "CREATE ROLE clinic_reader;\n"
+    pending_sql = RERUNNABLE_COUPONS + "CREATE ROLE clinic_writer LOGIN PASSWORD 'hunter2';\n"
+    paths = prisma_files(shop, {INIT: applied_sql, COUPONS: pending_sql})
+    applied_on_production(shop, INIT, hashlib.sha256(applied_sql.encode()).hexdigest())
+    finding = (f"prisma/migrations/{COUPONS}/migration.sql:2: cluster-level: CREATE ROLE"
+               " clinic_writer changes the cluster, not the database: a rollback will NOT undo"
+               " it")
+
+    refused = shop.window("lint")
+
+    assert refused.returncode == 3, refused.stderr
+    lines = refused.stdout.splitlines()
+    assert [line[:len(finding)] for line in lines[:-1]] == [finding]
+    assert lines[-1] == "1 error, 0 warnings in 1 file"
+    assert "hunter2" not in refused.stdout + refused.stderr
+
+    with (shop.folder / "window.toml").open("a") as toml:  # [lint] is the last table
+        toml.write('warnings = ["cluster-level"]\n')
+    allowed = shop.window("lint")
+
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.splitlines()[0].startswith(finding)
+    assert allowed.stdout.splitlines()[-1] == "0 errors, 1 warning in 1 file"
+    assert paths[COUPONS].read_text() == pending_sql
