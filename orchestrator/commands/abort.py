@@ -16,12 +16,14 @@ import structlog
 from orchestrator.commands.window import (
     continue_window,
     drive,
+    retry,
+    retry_trigger,
     same_target,
     stop_leftovers,
     unwrapped,
 )
 from orchestrator.config import Settings
-from orchestrator.engine import gates, holding, machine
+from orchestrator.engine import gates, holding
 from orchestrator.engine.audit import audited
 from orchestrator.engine.facts import (
     DATA_LOSS_ACCEPTED,
@@ -49,7 +51,7 @@ def abort(settings: Settings, confirm: str | None, stdin: TextIO | None = None,
 
 def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
            registry: Registry | None, accept_data_loss: bool) -> int:
-    run, paused, help_text = _where_abort_stands(settings)
+    run, paused, retrying, help_text = _where_abort_stands(settings)
     if run is None or (run.state in (State.COMPLETED, State.ABORTED, State.ROLLED_BACK)
                        and not unwrapped(run)):
         print("no unfinished window: nothing to roll back.")
@@ -57,15 +59,17 @@ def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
     if unwrapped(run) and run.state != State.NEEDS_ATTENTION:  # nothing left to roll back
         return ExitCode.NEEDS_ATTENTION if continue_window(settings, registry) \
             == ExitCode.NEEDS_ATTENTION else ExitCode.COMPLETED
-    if run.state == State.NEEDS_ATTENTION and not (paused and accept_data_loss):
+    accepting = bool(paused and accept_data_loss)
+    if run.state == State.NEEDS_ATTENTION and not (accepting or retrying):
         print(help_text)
         return ExitCode.NEEDS_ATTENTION
     gates.confirm(settings, confirm, f"window {run.run_id} is in {run.state}: abort rolls"
                   " production back to its backup (before the banner: simply stops).", stdin)
     hold = Hold(settings, "abort")
-    if run.state == State.NEEDS_ATTENTION:  # a rollback paused on the write gap
+    if run.state == State.NEEDS_ATTENTION:  # a rollback paused on the write gap, or stuck
         hold.acquire()
-        final = _take_over(settings, run, hold, registry, accept_write_gap=paused)
+        final = _take_over(settings, run, hold, registry,
+                           accept_write_gap=paused if accepting else None, retrying=retrying)
     elif hold.try_acquire():  # no live process drives the window: roll back here
         final = _take_over(settings, run, hold, registry)
     else:
@@ -80,38 +84,44 @@ def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
 
 
 def _where_abort_stands(settings: Settings
-                        ) -> tuple[Run | None, WriteGap | None, str]:
-    """The newest run, the write gap a paused rollback stopped on, and the advice for a
-    window that needs attention: read once (with the S3 backend, one download)."""
+                        ) -> tuple[Run | None, WriteGap | None, str | None, str]:
+    """The newest run, the write gap a paused rollback stopped on, how a stuck rollback is
+    tried again, and the advice for a window that needs attention: read once (with the S3
+    backend, one download)."""
     journal = holding.reader(settings)
     if journal is None:
-        return None, None, ""
+        return None, None, None, ""
     with journal:
         run = journal.latest_run()
         if run is None:
-            return None, None, ""
+            return None, None, None, ""
         help_text = advice(journal, run, settings) \
             if run.state == State.NEEDS_ATTENTION else ""
-        return run, journal.get(run.run_id, ROLLBACK_PAUSED), help_text
+        trigger = retry_trigger(journal, run)
+        # An abort finishes a rollback; a banner stuck after a successful migration is
+        # `window resume`'s (abort would undo a migration that passed its checks).
+        rolling_back = trigger in (f"retry_{State.ROLLBACK}", f"retry_{State.ROLLBACK_BANNER_OFF}")
+        return (run, journal.get(run.run_id, ROLLBACK_PAUSED), trigger if rolling_back else None,
+                help_text)
 
 
 def _take_over(settings: Settings, run: Run, hold: Hold, registry: Registry | None,
-               accept_write_gap: WriteGap | None = None) -> str:
+               *, accept_write_gap: WriteGap | None = None, retrying: str | None = None) -> str:
     """Abort a window no live process drives (it crashed): this process rolls it back."""
     try:
         target, staging = gates.databases(settings)
         same_target(run, target)
         with hold_window(settings, target, "abort", hold) as own:
             run = own.run(run.run_id)  # as it is now that this process holds the window
-            if accept_write_gap is not None:
+            if accept_write_gap is not None or retrying is not None:
                 if run.state != State.NEEDS_ATTENTION:
-                    print(f"window {run.run_id} is {run.state} now: nothing to accept.")
+                    print(f"window {run.run_id} is {run.state} now: nothing to try again.")
                     return run.state
-                own.put(run.run_id, DATA_LOSS_ACCEPTED,
-                        DataLossAccepted(by=who(), write_gap=accept_write_gap))
-                own.transition(run.run_id, run.state, "accept_data_loss",
-                               machine.build(run.state, run.backup_when)
-                               .fire("accept_data_loss"))
+                if accept_write_gap is not None:
+                    own.put(run.run_id, DATA_LOSS_ACCEPTED,
+                            DataLossAccepted(by=who(), write_gap=accept_write_gap))
+                retry(own, run, "accept_data_loss" if accept_write_gap is not None
+                      else str(retrying))
             elif run.state not in TERMINAL:
                 own.request_abort(run.run_id)
                 structlog.get_logger().warning("abort_requested", run_id=run.run_id,

@@ -20,11 +20,14 @@ from orchestrator.engine import gates, machine, rehearsals
 from orchestrator.engine.audit import audited
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import (
+    DATA_LOSS_ACCEPTED,
     FLEET,
     LINT,
     MIGRATION,
     REHEARSAL_REUSED,
     REHEARSAL_SKIPPED,
+    ROLLBACK,
+    ROLLBACK_PAUSED,
     By,
     FleetTag,
     Warnings,
@@ -32,7 +35,7 @@ from orchestrator.engine.facts import (
 from orchestrator.engine.holding import hold_window, where
 from orchestrator.engine.identity import who
 from orchestrator.engine.journal import Journal
-from orchestrator.engine.machine import EXIT_CODES, TERMINAL, State
+from orchestrator.engine.machine import EXIT_CODES, RETRYABLE, TERMINAL, State
 from orchestrator.engine.notify import Notices
 from orchestrator.engine.phase import Registry
 from orchestrator.engine.proc import start_ticks
@@ -228,6 +231,12 @@ def continue_window(settings: Settings, registry: Registry | None) -> int:
     target, staging = gates.databases(settings)
     with hold_window(settings, target, "resume") as journal:
         run = unfinished_run(journal)
+        latest = journal.latest_run()
+        trigger = retry_trigger(journal, latest) if latest is not None and run is None else None
+        if latest is not None and trigger is not None:
+            same_target(latest, target)
+            retry(journal, latest, trigger)
+            run = latest
         if run is None:
             raise UsageError(f"no unfinished window in {where(settings)}: nothing to resume.")
         same_target(run, target)
@@ -262,6 +271,34 @@ def unfinished_run(journal: Journal) -> Run | None:
     (its process died before dropping the scratch databases and recording its exit code)."""
     run = journal.latest_run()
     return run if run is not None and (run.state not in TERMINAL or unwrapped(run)) else None
+
+
+def retry_trigger(journal: Journal, run: Run) -> str | None:
+    """How a window that needs attention is tried again from where it stopped: the trigger
+    back into the phase that failed (a rollback, a banner's removal); None when nothing can
+    be tried again by the window itself (a rollback paused on the write gap until someone
+    accepts the loss, an RDS snapshot restored to a new instance, a failure before the
+    migration)."""
+    if run.state != State.NEEDS_ATTENTION or unwrapped(run):
+        return None
+    failed = [p.name for p in journal.phases(run.run_id)
+              if p.status in (PhaseStatus.FAILED, PhaseStatus.TIMED_OUT)]
+    last = failed[-1] if failed else ""
+    if last not in RETRYABLE:
+        return None
+    if last == State.ROLLBACK:
+        paused = journal.get(run.run_id, ROLLBACK_PAUSED)
+        if (paused and not journal.get(run.run_id, DATA_LOSS_ACCEPTED)) or \
+                (journal.get(run.run_id, ROLLBACK) or {}).get("instructions"):
+            return None
+    return f"retry_{last}"
+
+
+def retry(journal: Journal, run: Run, trigger: str) -> None:
+    """Move a window that needs attention back into the phase ``trigger`` names."""
+    structlog.get_logger().warning("window_retried", run_id=run.run_id, trigger=trigger)
+    journal.transition(run.run_id, run.state, trigger,
+                       machine.build(run.state, run.backup_when).fire(trigger))
 
 
 def unwrapped(run: Run) -> bool:

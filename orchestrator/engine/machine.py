@@ -37,6 +37,7 @@ FORWARD = [S.PREFLIGHT, S.STAGING_DRY_RUN, S.BACKUP, S.BANNER_ON, S.MIGRATE, S.P
 RECOVERY = [S.ROLLBACK, S.ROLLBACK_BANNER_OFF]
 PHASES = [*FORWARD, *RECOVERY]
 TERMINAL = frozenset({S.COMPLETED, S.ABORTED, S.ROLLED_BACK, S.NEEDS_ATTENTION})
+RETRYABLE = (S.BANNER_OFF, S.ROLLBACK, S.ROLLBACK_BANNER_OFF)  # their failure: needs attention
 SETTLED = frozenset({S.COMPLETED, S.ABORTED, S.ROLLED_BACK})  # nobody needs its leftovers
 # Phases that keep their first deadline across restarts (time away counts against the window);
 # the banner and recovery phases get a fresh one whenever they are (re-)entered.
@@ -90,6 +91,10 @@ def transitions(when: str = BEFORE_BANNER) -> tuple[dict[str, object], ...]:
         # A rollback paused on writes it would discard, until someone accepts the loss.
         {"trigger": "accept_data_loss", "source": S.NEEDS_ATTENTION, "dest": S.ROLLBACK},
     ]
+    # `window resume` / `abort` try again the phase that left a person to act, once what
+    # stopped it is gone (a session it could not end, a banner command that failed).
+    table += [{"trigger": f"retry_{p}", "source": S.NEEDS_ATTENTION, "dest": p}
+              for p in RETRYABLE]
     return tuple(table)
 
 

@@ -274,20 +274,43 @@ def advice(journal: Journal, run: Run, settings: Settings) -> str:
                      f"Once production points at the restored instance: {off}")
     elif last == "banner_off":
         situation = ("The migration succeeded and passed every check; only the banner is still"
-                     f" up. Take it down by hand: {off}")
+                     " up. Once what stopped its removal is fixed, `window resume` takes it"
+                     f" down; or by hand: {off}")
     elif last == "rollback_banner_off":
         situation = ("Production was restored from the backup and verified; only the banner is"
-                     f" still up. Take it down by hand: {off}")
+                     " still up. Once what stopped its removal is fixed, `window resume` (or"
+                     f" `window abort`) takes it down; or by hand: {off}")
     else:
-        backup = (journal.get(run.run_id, BACKUP) or {}).get("path")
-        situation = (
-            "Production could not be restored automatically: it may hold a half-applied"
-            " migration. Keep the banner up. The backup is the directory archive"
-            f" {backup} (row counts in `window status --json`). Restore it by hand"
-            " into a new database (createdb, then pg_restore --jobs N --exit-on-error"
-            " --dbname NEW ARCHIVE), compare the row counts, rename the broken database"
-            " away (keep it: it holds the evidence), rename NEW to"
-            f" {(run.target or '').rpartition('/')[2]} (on {run.target}), then: {off}")
+        situation = _restore_by_hand(journal, run, off)
     return (f"\nNEEDS ATTENTION ({last} did not succeed); the maintenance banner is"
             f" {banner_now(journal.phases(run.run_id))}. {situation}\n"
             f"The journal and audit log are in {settings.state_dir}.")
+
+
+def _restore_by_hand(journal: Journal, run: Run, off: str) -> str:
+    """A rollback that stopped: the fastest safe way first (the window tries again, from the
+    standby verified at the backup), then the same by hand, then from the archive."""
+    backup = journal.get(run.run_id, BACKUP) or {}
+    from orchestrator.toolkit.dumps import suffixed  # only for a window that needs attention
+
+    name = (run.target or "").rpartition("/")[2]
+    retained = suffixed(name, f"_failed_{run.run_id}")
+    standby = backup.get("standby")
+    fastest = ("Fastest: once what stopped the rollback is fixed (see its error), `window"
+               " resume` (or `window abort`) tries it again from where it stopped")
+    if standby:
+        return (f"{fastest}, swapping in {standby}, the copy verified against the backup"
+                f" before the banner went up. By hand, the same (as a role that may end"
+                f" every session on {name}): BEGIN; ALTER DATABASE \"{name}\" RENAME TO"
+                f" \"{retained}\"; ALTER DATABASE \"{standby}\" RENAME TO \"{name}\"; ALTER"
+                f" DATABASE \"{name}\" WITH ALLOW_CONNECTIONS true; COMMIT; (keep {retained}:"
+                f" it holds the evidence), then: {off}. Should {standby} be gone, restore the"
+                f" archive {backup.get('path')} into a new database (createdb, then pg_restore"
+                " --jobs N --exit-on-error --dbname NEW ARCHIVE) and swap it in the same way.")
+    return (f"{fastest}, restoring the archive {backup.get('path')} into a new database and"
+            " swapping it in. By hand: createdb NEW, pg_restore --jobs N --exit-on-error"
+            " --dbname NEW ARCHIVE, compare the row counts (`window status --json`), then as a"
+            f" role that may end every session on {name}: BEGIN; ALTER DATABASE \"{name}\""
+            f" RENAME TO \"{retained}\"; ALTER DATABASE NEW RENAME TO \"{name}\"; COMMIT;"
+            f" (keep {retained}: it holds the evidence; on {run.target}), then: {off}. Keep the"
+            " banner up meanwhile: production may hold a half-applied migration.")

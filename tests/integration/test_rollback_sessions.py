@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+import pytest
 
 from orchestrator.commands import demo
 from tests.support.shop import Shop, add_free_sample
@@ -65,6 +66,35 @@ def test_a_session_it_may_not_end_is_named_with_the_statement_that_ends_it(shop:
         " pg_read_all_stats)" in error
     assert f"pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({pid})" in error
     assert shop.cluster.password not in said
+    # The manual steps name the verified standby first, and the window's own retry.
+    assert "`window resume` (or `window abort`) tries it again from where it stopped," \
+        f" swapping in {shop.prod_db}_window_" in said
+    assert "createdb" not in said.split("Should ")[0]
+
+
+@pytest.mark.parametrize("ending", ["resume", "abort"])
+def test_a_rollback_stuck_on_a_session_is_finished_from_the_standby_once_it_leaves(
+        shop: Shop, ending: str) -> None:
+    a_failing_window(shop, rollback="3s")
+    with idle_session(shop.cluster.url(shop.prod_db)):  # a superuser's: only it may end it
+        stuck = shop.run_window()
+    assert stuck.returncode == 4, stuck.stdout + stuck.stderr
+    standby = shop.databases(f"{shop.prod_db}_window_%")
+    assert standby, "the verified standby is kept for the retry"
+
+    done = shop.window("resume") if ending == "resume" else \
+        shop.window("abort", "--confirm", demo.PHRASE)
+
+    said = done.stdout + done.stderr
+    assert done.returncode == (1 if ending == "resume" else 0), said
+    assert "Traceback" not in said
+    assert shop.status()["state"] == "rolled_back"
+    assert shop.phase("rollback")["status"] == "succeeded"
+    assert shop.status()["rollback"]["method"] == "swap", "the verified standby swapped in"
+    assert not shop.has_column("orders", "coupon_code"), "production holds its backup again"
+    assert shop.databases(f"{shop.prod_db}_window_%") == [], "the standby became production"
+    assert shop.databases(f"{shop.prod_db}_failed_%"), "the migrated database is kept"
+    assert shop.banner_log()[-1] == "off"
 
 
 def _answers(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
