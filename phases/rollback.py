@@ -32,7 +32,7 @@ from orchestrator.engine.facts import (
 )
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import databases, pg
+from orchestrator.postgres import databases, pg, replication
 from orchestrator.toolkit.dumps import (
     compare_with_backup,
     is_marked,
@@ -80,12 +80,16 @@ class Rollback:
         copy = standby_name(name, ctx.run_id)
         mark = marker(ctx.run_id, backup["tables"])
         method = self._swap_until_done(ctx, backup, mark, (name, retained, copy))
+        with ctx.maintenance(ctx.target) as conn:
+            behind = replication.left_behind(conn, retained)
         facts = RollbackFacts(method=method, duration_s=round(time.monotonic() - started, 3),
-                              retained_database=retained, write_gap=gap)
+                              retained_database=retained, write_gap=gap, left_behind=behind)
         ctx.journal.put(ctx.run_id, ROLLBACK, facts)
         ctx.log.info("production_restored", database=name, **facts)
         if gap:
             ctx.log.warning("writes_discarded", tables=gap, kept_in=retained)
+        for what in behind:
+            ctx.log.warning("left_on_retained_database", what=what)
         return PhaseResult(f"production restored by {method}; failed database kept as"
                            f" {retained}", dict(facts))
 
@@ -161,9 +165,25 @@ class Rollback:
             seal(conn, copy, mark)
         if skipped := databases.copy_access(conn, source, copy):
             ctx.log.warning("database_settings_not_copied", settings=skipped)
-        databases.swap(conn, name, retained, copy, mark=mark, deadline=ctx.deadline)
+        if exists[name]:
+            self._disable_subscriptions(ctx)
+        databases.swap(conn, name, retained, copy, mark=mark, deadline=ctx.deadline,
+                       waiting=lambda seen: ctx.log.warning("swap_waiting_for", sessions=seen))
         ctx.log.info("production_retained", database=retained)
         return method
+
+    @staticmethod
+    def _disable_subscriptions(ctx: Context) -> None:
+        """A subscription's apply worker holds production open, and only the subscription's
+        owner may stop it: disabled, it leaves (preflight refused a role that may not)."""
+        try:
+            with ctx.connect(ctx.target) as production:
+                if disabled := replication.disable_subscriptions(production):
+                    ctx.log.warning("subscriptions_disabled", subscriptions=disabled)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PhaseFailed(f"production's subscriptions hold it open and this role may"
+                              f" not disable them: {exc.diag.message_primary}; as their"
+                              " owner: ALTER SUBSCRIPTION ... DISABLE") from exc
 
     @staticmethod
     def _restore(ctx: Context, conn: psycopg.Connection[Any], backup: BackupFacts,

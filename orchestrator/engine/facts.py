@@ -55,6 +55,7 @@ class RollbackFacts(TypedDict, total=False):
     write_gap: dict[str, int] | None
     new_instance: dict[str, Any]
     instructions: str  # what to switch to the restored RDS instance, in words
+    left_behind: list[str]  # slots, subscriptions kept on the retained database, in words
 
 
 class MigrationFacts(TypedDict):

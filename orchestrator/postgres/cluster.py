@@ -108,7 +108,9 @@ class Cluster:
             conf.write(f"\nlisten_addresses = '{LISTEN}'\nport = {self.port}\n"
                        f"unix_socket_directories = '{self.root}'\nfsync = off\n"
                        "synchronous_commit = off\nfull_page_writes = off\n"
-                       "max_connections = 100\nshared_buffers = 128MB\n")
+                       "max_connections = 100\nshared_buffers = 128MB\n"
+                       # Logical replication on production: CDC consumers, subscriptions.
+                       "wal_level = logical\n")
             if ships_extension(self.bin, "pg_stat_statements"):
                 # What the performance baseline reads for production's busiest statements.
                 conf.write("shared_preload_libraries = 'pg_stat_statements'\n")

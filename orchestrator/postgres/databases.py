@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,8 +21,10 @@ from psycopg import sql
 
 from orchestrator import crash
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres.pg import blockers, terminate_sessions
+from orchestrator.postgres.pg import blockers, connected, terminate_sessions
 from orchestrator.redact import redact
+
+NAME_BLOCKERS_EVERY = 3.0  # at most one line per this many seconds naming who holds a swap up
 
 
 def exists(conn: psycopg.Connection[Any], name: str) -> bool:
@@ -112,18 +115,21 @@ def set_allow_connections(conn: psycopg.Connection[Any], name: str, allow: bool)
 
 
 def swap(conn: psycopg.Connection[Any], production: str, retained: str, copy: str, *,
-         mark: str, deadline: float) -> None:
+         mark: str, deadline: float,
+         waiting: Callable[[list[str]], None] | None = None) -> None:
     """``production`` renamed to ``retained`` and ``copy`` (sealed with ``mark``) to
     ``production``, with production's connection limit, template flag, connections allowed
     and comment, in one transaction: committed whole or not at all. Sessions on production
     are ended (new ones refused meanwhile) and the swap retried while some linger, until
-    ``deadline``; then PhaseFailed naming them. Without ``production`` (an earlier swap's
+    ``deadline``; then PhaseFailed naming them. Meanwhile ``waiting`` hears who holds it up,
+    every few seconds. Without ``production`` (an earlier swap's
     first rename, before renames were one transaction), the copy just takes its name."""
     present = exists(conn, production)
     was = properties(conn, production if present else retained)
     if present:
         set_allow_connections(conn, production, allow=False)
     crash.point("pg.swap.closed")
+    said = float("-inf")  # the first refused attempt names them (an attempt waits 5 s)
     try:
         while True:
             if present:
@@ -136,6 +142,9 @@ def swap(conn: psycopg.Connection[Any], production: str, retained: str, copy: st
                 if time.time() >= deadline:
                     raise PhaseFailed(f"{production} cannot be renamed:"
                                       f" {redact(blockers(conn, production))}") from exc
+                if waiting is not None and time.monotonic() >= said + NAME_BLOCKERS_EVERY:
+                    said = time.monotonic()
+                    waiting([redact(seen) for _pid, seen in connected(conn, production)])
                 time.sleep(0.2)
     finally:
         if present and exists(conn, production) and not exists(conn, retained):

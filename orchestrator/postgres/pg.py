@@ -289,20 +289,27 @@ def terminate_sessions(conn: psycopg.Connection[Any], *, dbname: str | None = No
     return ended
 
 
-def blockers(conn: psycopg.Connection[Any], dbname: str) -> str:
-    """Who is still connected to ``dbname`` (what this role may see of them), and the
-    statement that ends them, to be run by a role that may."""
+def connected(conn: psycopg.Connection[Any], dbname: str) -> list[tuple[int, str]]:
+    """Who else is connected to ``dbname``: each session's pid and what this role may see of
+    it (user, application, client address, state, kind)."""
     rows = conn.execute(
         "SELECT pid, coalesce(usename::text, '?'), coalesce(application_name, ''),"
         " CASE WHEN backend_type IS NULL THEN 'hidden from this role: grant it"
         " pg_read_all_stats' ELSE concat_ws(', ', 'from ' || coalesce(host(client_addr),"
         " 'a local socket'), state, backend_type) END FROM pg_stat_activity"
         " WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY pid", (dbname,)).fetchall()
+    return [(pid, f"pid {pid} (user {user}, application {app or '-'}, {seen})")
+            for pid, user, app, seen in rows]
+
+
+def blockers(conn: psycopg.Connection[Any], dbname: str) -> str:
+    """Who is still connected to ``dbname``, and the statement that ends them, to be run by
+    a role that may."""
+    rows = connected(conn, dbname)
     if not rows:
         return "it was still in use a moment ago (the sessions have left since)"
-    shown = "; ".join(f"pid {pid} (user {user}, application {app or '-'}, {seen})"
-                      for pid, user, app, seen in rows[:5])
-    pids = ", ".join(str(row[0]) for row in rows)
+    shown = "; ".join(seen for _pid, seen in rows[:5])
+    pids = ", ".join(str(pid) for pid, _seen in rows)
     return (f"sessions this role may not end are connected: {shown}. End them as a role that"
             f" may (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN"
             f" ({pids}))")

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.errors import PhaseFailed
+from orchestrator.postgres import replication
 
 
 class Lack(NamedTuple):
@@ -73,7 +74,8 @@ SELECT DISTINCT r.rolname FROM owned o JOIN pg_roles r ON r.oid = o.owner
 def rollback_path(conn: psycopg.Connection[Any]) -> RollbackPath:
     """What this role (connected to production) lacks for a rollback by swap or restore."""
     row = conn.execute(
-        "SELECT r.rolname, r.rolsuper, r.rolcreatedb, pg_get_userbyid(d.datdba),"
+        "SELECT current_database(), r.rolname, r.rolsuper, r.rolcreatedb,"
+        " pg_get_userbyid(d.datdba),"
         " pg_has_role(current_user, d.datdba, 'USAGE'), t.spcname,"
         " t.spcname = 'pg_default' OR has_tablespace_privilege(t.oid, 'CREATE'),"
         " pg_has_role(current_user, 'pg_signal_backend', 'USAGE'),"
@@ -82,11 +84,21 @@ def rollback_path(conn: psycopg.Connection[Any]) -> RollbackPath:
         " WHERE r.rolname = current_user AND d.datname = current_database()").fetchone()
     if row is None:  # the role and the database it is connected to exist, or it would not be
         raise PhaseFailed("this role or its database vanished while it was connected")
-    role, superuser, createdb, owner, owns, space, in_space, signals, sees = row
+    database, role, superuser, createdb, owner, owns, space, in_space, signals, sees = row
+    behind = [f"a rollback leaves {slot.left_on('the retained database')}"
+              for slot in replication.slots(conn, database)]
     if superuser:
-        return RollbackPath(role, [], [])
+        return RollbackPath(role, [], behind)
     me = _quoted(role)
     lacks = []
+    if enabled := [name for name, on in replication.subscriptions(conn) if on]:
+        lacks.append(Lack(f"the right to disable production's subscription(s)"
+                          f" {', '.join(enabled)} (their apply workers hold production open;"
+                          " only their owner, a superuser, may stop them)",
+                          " ".join(f"ALTER SUBSCRIPTION {_quoted(name)} DISABLE;"
+                                   for name in enabled)
+                          + " (before the window, as their owner; or run window as a"
+                          " superuser)"))
     if not createdb:
         lacks.append(Lack("CREATEDB (to create the copy a rollback swaps in, and to rename"
                           " production)", f"ALTER ROLE {me} CREATEDB;"))
@@ -120,8 +132,9 @@ def rollback_path(conn: psycopg.Connection[Any]) -> RollbackPath:
         lacks.append(Lack(f"pg_signal_backend (to end the sessions of other roles that a swap"
                           f" must end: {shown} connected now)",
                           f"GRANT pg_signal_backend TO {me};"))
-    notes = [f"a superuser's sessions ({user}, {count} connected now) can be ended only by a"
-             " superuser: a rollback would wait for them" for user, count, su in others if su]
+    notes = [*behind, *(f"a superuser's sessions ({user}, {count} connected now) can be ended"
+                        " only by a superuser: a rollback would wait for them"
+                        for user, count, su in others if su)]
     if not sees:
         notes.append("other roles' sessions are hidden from this role (their state and"
                      f" address): GRANT pg_read_all_stats TO {me}; names them in full")

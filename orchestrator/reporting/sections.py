@@ -125,6 +125,7 @@ def rollback(facts: dict[str, Any]) -> Section:
         rows.append(("data loss accepted by", str(accepted.get("by"))))
     if rb.get("instructions"):
         rows.append(("to finish by hand", str(rb["instructions"])))
+    rows += [("left behind", str(what)) for what in rb.get("left_behind") or []]
     return Section("Rollback", (), rows)
 
 

@@ -174,6 +174,7 @@ def table(report: dict[str, Any]) -> str:
             gap = ", ".join(f"{t} ~{n}" for t, n in rollback["write_gap"].items())
             lines.append(f"  writes after the backup, discarded (still in the kept database):"
                          f" {gap}")
+        lines += [f"  left behind: {what}" for what in rollback.get("left_behind") or []]
     lines += _rehearsal_lines(report.get("rehearsal"), report.get("eta"))
     lines += _baseline_lines(report.get("baseline") or {})
     lines += _monitor_summary(report["monitor"])

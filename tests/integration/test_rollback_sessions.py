@@ -5,6 +5,8 @@ it, instead of a traceback."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +15,7 @@ import pytest
 
 from orchestrator.commands import demo
 from tests.support.shop import Shop, add_free_sample
+from tests.support.waiting import wait_until
 
 OTHER_ROLE, OTHER_PASSWORD = "reporting_app", "r3port-pw"
 
@@ -50,7 +53,7 @@ def test_another_roles_idle_session_is_ended_and_the_rollback_finishes(shop: Sho
 
 
 def test_a_session_it_may_not_end_is_named_with_the_statement_that_ends_it(shop: Shop) -> None:
-    a_failing_window(shop, rollback="5s")
+    a_failing_window(shop, rollback="8s")  # a refused rename waits 5 s: named once in time
 
     # A superuser's session: pg_signal_backend may never end it.
     with idle_session(shop.cluster.url(shop.prod_db)) as admin:
@@ -66,6 +69,9 @@ def test_a_session_it_may_not_end_is_named_with_the_statement_that_ends_it(shop:
         " pg_read_all_stats)" in error
     assert f"pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({pid})" in error
     assert shop.cluster.password not in said
+    # While it waited, it said every few seconds who held production.
+    waiting = [line for line in said.splitlines() if "swap_waiting_for" in line]
+    assert waiting and f"pid {pid} (user postgres, application pool" in waiting[0], said
     # The manual steps name the verified standby first, and the window's own retry.
     assert "`window resume` (or `window abort`) tries it again from where it stopped," \
         f" swapping in {shop.prod_db}_window_" in said
@@ -103,3 +109,96 @@ def _answers(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     except psycopg.Error:
         return False
     return True
+
+
+@contextmanager
+def cdc_consumer(shop: Shop, slot: str) -> Iterator[subprocess.Popen[bytes]]:
+    """pg_recvlogical streaming production's changes from ``slot``, as Debezium would, under a
+    role of its own (REPLICATION, nothing else)."""
+    shop.cluster.psql(f"DROP ROLE IF EXISTS cdc_reader; CREATE ROLE cdc_reader LOGIN REPLICATION"
+                      f" PASSWORD '{OTHER_PASSWORD}'")
+    shop.cluster.psql(f"SELECT pg_create_logical_replication_slot('{slot}', 'test_decoding')",
+                      dbname=shop.prod_db)
+    consumer = subprocess.Popen(
+        ["pg_recvlogical", "-h", "127.0.0.1", "-p", str(shop.cluster.port), "-U", "cdc_reader",
+         "-d", shop.prod_db, "--slot", slot, "--start", "-f", "/dev/null"],
+        env={**os.environ, "PGPASSWORD": OTHER_PASSWORD}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: shop.cluster.psql(
+            f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'") == "t",
+            "pg_recvlogical streaming")
+        yield consumer
+    finally:
+        consumer.kill()
+        consumer.wait(timeout=30)
+        wait_until(lambda: shop.cluster.psql(
+            f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'") == "f",
+            "the slot released")
+        shop.cluster.psql(f"SELECT pg_drop_replication_slot('{slot}')")
+
+
+def test_a_cdc_consumer_is_ended_and_the_slot_it_leaves_is_said_before_and_after(
+        shop: Shop) -> None:
+    slot = f"cdc_{shop.prod_db}"
+    a_failing_window(shop, rollback="60s")
+
+    with cdc_consumer(shop, slot):
+        plan = shop.window("plan")
+        done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert plan.returncode == 0, plan.stderr
+    assert f"a rollback leaves logical slot {slot} (test_decoding) on the retained database" \
+        in plan.stdout
+    assert done.returncode == 1, said
+    assert shop.status()["state"] == "rolled_back" and "Traceback" not in said
+    assert not shop.has_column("orders", "coupon_code"), "production holds its backup again"
+    retained = shop.status()["rollback"]["retained_database"]
+    behind = shop.status()["rollback"]["left_behind"]
+    assert len(behind) == 1 and behind[0].startswith(
+        f"logical slot {slot} (test_decoding) on {retained}: its consumer fails"), behind
+    assert f"SELECT pg_drop_replication_slot('{slot}')" in behind[0]
+    assert f"left behind: logical slot {slot}" in said
+
+
+def test_a_subscription_refuses_a_role_that_cannot_stop_it_and_is_disabled_by_one_that_can(
+        shop: Shop) -> None:
+    upstream, name = f"{shop.prod_db}_upstream", f"sub_{shop.prod_db}"
+    shop.cluster.psql(f"CREATE DATABASE {upstream}")
+    shop.cluster.psql("CREATE TABLE rates (id int PRIMARY KEY); CREATE PUBLICATION rates_pub"
+                      " FOR TABLE rates", dbname=upstream)
+    shop.cluster.psql(f"SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')",
+                      dbname=upstream)
+    shop.cluster.psql(f"CREATE TABLE rates (id int PRIMARY KEY); ALTER TABLE rates OWNER TO"
+                      f" {demo.APP_USER}", dbname=shop.prod_db)
+    shop.cluster.psql(f"CREATE SUBSCRIPTION {name} CONNECTION 'host="
+                      f"{shop.cluster.root} port={shop.cluster.port} dbname={upstream}"
+                      f" user=postgres' PUBLICATION rates_pub WITH (create_slot = false,"
+                      f" slot_name = '{name}')", dbname=shop.prod_db)
+    a_failing_window(shop, rollback="60s")
+
+    refused = shop.window("plan")
+
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert f"the right to disable production's subscription(s) {name}" in refused.stderr
+    assert f'ALTER SUBSCRIPTION "{name}" DISABLE;' in refused.stderr
+
+    shop.env["DATABASE_URL"] = shop.cluster.url(shop.prod_db)  # a superuser may stop it
+    done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert shop.status()["state"] == "rolled_back" and "Traceback" not in said
+    assert shop.cluster.password not in said
+    retained = shop.status()["rollback"]["retained_database"]
+    assert f"subscription(s) {name} stay on {retained}, disabled" in \
+        " ".join(shop.status()["rollback"]["left_behind"])
+    enabled = shop.cluster.psql("SELECT d.datname || ':' || s.subenabled FROM pg_subscription s"
+                                " JOIN pg_database d ON d.oid = s.subdbid ORDER BY 1")
+    assert f"{retained}:false" in enabled.split() and f"{shop.prod_db}:true" not in enabled
+    for database in (retained, shop.prod_db):
+        if f"{database}:" in enabled:
+            shop.cluster.psql(f"ALTER SUBSCRIPTION {name} SET (slot_name = NONE);"
+                              f" DROP SUBSCRIPTION {name}", dbname=database)
+    shop.cluster.psql(f"SELECT pg_drop_replication_slot('{name}')")
