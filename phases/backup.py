@@ -7,6 +7,11 @@ manifest is written beside the archive. Then (``verify = "restore"``) the archiv
 into a standby copy, ``<db>_window_<run_id>``, whose checksums must equal the snapshot's; the
 copy is marked verified and closed to connections, and kept until the window ends: rollback
 becomes a rename. Re-entering the phase starts over.
+
+Populated materialized views are checksummed with the tables, but an archive holds no rows
+of theirs: the restore recomputes them. A view that was stale at the backup comes back with
+other contents, which is reported (journaled with the backup, named in its summary) and
+does not fail it: the tables it is computed from were proven equal.
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ from psycopg import IsolationLevel
 
 from orchestrator.engine import proc
 from orchestrator.engine.context import Context
-from orchestrator.engine.facts import BACKUP, BackupFacts
+from orchestrator.engine.facts import BACKUP, BackupFacts, RecomputedView, recomputed_words
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import archive, databases, pg, tools
-from orchestrator.postgres.figures import TableFigures, write_counters
+from orchestrator.postgres.figures import write_counters
 from orchestrator.toolkit.dumps import (
     archive_path,
     compare_with_backup,
@@ -56,14 +61,17 @@ class Backup:
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
             row = conn.execute("SELECT pg_export_snapshot()").fetchone()
             snapshot = str(row[0]) if row else ""
-            tables = pg.user_tables(conn)
+            tables, views = pg.user_tables(conn), pg.populated_matviews(conn)
             major = pg.server_major(conn)
             compress = self._dump(ctx, path, snapshot, major, len(tables))
             # The snapshot stays exported while this transaction is open: the figures describe
             # exactly what pg_dump read, computed after it so the two never share the CPU.
             started = time.monotonic()
-            figures = describe(ctx, ctx.target, tables, snapshot=snapshot)
+            described = describe(ctx, ctx.target, tables + views, snapshot=snapshot)
+            figures = {t.qualified: described[t.qualified] for t in tables}
+            view_figures = {v.qualified: described[v.qualified] for v in views}
             ctx.log.info("snapshot_described", tables=len(figures),
+                         materialized_views=len(view_figures),
                          duration_s=round(time.monotonic() - started, 3))
             conn.rollback()
         self._check_contents(ctx, path, tables, major)
@@ -72,17 +80,19 @@ class Backup:
             path=str(path), manifest=str(manifest), size_bytes=archive.size_bytes(path),
             manifest_sha256=manifest_digest(path), verified=False,
             verification=ctx.settings.backup.verify, standby=None, tables=figures,
-            writes=writes, compress=compress)
+            materialized_views=view_figures, writes=writes, compress=compress)
         ctx.journal.put(ctx.run_id, BACKUP, facts)  # checkpoint before the long proof
         if ctx.settings.backup.verify == "restore":
-            facts["verified"], facts["standby"] = True, self._prove(ctx, path, figures)
+            facts["standby"], facts["recomputed_views"] = self._prove(ctx, path, facts)
+            facts["verified"] = True
             ctx.journal.put(ctx.run_id, BACKUP, facts)
         if ctx.settings.backup_s3_uri:
             facts["s3_uri"] = self._upload(ctx, path, manifest)
             ctx.journal.put(ctx.run_id, BACKUP, facts)
         rows = sum(t["rows"] for t in figures.values())
         return PhaseResult(f"{len(figures)} tables, {rows} rows, {facts['size_bytes']} bytes in"
-                           f" {path}" + (", verified by restore" if facts["verified"] else ""))
+                           f" {path}" + (", verified by restore" if facts["verified"] else "")
+                           + recomputed_summary(facts.get("recomputed_views", [])))
 
     @staticmethod
     def _upload(ctx: Context, path: Path, manifest: Path) -> str:
@@ -127,18 +137,22 @@ class Backup:
         archive.manifest_path(path).unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def _prove(self, ctx: Context, path: Path, figures: dict[str, TableFigures]) -> str:
+    def _prove(self, ctx: Context, path: Path, facts: BackupFacts
+               ) -> tuple[str, list[RecomputedView]]:
+        """The standby copy, restored and compared; the views its restore recomputed."""
         name = standby_name(ctx.target.dbname, ctx.run_id)
+        figures = facts["tables"]
         with ctx.maintenance(ctx.target) as conn:
             took = restore_into_new_database(ctx, conn, path, name, like=ctx.target.dbname,
                                              tables=len(figures))
             ctx.log.info("backup_restored", database=name, duration_s=round(took, 3))
             started = time.monotonic()
-            compare_with_backup(ctx, ctx.target.on(name), figures)
+            recomputed = compare_with_backup(ctx, ctx.target.on(name), figures,
+                                             views=facts.get("materialized_views", {}))
             ctx.log.info("backup_verified", database=name,
                          duration_s=round(time.monotonic() - started, 3))
             seal(conn, name, marker(ctx.run_id, figures))
-        return name
+        return name, recomputed
 
     def _dump(self, ctx: Context, path: Path, snapshot: str, major: int, tables: int) -> str:
         settings = ctx.settings.backup
@@ -164,9 +178,18 @@ class Backup:
             raise PhaseFailed(f"the archive's table of contents does not read: "
                               f"{proc.tail(result.output)}")
         # "3348; 0 16394 TABLE DATA public orders owner": the third field is the table's oid,
-        # which, unlike the names, cannot contain spaces.
+        # which, unlike the names, cannot contain spaces. A materialized view's entry reads
+        # "MATERIALIZED VIEW DATA": a REFRESH, no rows, and not required here.
         listed = {int(line.split()[2]) for line in result.stdout.splitlines()
                   if " TABLE DATA " in line and not line.startswith(";")}
         missing = [t.qualified for t in tables if t.oid not in listed]
         if missing:
             raise PhaseFailed(f"the archive lacks data for {', '.join(missing)}")
+
+
+def recomputed_summary(views: list[RecomputedView]) -> str:
+    """The summary's words for the views the restore gave back with other contents."""
+    if not views:
+        return ""
+    return ("; materialized views the restore recomputed (stale at the backup; a rollback gives"
+            " them back recomputed): " + ", ".join(recomputed_words(v) for v in views))

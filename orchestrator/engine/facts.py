@@ -25,9 +25,29 @@ class Fact(Generic[T]):
     key: str
 
 
+class RecomputedView(TypedDict):
+    """A materialized view that a restore gave back with other contents than production held
+    at the backup: stale then (its tables changed after its last refresh), recomputed by the
+    restore. Rows are None where the view could not be read."""
+
+    view: str
+    rows_at_backup: int | None
+    rows_in_copy: int | None
+
+
+def recomputed_words(view: RecomputedView) -> str:
+    """A recomputed view in the words the summary, ``window status`` and the reports use."""
+    before, after = view["rows_at_backup"], view["rows_in_copy"]
+    if before == after:
+        return f"{view['view']} ({before} rows at the backup and in the copy, other contents)"
+    shown = [f"{n} rows" if n is not None else "unreadable" for n in (before, after)]
+    return f"{view['view']} ({shown[0]} at the backup, {shown[1]} in the copy)"
+
+
 class BackupFacts(TypedDict, total=False):
-    """The backup: where its archive is, what it holds (rows and checksums per table), the
-    write counters at its snapshot, and the standby copy that proved it restorable."""
+    """The backup: where its archive is, what it holds (rows and checksums per table, and per
+    populated materialized view), the write counters at its snapshot, and the standby copy
+    that proved it restorable, with the views it found recomputed."""
 
     path: str | None
     manifest: str
@@ -37,6 +57,8 @@ class BackupFacts(TypedDict, total=False):
     verification: str
     standby: str | None
     tables: dict[str, TableFigures]
+    materialized_views: dict[str, TableFigures]  # populated ones, at the snapshot
+    recomputed_views: list[RecomputedView]  # checked by the restore; [] when all came back
     writes: WriteCounters
     compress: str
     s3_uri: str

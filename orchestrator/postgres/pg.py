@@ -14,7 +14,7 @@ import urllib.parse
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, LiteralString, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -223,9 +223,19 @@ class Table(NamedTuple):
 def user_tables(conn: psycopg.Connection[Any]) -> list[Table]:
     """Tables that hold rows: plain tables and partitions (a partitioned parent holds none
     itself), outside the system schemas, not owned by an extension (pg_dump skips those)."""
+    return _relations(conn, "c.relkind = 'r'")
+
+
+def populated_matviews(conn: psycopg.Connection[Any]) -> list[Table]:
+    """Materialized views that can be read, chosen as ``user_tables`` chooses tables. One made
+    ``WITH NO DATA`` cannot be read, and a restore leaves it so."""
+    return _relations(conn, "c.relkind = 'm' AND c.relispopulated")
+
+
+def _relations(conn: psycopg.Connection[Any], kind: LiteralString) -> list[Table]:
     return [Table(*row) for row in conn.execute(
         "SELECT c.oid::int8, n.nspname, c.relname FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " + kind +
         " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
         " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
         " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"

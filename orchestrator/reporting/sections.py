@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.engine import eta
+from orchestrator.engine.facts import recomputed_words
 
 EXIT_MEANINGS = {
     0: "completed",
@@ -105,9 +106,13 @@ def backup(facts: dict[str, Any]) -> list[Section]:
              if b["manifest_sha256"] else ""),
             ("verified", f"{'yes' if b['verified'] else 'no'}: {proof}"),
             ("standby copy", b["standby"] or ""), ("S3", b["s3_uri"] or ""),
-            ("compression", f"pg_dump --compress={b['compress']}" if b["compress"] else "")]
+            ("compression", f"pg_dump --compress={b['compress']}" if b["compress"] else ""),
+            ("recomputed by the restore", ", ".join(
+                recomputed_words(v) for v in b.get("recomputed_views", [])))]
     tables = [(name, f"{t['rows']:,}", str(t.get("checksum", "-")))
               for name, t in sorted(b["tables"].items())]
+    tables += [(f"{name} (materialized view)", f"{t['rows']:,}", str(t.get("checksum", "-")))
+               for name, t in sorted(b.get("materialized_views", {}).items())]
     return [Section("Backup", (), [r for r in rows if r[1]]),
             Section("Backup contents", ("table", "rows", "checksum"), tables)]
 

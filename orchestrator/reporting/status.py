@@ -20,6 +20,7 @@ from orchestrator.engine.facts import (
     ROLLBACK_PAUSED,
     BackupFacts,
     Warnings,
+    recomputed_words,
 )
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import FORWARD, TERMINAL
@@ -116,7 +117,9 @@ def _eta(settings: Settings, run: Run, rows: list[PhaseRow], rehearsal: dict[str
 def _backup(facts: BackupFacts | None) -> dict[str, Any]:
     facts = facts or BackupFacts()
     keys = ("path", "size_bytes", "verified", "verification", "standby", "s3_uri", "compress")
-    return {**{key: facts.get(key) for key in keys}, "tables": facts.get("tables", {})}
+    return {**{key: facts.get(key) for key in keys}, "tables": facts.get("tables", {}),
+            "materialized_views": facts.get("materialized_views", {}),
+            "recomputed_views": facts.get("recomputed_views", [])}
 
 
 def _phase(row: PhaseRow, crashed: bool) -> dict[str, Any]:
@@ -165,6 +168,8 @@ def table(report: dict[str, Any]) -> str:
         proof = "verified by restore" if backup["verified"] else "table of contents read"
         lines += ["", f"  backup {backup['path']}: {len(backup['tables'])} tables, {rows} rows,"
                       f" {backup['size_bytes']} bytes, {proof}"]
+        lines += [f"  materialized view stale at the backup, recomputed by the restore (so after"
+                  f" a rollback): {recomputed_words(view)}" for view in backup["recomputed_views"]]
     if (migration := report.get("migration")) and migration["applied"]:
         lines.append(f"  migrations applied: {', '.join(migration['applied'])}")
     if rollback := report["rollback"]:

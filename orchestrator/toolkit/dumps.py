@@ -3,8 +3,9 @@ rehearsal share.
 
 An archive is a ``pg_dump -Fd`` folder under ``[backup] dir``, named by its run; a standby is
 the archive restored into ``<db>_window_<run_id>``, compared with the backup's figures table
-by table, then sealed (closed to connections, marked verified). A rollback takes an archive
-from ``trusted_archive``, which checks its manifest once (and fetches it from S3 if need be).
+by table (a materialized view the restore recomputed is reported, not failed), then sealed
+(closed to connections, marked verified). A rollback takes an archive from
+``trusted_archive``, which checks its manifest once (and fetches it from S3 if need be).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from psycopg import IsolationLevel, sql
 
 from orchestrator.engine import proc
 from orchestrator.engine.context import Context
-from orchestrator.engine.facts import BackupFacts
+from orchestrator.engine.facts import BACKUP, BackupFacts, RecomputedView
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import archive, databases, figures, pg, tools
 from orchestrator.postgres.figures import TableFigures
@@ -159,11 +160,18 @@ def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str |
 
 
 def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, TableFigures], *,
-                        checksums: bool = True) -> None:
-    """Rows (and checksums) of ``db`` equal the backup's, table by table, or PhaseFailed."""
+                        checksums: bool = True,
+                        views: dict[str, TableFigures] | None = None) -> list[RecomputedView]:
+    """Rows (and checksums) of ``db`` equal the backup's, table by table, or PhaseFailed.
+
+    Its populated materialized views are compared with ``views`` (by default the journaled
+    backup's), and a difference is reported, never failed: a restore recomputes every view
+    from tables just proven equal, so a view stale at the backup comes back fresh. Each one
+    is logged (``materialized_view_recomputed``) and returned."""
     with ctx.connect(db) as conn:
-        tables = pg.user_tables(conn)
-    actual = describe(ctx, db, tables, checksums=checksums)
+        tables, matviews = pg.user_tables(conn), pg.populated_matviews(conn)
+    actual = describe(ctx, db, tables + matviews, checksums=checksums)
+    in_copy = {view.qualified: actual.pop(view.qualified) for view in matviews}
     if not checksums:
         expected = {t: {"rows": v["rows"]} for t, v in expected.items()}
     wrong = sorted(t for t in {*expected, *actual} if expected.get(t) != actual.get(t))
@@ -171,6 +179,31 @@ def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, TableFigure
         shown = "; ".join(f"{t}: backup {expected.get(t)}, copy {actual.get(t)}"
                           for t in wrong[:5])
         raise PhaseFailed(f"the restored copy {db} differs from the backup: {shown}")
+    if views is None:  # the rollback's restore: the views the backup described
+        views = (ctx.journal.get(ctx.run_id, BACKUP) or BackupFacts()).get("materialized_views")
+    if views is None:  # a backup taken before views were described: nothing to compare
+        return []
+    recomputed = recomputed_views(views, in_copy, checksums=checksums)
+    for view in recomputed:
+        ctx.log.warning("materialized_view_recomputed", database=db.dbname, **view)
+    return recomputed
+
+
+def recomputed_views(at_backup: dict[str, TableFigures], in_copy: dict[str, TableFigures], *,
+                     checksums: bool = True) -> list[RecomputedView]:
+    """The views whose figures in the copy differ from the backup's (rows only without
+    ``checksums``); a view readable on one side only counts, its rows None on the other."""
+    if not checksums:
+        at_backup = {v: {"rows": f["rows"]} for v, f in at_backup.items()}
+        in_copy = {v: {"rows": f["rows"]} for v, f in in_copy.items()}
+    return [RecomputedView(view=view, rows_at_backup=_rows(at_backup.get(view)),
+                           rows_in_copy=_rows(in_copy.get(view)))
+            for view in sorted({*at_backup, *in_copy})
+            if at_backup.get(view) != in_copy.get(view)]
+
+
+def _rows(found: TableFigures | None) -> int | None:
+    return found["rows"] if found else None
 
 
 def trusted_archive(ctx: Context, facts: BackupFacts) -> Path:

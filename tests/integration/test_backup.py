@@ -8,10 +8,8 @@ import json
 import psycopg
 
 from orchestrator.commands import demo
-from tests.support.shop import Shop, failing_migration
+from tests.support.shop import DROP_STANDBY, Shop, failing_migration
 
-DROP_STANDBY = ('psql -X -q "${DATABASE_URL%/*}/postgres" -c'
-                ' "DROP DATABASE \\"${DB}_window_${WINDOW_RUN_ID}\\" WITH (FORCE)"')
 TAMPER = 'printf garbage >> "backups/$WINDOW_RUN_ID/toc.dat"'
 LATE_WRITES = ('psql -X -q "$DATABASE_URL" -c "INSERT INTO orders (customer)'
                ' SELECT \'late\' FROM generate_series(1, 5)" && ')

@@ -37,6 +37,10 @@ psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" || exit 1
 exit 1
 """
 
+# For failing_migration: the standby copy dropped, so that the rollback restores the archive.
+DROP_STANDBY = ('psql -X -q "${DATABASE_URL%/*}/postgres" -c'
+                ' "DROP DATABASE \\"${DB}_window_${WINDOW_RUN_ID}\\" WITH (FORCE)"')
+
 
 @dataclass
 class Shop:

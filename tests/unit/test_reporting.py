@@ -258,3 +258,22 @@ def test_an_ended_window_shows_no_eta_and_no_driving_pid(journal: Journal,
 
     assert "eta" not in shown and "driven by pid" not in shown
     assert status.status(journal, run, settings)["eta"] is None
+
+
+def test_views_the_restore_recomputed_are_shown_by_status_and_the_report(
+        journal: Journal, settings: config.Settings) -> None:
+    play(journal, "r1", fail_at="migrate")
+    put_facts(journal, "r1")
+    backup = journal.get("r1", BACKUP) or {}
+    journal.put("r1", BACKUP, {
+        **backup, "materialized_views": {"public.order_ids": {"rows": 2000, "checksum": "7"}},
+        "recomputed_views": [{"view": "public.order_ids", "rows_at_backup": 2000,
+                              "rows_in_copy": 2005}]})
+    shown = "public.order_ids (2000 rows at the backup, 2005 rows in the copy)"
+
+    table = status.table(status.status(journal, journal.run("r1"), settings))
+    text = as_markdown.render(record.gather(journal, journal.run("r1"), settings))
+
+    assert f"recomputed by the restore (so after a rollback): {shown}" in table
+    assert f"| **recomputed by the restore** | {shown} |" in text
+    assert "| public.order_ids (materialized view) | 2,000 | 7 |" in text
