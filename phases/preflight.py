@@ -4,7 +4,9 @@ Production and staging answer (a cold serverless database gets bounded retries),
 not the same database (as the servers say, whatever the URLs), pg_dump and pg_restore are
 new enough for production's server, the backup folder is writable, and this role may roll
 production back (create the copy, rename production, end the sessions in the way): a window
-that could not roll back stops here, before the rehearsal touches staging.
+that could not roll back stops here, before the rehearsal touches staging. The cluster's
+roles, memberships, settings and tablespaces are recorded, for the rollback to say what no
+restore undoes.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import time
 
 from orchestrator.engine import gates
 from orchestrator.engine.context import Context
-from orchestrator.engine.facts import LOG_OFFSETS
+from orchestrator.engine.facts import CLUSTER_BEFORE, LOG_OFFSETS
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import pg, privileges, tools
+from orchestrator.postgres import cluster_state, pg, privileges, tools
 from orchestrator.toolkit import probes
 
 
@@ -53,6 +55,8 @@ class Preflight:
             return
         with ctx.connect(ctx.target) as conn:
             path = privileges.rollback_path(conn)
+            if ctx.journal.get(ctx.run_id, CLUSTER_BEFORE) is None:  # before the rehearsal
+                ctx.journal.put(ctx.run_id, CLUSTER_BEFORE, cluster_state.record(conn))
         if path.lacks:
             raise PhaseFailed(path.refusal())
         for note in path.notes:

@@ -22,17 +22,19 @@ import psycopg
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import (
     BACKUP,
+    CLUSTER_BEFORE,
     DATA_LOSS_ACCEPTED,
     ROLLBACK,
     ROLLBACK_PAUSED,
     WRITES_AT_BANNER,
     BackupFacts,
+    ClusterChange,
     RollbackFacts,
     WriteGap,
 )
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import databases, pg, replication
+from orchestrator.postgres import cluster_state, databases, pg, replication
 from orchestrator.toolkit.dumps import (
     compare_with_backup,
     is_marked,
@@ -82,14 +84,18 @@ class Rollback:
         method = self._swap_until_done(ctx, backup, mark, (name, retained, copy))
         with ctx.maintenance(ctx.target) as conn:
             behind = replication.left_behind(conn, retained)
+            changes = self._cluster_changes(ctx, conn)
         facts = RollbackFacts(method=method, duration_s=round(time.monotonic() - started, 3),
-                              retained_database=retained, write_gap=gap, left_behind=behind)
+                              retained_database=retained, write_gap=gap, left_behind=behind,
+                              cluster_changes=changes)
         ctx.journal.put(ctx.run_id, ROLLBACK, facts)
         ctx.log.info("production_restored", database=name, **facts)
         if gap:
             ctx.log.warning("writes_discarded", tables=gap, kept_in=retained)
         for what in behind:
             ctx.log.warning("left_on_retained_database", what=what)
+        for change in changes:
+            ctx.log.warning("cluster_change_not_undone", what=change["what"], undo=change["undo"])
         return PhaseResult(f"production restored by {method}; failed database kept as"
                            f" {retained}", dict(facts))
 
@@ -159,6 +165,11 @@ class Rollback:
             return str((ctx.journal.get(ctx.run_id, ROLLBACK) or {}).get("method", "swap"))
         method = "swap"
         source = name if exists[name] else retained
+        if not exists[source]:
+            raise PhaseFailed(f"neither {name} nor {retained} exists any more: production's"
+                              " database was dropped or renamed by hand, and with it what it"
+                              f" was (owner, grants, settings); rename {copy} to {name} by"
+                              " hand once you have checked it, then grant what it needs")
         if not is_marked(conn, copy, mark):
             method = "restore"
             self._restore(ctx, conn, backup, copy, like=source)
@@ -171,6 +182,16 @@ class Rollback:
                        waiting=lambda seen: ctx.log.warning("swap_waiting_for", sessions=seen))
         ctx.log.info("production_retained", database=retained)
         return method
+
+    @staticmethod
+    def _cluster_changes(ctx: Context, conn: psycopg.Connection[Any]) -> list[ClusterChange]:
+        """What changed in the cluster since preflight (roles, memberships, ALTER SYSTEM,
+        tablespaces): no restore of the database undoes it, so it is named with its undo."""
+        before = ctx.journal.get(ctx.run_id, CLUSTER_BEFORE)
+        if before is None:  # a window begun before the cluster was recorded
+            return []
+        return [ClusterChange(what=d.what, undo=d.undo)
+                for d in cluster_state.differences(before, cluster_state.record(conn))]
 
     @staticmethod
     def _disable_subscriptions(ctx: Context) -> None:

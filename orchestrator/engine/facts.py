@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
 if TYPE_CHECKING:  # `window status` reads facts without loading psycopg
+    from orchestrator.postgres.cluster_state import ClusterState
     from orchestrator.postgres.figures import TableFigures, WriteCounters
 
 T = TypeVar("T")
@@ -78,6 +79,7 @@ class RollbackFacts(TypedDict, total=False):
     new_instance: dict[str, Any]
     instructions: str  # what to switch to the restored RDS instance, in words
     left_behind: list[str]  # slots, subscriptions kept on the retained database, in words
+    cluster_changes: list[ClusterChange]  # what no restore undoes, since preflight
 
 
 class MigrationFacts(TypedDict):
@@ -97,6 +99,15 @@ class DataLossAccepted(TypedDict):
     write_gap: WriteGap  # what the paused rollback said it would discard
 
 
+class ClusterChange(TypedDict):
+    """A cluster-level change (a role, a membership, ALTER SYSTEM, a tablespace) made since
+    the window began, which no restore of the database undoes: in words, and the SQL that
+    undoes it."""
+
+    what: str
+    undo: str
+
+
 class Warnings(TypedDict):
     warnings: list[str]
 
@@ -110,6 +121,7 @@ class By(TypedDict):
 
 
 BACKUP: Fact[BackupFacts] = Fact("backup")
+CLUSTER_BEFORE: Fact[ClusterState] = Fact("cluster_before")  # roles, settings..., at preflight
 ROLLBACK: Fact[RollbackFacts] = Fact("rollback")
 MIGRATION: Fact[MigrationFacts] = Fact("migration")
 # The write counters when the banner went up: the rollback's write gap is measured from them.

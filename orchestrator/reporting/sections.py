@@ -131,6 +131,8 @@ def rollback(facts: dict[str, Any]) -> Section:
     if rb.get("instructions"):
         rows.append(("to finish by hand", str(rb["instructions"])))
     rows += [("left behind", str(what)) for what in rb.get("left_behind") or []]
+    rows += [("not undone by the restore", f"{c['what']}; undo: {c['undo']}")
+             for c in rb.get("cluster_changes") or []]
     return Section("Rollback", (), rows)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +24,9 @@ from orchestrator.engine.facts import (
     recomputed_words,
 )
 from orchestrator.engine.journal import Journal
-from orchestrator.engine.machine import FORWARD, TERMINAL
+from orchestrator.engine.machine import FORWARD, TERMINAL, State
 from orchestrator.engine.rows import PhaseRow, PhaseStatus, Run
-from orchestrator.errors import UsageError
+from orchestrator.errors import UsageError, WindowError
 from orchestrator.store import lease
 
 
@@ -47,7 +48,32 @@ def show(settings: Settings, as_json: bool) -> str:
                     alive=holder.live() if holder else None)
     if holder is not None:
         report["lease"] = holder.as_status()
+    if run.state in (State.ROLLBACK, State.NEEDS_ATTENTION) and (
+            missing := _production_missing(settings, run)):
+        report["production_missing"] = missing
+        return json.dumps(report, indent=2) if as_json else f"{missing}\n{table(report)}"
     return json.dumps(report, indent=2) if as_json else table(report)
+
+
+def _production_missing(settings: Settings, run: Run) -> str | None:
+    """Where a rollback may have stopped mid-way, whether production's name still names a
+    database (asked of the server, for at most 3 s): a sentence with the command to run when
+    not; None when it does, or when the server cannot say now."""
+    import psycopg  # only where a rollback may have stopped: status stays light otherwise
+
+    from orchestrator.engine import gates
+    from orchestrator.postgres import databases, pg
+
+    try:
+        target = gates.database(settings, settings.target.url_env, "target", UsageError)
+        with pg.connect(target.on(settings.target.maintenance_db), time.time() + 3) as conn:
+            if databases.exists(conn, target.dbname):
+                return None
+    except (WindowError, psycopg.Error):
+        return None
+    return (f"PRODUCTION IS MISSING: no database is named {target.dbname} on its server"
+            f" ({target}). Run `window resume` to finish window {run.run_id}'s rollback (it"
+            " swaps the verified copy in), or follow the steps below by hand.")
 
 
 def process_alive(run: Run) -> bool:
@@ -180,6 +206,8 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"  writes after the backup, discarded (still in the kept database):"
                          f" {gap}")
         lines += [f"  left behind: {what}" for what in rollback.get("left_behind") or []]
+        lines += [f"  not undone by the restore: {c['what']}; undo: {' '.join(c['undo'].split())}"
+                  for c in rollback.get("cluster_changes") or []]
     lines += _rehearsal_lines(report.get("rehearsal"), report.get("eta"))
     lines += _baseline_lines(report.get("baseline") or {})
     lines += _monitor_summary(report["monitor"])

@@ -8,6 +8,7 @@ COMPLETES = [
     "journal.create_run#1",
     "journal.claim#1",
     "journal.start_phase.preflight#1",
+    "journal.put.cluster_before#1",
     "journal.conclude_phase.preflight#1",
     "journal.start_phase.staging_dry_run#1",
     "journal.child_started.staging_dry_run#1",

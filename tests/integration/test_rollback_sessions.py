@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from orchestrator.commands import demo
-from tests.support.shop import Shop, add_free_sample
+from tests.support.shop import Shop, add_free_sample, failing_migration
 from tests.support.waiting import wait_until
 
 OTHER_ROLE, OTHER_PASSWORD = "reporting_app", "r3port-pw"
@@ -202,3 +202,55 @@ def test_a_subscription_refuses_a_role_that_cannot_stop_it_and_is_disabled_by_on
             shop.cluster.psql(f"ALTER SUBSCRIPTION {name} SET (slot_name = NONE);"
                               f" DROP SUBSCRIPTION {name}", dbname=database)
     shop.cluster.psql(f"SELECT pg_drop_replication_slot('{name}')")
+
+
+def test_a_role_and_a_slot_a_migration_made_are_named_with_their_undo_after_a_rollback(
+        shop: Shop) -> None:
+    role, slot = f"{shop.prod_db}_reporter", f"{shop.prod_db}_migration_slot"
+    shop.env["ADMIN_URL"] = shop.cluster.url(shop.prod_db)
+    failing_migration(
+        shop,
+        f'psql -X -q -v ON_ERROR_STOP=1 "$ADMIN_URL" -c "CREATE ROLE {role} LOGIN"',
+        f"psql -X -q -v ON_ERROR_STOP=1 \"$ADMIN_URL\" -c \"SELECT"
+        f" pg_create_logical_replication_slot('{slot}', 'test_decoding')\"",
+        timeouts='rollback = "60s"')
+
+    done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    rollback = shop.status()["rollback"]
+    changes = rollback["cluster_changes"]
+    assert [c["undo"] for c in changes] == [f'DROP ROLE "{role}";'], changes
+    assert role in changes[0]["what"] and f"not undone by the restore: {changes[0]['what']}" \
+        in said
+    assert any(f"logical slot {slot} (test_decoding) on {rollback['retained_database']}" in what
+               for what in rollback["left_behind"]), rollback["left_behind"]
+    assert shop.cluster.password not in said and "Traceback" not in said
+    shop.cluster.psql(f"SELECT pg_drop_replication_slot('{slot}'); DROP ROLE {role}")
+
+
+def test_status_says_first_when_production_is_missing_and_resume_brings_it_back(
+        shop: Shop) -> None:
+    a_failing_window(shop, rollback="3s")
+    with idle_session(shop.cluster.url(shop.prod_db)):
+        assert shop.run_window().returncode == 4
+    retained = f"{shop.prod_db}_failed_{shop.status()['run_id']}"
+    # Someone began the manual steps and stopped half-way: production renamed aside.
+    shop.cluster.psql(f"ALTER DATABASE {shop.prod_db} RENAME TO {retained}")
+
+    shown = shop.window("status")
+
+    assert shown.returncode == 0, shown.stderr
+    first = shown.stdout.splitlines()[0]
+    assert first.startswith(f"PRODUCTION IS MISSING: no database is named {shop.prod_db}")
+    assert "Run `window resume`" in first
+    assert shop.status()["production_missing"].startswith("PRODUCTION IS MISSING")
+
+    done = shop.window("resume")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert shop.status()["state"] == "rolled_back"
+    assert "production_missing" not in shop.status()
+    assert not shop.has_column("orders", "coupon_code"), "production holds its backup again"
+    assert shop.databases(retained) == [retained], "the migrated database is kept"
