@@ -33,16 +33,14 @@ from orchestrator.toolkit.dumps import (
     archive_path,
     compare_with_backup,
     describe,
-    dump_compression,
+    dump_into,
     manifest_digest,
     marker,
     restore_into_new_database,
-    run_tool,
     seal,
     standby_name,
     tool_env,
 )
-from orchestrator.toolkit.progress import TableProgress
 
 
 class Backup:
@@ -63,7 +61,10 @@ class Backup:
             snapshot = str(row[0]) if row else ""
             tables, views = pg.user_tables(conn), pg.populated_matviews(conn)
             major = pg.server_major(conn)
-            compress = self._dump(ctx, path, snapshot, major, len(tables))
+            started = time.monotonic()
+            compress = dump_into(ctx, path, major, len(tables), snapshot=snapshot)
+            ctx.log.info("backup_dumped", duration_s=round(time.monotonic() - started, 3),
+                         size_bytes=archive.size_bytes(path), compress=compress)
             # The snapshot stays exported while this transaction is open: the figures describe
             # exactly what pg_dump read, computed after it so the two never share the CPU.
             started = time.monotonic()
@@ -153,21 +154,6 @@ class Backup:
                          duration_s=round(time.monotonic() - started, 3))
             seal(conn, name, marker(ctx.run_id, figures))
         return name, recomputed
-
-    def _dump(self, ctx: Context, path: Path, snapshot: str, major: int, tables: int) -> str:
-        settings = ctx.settings.backup
-        dump = tools.find("pg_dump", major)
-        compress = dump_compression(ctx, dump)
-        progress = TableProgress("dumping", tables, TableProgress.DUMPED)
-        command = [str(dump), "--format=directory", f"--jobs={settings.jobs}",
-                   f"--snapshot={snapshot}", f"--compress={compress}", f"--file={path}",
-                   *progress.flags()]
-        started = time.monotonic()
-        run_tool(ctx, command, db=ctx.target, label="pg_dump", failing="pg_dump",
-                 progress=progress, room=path.parent)
-        ctx.log.info("backup_dumped", duration_s=round(time.monotonic() - started, 3),
-                     size_bytes=archive.size_bytes(path), compress=compress)
-        return compress
 
     @staticmethod
     def _check_contents(ctx: Context, path: Path, tables: list[pg.Table], major: int) -> None:

@@ -54,7 +54,8 @@ class Preflight:
         if ctx.settings.backup.method == "rds_snapshot":  # restored by AWS, to a new instance
             return
         with ctx.connect(ctx.target) as conn:
-            path = privileges.rollback_path(conn)
+            path = privileges.rollback_path(
+                conn, creates_databases=ctx.settings.backup.creates_databases)
             if ctx.journal.get(ctx.run_id, CLUSTER_BEFORE) is None:  # before the rehearsal
                 ctx.journal.put(ctx.run_id, CLUSTER_BEFORE, cluster_state.record(conn))
         if path.lacks:

@@ -8,12 +8,17 @@ Without a usable copy, the archive is checked against its manifest, restored int
 database, compared with the backup's checksums, and swapped in the same way. Each step looks
 at what exists first, so a rollback interrupted anywhere picks up where it stopped.
 
+Where the role may not create databases, ``[backup] rollback = "in_place"`` keeps production
+as an archive instead, empties it and restores the archive into it, compared with the
+backup's checksums: slower, the banner up through a dump and a restore.
+
 Writes that reached production after the backup's snapshot are lost by any restore; the
 rollback says which tables took them (they stay in the retained database).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any, NoReturn
 
@@ -37,8 +42,10 @@ from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import cluster_state, databases, pg, replication
 from orchestrator.toolkit.dumps import (
     compare_with_backup,
+    dump_into,
     is_marked,
     marker,
+    restore_into,
     restore_into_new_database,
     seal,
     standby_name,
@@ -78,12 +85,14 @@ class Rollback:
         if backup.get("method") == "rds_snapshot":
             self._from_snapshot(ctx, backup, gap, started)
         name = ctx.target.dbname
-        retained = retained_name(name, ctx.run_id)
-        copy = standby_name(name, ctx.run_id)
-        mark = marker(ctx.run_id, backup["tables"])
-        method = self._swap_until_done(ctx, backup, mark, (name, retained, copy))
+        if ctx.settings.backup.rollback == "in_place":
+            method, retained = "in_place", self._in_place(ctx, backup)
+        else:
+            method, retained = self._swap_until_done(
+                ctx, backup, marker(ctx.run_id, backup["tables"]),
+                (name, retained_name(name, ctx.run_id), standby_name(name, ctx.run_id)))
         with ctx.maintenance(ctx.target) as conn:
-            behind = replication.left_behind(conn, retained)
+            behind = [] if method == "in_place" else replication.left_behind(conn, retained)
             changes = self._cluster_changes(ctx, conn)
         facts = RollbackFacts(method=method, duration_s=round(time.monotonic() - started, 3),
                               retained_database=retained, write_gap=gap, left_behind=behind,
@@ -98,6 +107,36 @@ class Rollback:
             ctx.log.warning("cluster_change_not_undone", what=change["what"], undo=change["undo"])
         return PhaseResult(f"production restored by {method}; failed database kept as"
                            f" {retained}", dict(facts))
+
+    @staticmethod
+    def _in_place(ctx: Context, backup: BackupFacts) -> str:
+        """``[backup] rollback = "in_place"``, for a role that may not create databases:
+        production as it is now is dumped and kept (the evidence a swap keeps as a database),
+        emptied in one transaction, the archive restored into it and compared with the
+        backup's checksums. Entered again, it keeps the dump it made and starts over from
+        the emptying. The archive kept."""
+        source = trusted_archive(ctx, backup)  # proven before anything is dropped
+        evidence = source.with_name(f"{source.name}.failed")
+        with ctx.maintenance(ctx.target) as conn:
+            major = pg.server_major(conn)
+        kept = ctx.journal.get(ctx.run_id, ROLLBACK) or {}
+        if kept.get("retained_database") != str(evidence) or not evidence.is_dir():
+            shutil.rmtree(evidence, ignore_errors=True)
+            started = time.monotonic()
+            dump_into(ctx, evidence, major, len(backup["tables"]),
+                      label="pg_dump of the failed database")
+            ctx.journal.put(ctx.run_id, ROLLBACK, RollbackFacts(
+                method="in_place", retained_database=str(evidence)))
+            ctx.log.info("failed_database_kept", archive=str(evidence),
+                         duration_s=round(time.monotonic() - started, 3))
+        with ctx.connect(ctx.target) as conn:
+            pg.terminate_sessions(conn, dbname=ctx.target.dbname)
+            dropped = databases.empty(conn)
+        ctx.log.warning("production_emptied", schemas=dropped)
+        took = restore_into(ctx, source, ctx.target, major, len(backup["tables"]))
+        ctx.log.info("backup_restored", database=ctx.target.dbname, duration_s=round(took, 3))
+        compare_with_backup(ctx, ctx.target, backup["tables"])
+        return str(evidence)
 
     @staticmethod
     def _pause_for_gap(ctx: Context, gap: dict[str, int] | None) -> None:
@@ -140,14 +179,15 @@ class Rollback:
                           " application to it, then take the banner down")
 
     def _swap_until_done(self, ctx: Context, backup: BackupFacts, mark: str,
-                         names: tuple[str, str, str]) -> str:
+                         names: tuple[str, str, str]) -> tuple[str, str]:
         """The swap; should the server go away under it (a restart, a failover), again from
         where it stopped once the server answers, within the phase's deadline: every step
-        looks at what exists first, and a restore cut short starts over."""
+        looks at what exists first, and a restore cut short starts over. The method, and
+        the database production was kept as."""
         while True:
             with ctx.maintenance(ctx.target) as conn:
                 try:
-                    return self._swap_checked(ctx, conn, backup, mark, names)
+                    return self._swap_checked(ctx, conn, backup, mark, names), names[1]
                 except (PhaseFailed, psycopg.OperationalError) as exc:
                     if pg.answers(conn) or time.time() >= ctx.deadline:
                         raise

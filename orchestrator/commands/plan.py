@@ -84,6 +84,9 @@ def plan_text(settings: Settings, target: pg.Db, staging: pg.Db, found: LookedUp
         "  on failure after the banner is up:",
         *[f"    {p:<20} {settings.timeout(p):>6g}s" for p in RECOVERY],
         *_eta(settings, expected, rehearsed_by),
+        *([f"  in place    a rollback takes about {eta.shown(_in_place_s(expected))} with the"
+           " banner up (a dump and a restore) where a swap takes about a second"]
+          if settings.backup.rollback == "in_place" else []),
         "",
         "  checks, on staging in the dry-run and on production after the migration:",
         *[f"    {c.name:<20} {c.kind:<8} timeout {c.timeout:g}s{_where(c)}"
@@ -104,7 +107,8 @@ def _looked_up(settings: Settings, target: pg.Db, staging: pg.Db) -> LookedUp:
     deadline = time.time() + settings.target.connect_timeout
     with pg.connect(target, deadline) as conn:
         major = pg.server_major(conn)
-        path = privileges.rollback_path(conn)
+        path = privileges.rollback_path(
+            conn, creates_databases=settings.backup.creates_databases)
         production = _tool_state(settings, conn, target)
     try:
         programs = ", ".join(f"{name} {tools.find(name, major)}"
@@ -151,10 +155,21 @@ def _rollback(settings: Settings, path: privileges.RollbackPath) -> list[str]:
     if backup.method == "rds_snapshot":
         return ["  rollback    restore the RDS snapshot into a new instance, then switch the"
                 " application to it by hand (the banner stays up)"]
+    notes = [f"              note: {note}" for note in path.notes]
+    if backup.rollback == "in_place":
+        return [f"  rollback    in place: production is dumped (kept as <run_id>.failed beside"
+                f" the backup), emptied, and the archive restored into it; role {path.role}"
+                " may take it", *notes]
     how = ("swap in the standby proven at the backup" if backup.verify == "restore" else
            "restore the archive into a new database (verify = \"list\" defers it), then swap")
     return [f"  rollback    {how}; production is kept as <db>_failed_<run_id>; role"
-            f" {path.role} may take it", *[f"              note: {note}" for note in path.notes]]
+            f" {path.role} may take it", *notes]
+
+
+def _in_place_s(expected: eta.Eta) -> float:
+    """An in-place rollback's time: dumping production (about the backup's dump) and
+    restoring the archive (the rehearsed restore, else the rollback's figure)."""
+    return expected.phases.get("backup", 0.0) + expected.rollback_s
 
 
 def _notify(settings: Settings) -> str:

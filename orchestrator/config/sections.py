@@ -121,6 +121,10 @@ class BackupSection(Section):
     # rollback a rename); "list": only read the archive's table of contents (no room for a copy).
     verify: Literal["restore", "list"] = "restore"
     on_write_gap: Literal["warn", "stop"] = "warn"
+    # "swap": rename a copy into production's place (needs CREATEDB); "in_place": where the
+    # role may not create databases, keep production as an archive, empty it and restore the
+    # archive into it (slower: the banner stays up through a dump and a restore).
+    rollback: Literal["swap", "in_place"] = "swap"
     # "after_banner" raises the banner before the backup: no write is lost by a rollback, but
     # users wait through the backup and its proof too.
     when: Literal["before_banner", "after_banner"] = "before_banner"
@@ -136,6 +140,12 @@ class BackupSection(Section):
         if value is not None and not re.fullmatch(S3_URI, value):
             raise ValueError(f"must look like s3://bucket/prefix, not {shown(value)}")
         return value
+
+    @property
+    def creates_databases(self) -> bool:
+        """Whether the window creates databases (a proof standby, a copy to swap in): a role
+        without CREATEDB needs rollback = "in_place" and verify = "list"."""
+        return self.verify == "restore" or self.rollback == "swap"
 
     @model_validator(mode="after")
     def _rds_needs_an_instance(self) -> BackupSection:

@@ -175,6 +175,37 @@ def _swap_once(conn: psycopg.Connection[Any], names: tuple[str, str, str], mark:
         target, sql.Literal(was["comment"])))
 
 
+# Where a database's own objects live: every schema but the system's and the extensions'.
+_SCHEMAS = ("SELECT n.nspname FROM pg_namespace n WHERE n.nspname NOT IN ('pg_catalog',"
+            " 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' AND NOT EXISTS (SELECT"
+            " 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid ="
+            " n.oid AND d.deptype = 'e') ORDER BY 1")
+
+
+def empty(conn: psycopg.Connection[Any]) -> list[str]:
+    """Drop what a restore of the database ``conn`` is connected to would create again:
+    publications, extensions (plpgsql aside), large objects, and every schema with what is in
+    it; ``public`` comes back empty, as a new database has it. One transaction: all or
+    nothing. The schemas dropped."""
+    with conn.transaction():
+        for (name,) in conn.execute("SELECT pubname FROM pg_publication ORDER BY 1").fetchall():
+            conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
+        for (name,) in conn.execute("SELECT extname FROM pg_extension WHERE extname <>"
+                                    " 'plpgsql' ORDER BY 1").fetchall():
+            conn.execute(sql.SQL("DROP EXTENSION IF EXISTS {} CASCADE").format(
+                sql.Identifier(name)))
+        conn.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+        schemas = [name for (name,) in conn.execute(_SCHEMAS).fetchall()]
+        for name in schemas:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        if "public" in schemas:  # as initdb makes it; the archive holds where it differed
+            conn.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner;"
+                         " GRANT USAGE ON SCHEMA public TO PUBLIC;"
+                         " COMMENT ON SCHEMA public IS 'standard public schema'")
+    crash.point("pg.empty_database")
+    return schemas
+
+
 def reopen_closed(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
     """Let connections into any of ``names`` a crashed swap left closed; which were."""
     rows = conn.execute(

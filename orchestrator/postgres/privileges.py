@@ -71,8 +71,11 @@ SELECT DISTINCT r.rolname FROM owned o JOIN pg_roles r ON r.oid = o.owner
 """
 
 
-def rollback_path(conn: psycopg.Connection[Any]) -> RollbackPath:
-    """What this role (connected to production) lacks for a rollback by swap or restore."""
+def rollback_path(conn: psycopg.Connection[Any], *, creates_databases: bool = True
+                  ) -> RollbackPath:
+    """What this role (connected to production) lacks for its rollback: by swap (it creates
+    a copy, and renames), or in place with no standby (``creates_databases`` false: it
+    empties production and restores into it)."""
     row = conn.execute(
         "SELECT current_database(), r.rolname, r.rolsuper, r.rolcreatedb,"
         " pg_get_userbyid(d.datdba),"
@@ -99,14 +102,15 @@ def rollback_path(conn: psycopg.Connection[Any]) -> RollbackPath:
                                    for name in enabled)
                           + " (before the window, as their owner; or run window as a"
                           " superuser)"))
-    if not createdb:
+    if not createdb and creates_databases:
         lacks.append(Lack("CREATEDB (to create the copy a rollback swaps in, and to rename"
-                          " production)", f"ALTER ROLE {me} CREATEDB;"))
+                          " production; or [backup] rollback = \"in_place\" with verify ="
+                          " \"list\")", f"ALTER ROLE {me} CREATEDB;"))
     if not owns:
-        lacks.append(Lack(f"the privileges of production's owner {owner} (to rename"
-                          " production and give the copy its owner)",
+        lacks.append(Lack(f"the privileges of production's owner {owner} (to rename or"
+                          " empty production, and give its copy its owner)",
                           f"GRANT {_quoted(owner)} TO {me};"))
-    if not in_space:
+    if not in_space and creates_databases:
         lacks.append(Lack(f"CREATE on the tablespace {space} (where production lives, and"
                           " so its copy)", f"GRANT CREATE ON TABLESPACE {_quoted(space)} TO {me};"))
     for (other,) in conn.execute(_OWNERS).fetchall():

@@ -93,6 +93,21 @@ def run_tool(ctx: Context, command: list[str], *, db: pg.Db, label: str, failing
     return result
 
 
+def dump_into(ctx: Context, path: Path, major: int, tables: int, *,
+              snapshot: str | None = None, label: str = "pg_dump") -> str:
+    """``pg_dump -Fd`` of production into ``path``, ``[backup] jobs`` at a time (of the
+    exported ``snapshot`` when given); the compression it used."""
+    dump = tools.find("pg_dump", major)
+    compress = dump_compression(ctx, dump)
+    progress = TableProgress("dumping", tables, TableProgress.DUMPED)
+    command = [str(dump), "--format=directory", f"--jobs={ctx.settings.backup.jobs}",
+               *([f"--snapshot={snapshot}"] if snapshot else []), f"--compress={compress}",
+               f"--file={path}", *progress.flags()]
+    run_tool(ctx, command, db=ctx.target, label=label, failing=label, progress=progress,
+             room=path.parent)
+    return compress
+
+
 def marker(run_id: str, tables: dict[str, TableFigures]) -> str:
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()[:16]
     return f"window {run_id} verified {digest}"
@@ -114,18 +129,24 @@ def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], sourc
     # Only its owner may connect until it is sealed; production's grants come at the swap.
     conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
         sql.Identifier(name)))
-    target = ctx.target.on(name)
-    progress = TableProgress(f"restoring into {name}", tables, TableProgress.RESTORED)
-    command = [str(tools.find("pg_restore", pg.server_major(conn))),
-               f"--jobs={ctx.settings.backup.jobs}", "--exit-on-error", f"--dbname={name}",
-               *progress.flags(), str(source)]
+    return restore_into(ctx, source, ctx.target.on(name), pg.server_major(conn), tables)
+
+
+def restore_into(ctx: Context, source: Path, target: pg.Db, major: int, tables: int = 0
+                 ) -> float:
+    """The archive restored into the database ``target`` (new, or emptied), then analyzed;
+    the seconds that took."""
+    progress = TableProgress(f"restoring into {target.dbname}", tables, TableProgress.RESTORED)
+    command = [str(tools.find("pg_restore", major)),
+               f"--jobs={ctx.settings.backup.jobs}", "--exit-on-error",
+               f"--dbname={target.dbname}", *progress.flags(), str(source)]
     started = time.monotonic()
-    run_tool(ctx, command, db=target, label="pg_restore", failing=f"pg_restore into {name}",
-             progress=progress)
-    # A restore brings no planner statistics: a copy that serves before autovacuum gets to
-    # it would plan every query blind.
-    with ctx.connect(target) as copy:
-        copy.execute("ANALYZE")
+    run_tool(ctx, command, db=target, label="pg_restore",
+             failing=f"pg_restore into {target.dbname}", progress=progress)
+    # A restore brings no planner statistics: a database that serves before autovacuum gets
+    # to it would plan every query blind.
+    with ctx.connect(target) as restored:
+        restored.execute("ANALYZE")
     return time.monotonic() - started
 
 

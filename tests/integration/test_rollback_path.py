@@ -4,9 +4,11 @@ lacks and the statement that grants it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from orchestrator.commands import demo
-from tests.integration.test_rollback_sessions import idle_session
-from tests.support.shop import Shop
+from tests.support.sessions import idle_session
+from tests.support.shop import Shop, failing_migration
 
 LEAN, LEAN_PASSWORD = "lean_deploy", "l3an-pw"
 OWNER = "owning_deploy"  # owns its production, and only that
@@ -74,3 +76,31 @@ def test_objects_of_a_role_it_cannot_become_and_sessions_it_cannot_end_are_refus
     assert granted.returncode == 0, granted.stderr
     assert f"role {OWNER} may take it" in granted.stdout
     assert "other roles' sessions are hidden from this role" in granted.stdout
+
+
+def test_in_place_rolls_back_for_a_role_that_may_not_create_databases(shop: Shop) -> None:
+    failing_migration(shop, 'psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "CREATE SCHEMA'
+                      ' audit; CREATE TABLE audit.trail (id int); INSERT INTO audit.trail'
+                      ' VALUES (1)"')
+    shop.config.write_text(shop.config.read_text().replace(
+        "jobs = 2\n", 'jobs = 2\nverify = "list"\nrollback = "in_place"\n', 1))
+    as_lean_role(shop)
+    before = (shop.fingerprint(), shop.schema())
+
+    plan, done = shop.window("plan"), shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert plan.returncode == 0, plan.stderr
+    assert "rollback    in place: production is dumped" in plan.stdout
+    assert "in place    a rollback takes about" in plan.stdout
+    assert done.returncode == 1, said
+    assert shop.status()["state"] == "rolled_back" and "Traceback" not in said
+    assert (shop.fingerprint(), shop.schema()) == before, "production is its backup again"
+    rollback = shop.status()["rollback"]
+    assert rollback["method"] == "in_place"
+    kept = Path(rollback["retained_database"])
+    assert kept.name.endswith(".failed") and (kept / "toc.dat").is_file(), \
+        "the failed database is kept, as an archive"
+    assert shop.databases(f"{shop.prod_db}_%") == [f"{shop.prod_db}_staging"], \
+        "no database was created"
+    assert LEAN_PASSWORD not in said

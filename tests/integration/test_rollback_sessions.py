@@ -14,20 +14,11 @@ import psycopg
 import pytest
 
 from orchestrator.commands import demo
+from tests.support.sessions import idle_session
 from tests.support.shop import Shop, add_free_sample, failing_migration
 from tests.support.waiting import wait_until
 
 OTHER_ROLE, OTHER_PASSWORD = "reporting_app", "r3port-pw"
-
-
-@contextmanager
-def idle_session(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    """A pool's idle connection to production, kept open across the window."""
-    conn = psycopg.connect(url, autocommit=True, application_name="pool")
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def a_failing_window(shop: Shop, rollback: str) -> None:

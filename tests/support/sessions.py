@@ -16,6 +16,16 @@ from tests.support.shop import Shop
 from tests.support.waiting import wait_until
 
 
+@contextmanager
+def idle_session(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """Another client's idle connection to a database (a pool's), kept open meanwhile."""
+    conn = psycopg.connect(url, autocommit=True, application_name="pool")
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 def sessions(cluster: Cluster, phase: str, *, waiting: bool = False) -> int:
     """Sessions the window's commands opened in ``phase`` (those waiting on a lock)."""
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
