@@ -61,7 +61,7 @@ class Preflight:
         if path.lacks:
             raise PhaseFailed(path.refusal())
         for note in path.notes:
-            ctx.log.warning("rollback_may_wait", note=note)
+            ctx.log.warning("rollback_note", note=note)
 
     @staticmethod
     def _reach(ctx: Context, db: pg.Db) -> int:

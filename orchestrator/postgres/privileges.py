@@ -131,8 +131,11 @@ def rollback_path(conn: psycopg.Connection[Any], *, creates_databases: bool = Tr
         " AND usesysid IS NOT NULL AND NOT pg_has_role(current_user, usesysid, 'USAGE')"
         " GROUP BY 1 ORDER BY 1").fetchall()
     plain = [(user, count) for user, count, su in others if not su]
+    shown = ", ".join(f"{user} ({count})" for user, count in plain)
+    if plain and signals:
+        behind.append(f"other roles' sessions connected now: {shown}; a rollback's swap ends"
+                      " them (this role holds pg_signal_backend)")
     if plain and not signals:
-        shown = ", ".join(f"{user} ({count})" for user, count in plain)
         lacks.append(Lack(f"pg_signal_backend (to end the sessions of other roles that a swap"
                           f" must end: {shown} connected now)",
                           f"GRANT pg_signal_backend TO {me};"))

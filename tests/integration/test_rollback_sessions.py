@@ -40,6 +40,8 @@ def test_another_roles_idle_session_is_ended_and_the_rollback_finishes(shop: Sho
     assert done.returncode == 1, done.stdout + done.stderr
     assert shop.status()["state"] == "rolled_back"
     assert ended, "the other role's idle session was ended by the swap"
+    assert f"other roles' sessions connected now: {OTHER_ROLE} (1); a rollback's swap ends" \
+        " them" in done.stdout + done.stderr, "preflight lists them"
     assert not shop.has_column("orders", "status"), "production holds its backup again"
 
 
