@@ -59,8 +59,9 @@ def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
     if unwrapped(run) and run.state != State.NEEDS_ATTENTION:  # nothing left to roll back
         return ExitCode.NEEDS_ATTENTION if continue_window(settings, registry) \
             == ExitCode.NEEDS_ATTENTION else ExitCode.COMPLETED
-    accepting = bool(paused and accept_data_loss)
-    if run.state == State.NEEDS_ATTENTION and not (accepting or retrying):
+    if paused and accept_data_loss:  # a rollback paused on the write gap goes on
+        retrying = "accept_data_loss"
+    if run.state == State.NEEDS_ATTENTION and not retrying:
         print(help_text)
         return ExitCode.NEEDS_ATTENTION
     gates.confirm(settings, confirm, f"window {run.run_id} is in {run.state}: abort rolls"
@@ -68,8 +69,7 @@ def _abort(settings: Settings, confirm: str | None, stdin: TextIO | None,
     hold = Hold(settings, "abort")
     if run.state == State.NEEDS_ATTENTION:  # a rollback paused on the write gap, or stuck
         hold.acquire()
-        final = _take_over(settings, run, hold, registry,
-                           accept_write_gap=paused if accepting else None, retrying=retrying)
+        final = _take_over(settings, run, hold, registry, retrying=retrying, paused=paused)
     elif hold.try_acquire():  # no live process drives the window: roll back here
         final = _take_over(settings, run, hold, registry)
     else:
@@ -106,22 +106,23 @@ def _where_abort_stands(settings: Settings
 
 
 def _take_over(settings: Settings, run: Run, hold: Hold, registry: Registry | None,
-               *, accept_write_gap: WriteGap | None = None, retrying: str | None = None) -> str:
-    """Abort a window no live process drives (it crashed): this process rolls it back."""
+               *, retrying: str | None = None, paused: WriteGap | None = None) -> str:
+    """Abort a window no live process drives (it crashed): this process rolls it back. A
+    window that needs attention goes back into its rollback by ``retrying`` (accepting the
+    write gap it ``paused`` on, for ``accept_data_loss``)."""
     try:
         target, staging = gates.databases(settings)
         same_target(run, target)
         with hold_window(settings, target, "abort", hold) as own:
             run = own.run(run.run_id)  # as it is now that this process holds the window
-            if accept_write_gap is not None or retrying is not None:
+            if retrying is not None:
                 if run.state != State.NEEDS_ATTENTION:
                     print(f"window {run.run_id} is {run.state} now: nothing to try again.")
                     return run.state
-                if accept_write_gap is not None:
+                if retrying == "accept_data_loss" and paused is not None:
                     own.put(run.run_id, DATA_LOSS_ACCEPTED,
-                            DataLossAccepted(by=who(), write_gap=accept_write_gap))
-                retry(own, run, "accept_data_loss" if accept_write_gap is not None
-                      else str(retrying))
+                            DataLossAccepted(by=who(), write_gap=paused))
+                retry(own, run, retrying)
             elif run.state not in TERMINAL:
                 own.request_abort(run.run_id)
                 structlog.get_logger().warning("abort_requested", run_id=run.run_id,

@@ -231,9 +231,8 @@ def continue_window(settings: Settings, registry: Registry | None) -> int:
     target, staging = gates.databases(settings)
     with hold_window(settings, target, "resume") as journal:
         run = unfinished_run(journal)
-        latest = journal.latest_run()
-        trigger = retry_trigger(journal, latest) if latest is not None and run is None else None
-        if latest is not None and trigger is not None:
+        if run is None and (latest := journal.latest_run()) is not None and (
+                trigger := retry_trigger(journal, latest)):  # it needs attention: try again
             same_target(latest, target)
             retry(journal, latest, trigger)
             run = latest

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from orchestrator import crash
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres.pg import blockers, connected, terminate_sessions
+from orchestrator.postgres.pg import blockers, connected, own_objects, terminate_sessions
 from orchestrator.redact import redact
 
 NAME_BLOCKERS_EVERY = 3.0  # at most one line per this many seconds naming who holds a swap up
@@ -122,8 +122,8 @@ def swap(conn: psycopg.Connection[Any], production: str, retained: str, copy: st
     and comment, in one transaction: committed whole or not at all. Sessions on production
     are ended (new ones refused meanwhile) and the swap retried while some linger, until
     ``deadline``; then PhaseFailed naming them. Meanwhile ``waiting`` hears who holds it up,
-    every few seconds. Without ``production`` (an earlier swap's
-    first rename, before renames were one transaction), the copy just takes its name."""
+    every few seconds. Without ``production`` (an earlier swap's first rename, before renames
+    were one transaction), the copy just takes its name."""
     present = exists(conn, production)
     was = properties(conn, production if present else retained)
     if present:
@@ -176,10 +176,8 @@ def _swap_once(conn: psycopg.Connection[Any], names: tuple[str, str, str], mark:
 
 
 # Where a database's own objects live: every schema but the system's and the extensions'.
-_SCHEMAS = ("SELECT n.nspname FROM pg_namespace n WHERE n.nspname NOT IN ('pg_catalog',"
-            " 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' AND NOT EXISTS (SELECT"
-            " 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid ="
-            " n.oid AND d.deptype = 'e') ORDER BY 1")
+_SCHEMAS = ("SELECT n.nspname FROM pg_namespace n WHERE " + own_objects("pg_namespace", "n")
+            + " ORDER BY 1")
 
 
 def empty(conn: psycopg.Connection[Any]) -> list[str]:

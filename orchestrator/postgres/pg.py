@@ -232,15 +232,21 @@ def populated_matviews(conn: psycopg.Connection[Any]) -> list[Table]:
     return _relations(conn, "c.relkind = 'm' AND c.relispopulated")
 
 
+def own_objects(catalog: LiteralString, alias: LiteralString) -> LiteralString:
+    """SQL saying that the row ``alias`` of ``catalog`` (joined with its schema as ``n``) is
+    the database's own: outside the system schemas (PostgreSQL reserves the ``pg_`` prefix
+    for them) and not a member of an extension (pg_dump leaves those to the extension)."""
+    return ("n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            " AND n.nspname NOT LIKE 'pg\\_%' AND NOT EXISTS (SELECT 1 FROM pg_depend d"
+            " WHERE d.classid = '" + catalog + "'::regclass AND d.objid = " + alias + ".oid"
+            " AND d.deptype = 'e')")
+
+
 def _relations(conn: psycopg.Connection[Any], kind: LiteralString) -> list[Table]:
     return [Table(*row) for row in conn.execute(
         "SELECT c.oid::int8, n.nspname, c.relname FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " + kind +
-        " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-        " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
-        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
-        "                 AND d.objid = c.oid AND d.deptype = 'e')"
-        " ORDER BY 2, 3"
+        " AND " + own_objects("pg_class", "c") + " ORDER BY 2, 3"
     ).fetchall()]
 
 

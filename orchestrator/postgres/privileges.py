@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import replication
+from orchestrator.postgres import pg, replication
 
 
 class Lack(NamedTuple):
@@ -47,28 +47,19 @@ def _quoted(name: str) -> str:
 # which needs membership in that role): relations, schemas, functions and types outside the
 # system schemas and outside extensions. pg_database_owner owns the public schema by default
 # and is never named in an ALTER ... OWNER.
-_OWNERS = """
-WITH owned(owner) AS (
-  SELECT c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                     AND d.objid = c.oid AND d.deptype = 'e')
-  UNION SELECT n.nspowner FROM pg_namespace n
-   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass
-                     AND d.objid = n.oid AND d.deptype = 'e')
-  UNION SELECT p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                     AND d.objid = p.oid AND d.deptype = 'e')
-  UNION SELECT t.typowner FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
-                     AND d.objid = t.oid AND d.deptype = 'e'))
-SELECT DISTINCT r.rolname FROM owned o JOIN pg_roles r ON r.oid = o.owner
- WHERE r.rolname <> 'pg_database_owner' AND NOT pg_has_role(current_user, r.oid, 'MEMBER')
- ORDER BY 1
-"""
+_OWNERS = (
+    "WITH owned(owner) AS ("
+    " SELECT c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE " + pg.own_objects("pg_class", "c") +
+    " UNION SELECT n.nspowner FROM pg_namespace n"
+    " WHERE " + pg.own_objects("pg_namespace", "n") +
+    " UNION SELECT p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+    " WHERE " + pg.own_objects("pg_proc", "p") +
+    " UNION SELECT t.typowner FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+    " WHERE " + pg.own_objects("pg_type", "t") + ")"
+    " SELECT DISTINCT r.rolname FROM owned o JOIN pg_roles r ON r.oid = o.owner"
+    " WHERE r.rolname <> 'pg_database_owner'"
+    " AND NOT pg_has_role(current_user, r.oid, 'MEMBER') ORDER BY 1")
 
 
 def rollback_path(conn: psycopg.Connection[Any], *, creates_databases: bool = True
@@ -88,10 +79,10 @@ def rollback_path(conn: psycopg.Connection[Any], *, creates_databases: bool = Tr
     if row is None:  # the role and the database it is connected to exist, or it would not be
         raise PhaseFailed("this role or its database vanished while it was connected")
     database, role, superuser, createdb, owner, owns, space, in_space, signals, sees = row
-    behind = [f"a rollback leaves {slot.left_on('the retained database')}"
+    notes = [f"a rollback leaves {slot.left_on('the retained database')}"
               for slot in replication.slots(conn, database)]
     if superuser:
-        return RollbackPath(role, [], behind)
+        return RollbackPath(role, [], notes)
     me = _quoted(role)
     lacks = []
     if enabled := [name for name, on in replication.subscriptions(conn) if on]:
@@ -133,15 +124,14 @@ def rollback_path(conn: psycopg.Connection[Any], *, creates_databases: bool = Tr
     plain = [(user, count) for user, count, su in others if not su]
     shown = ", ".join(f"{user} ({count})" for user, count in plain)
     if plain and signals:
-        behind.append(f"other roles' sessions connected now: {shown}; a rollback's swap ends"
+        notes.append(f"other roles' sessions connected now: {shown}; a rollback's swap ends"
                       " them (this role holds pg_signal_backend)")
     if plain and not signals:
         lacks.append(Lack(f"pg_signal_backend (to end the sessions of other roles that a swap"
                           f" must end: {shown} connected now)",
                           f"GRANT pg_signal_backend TO {me};"))
-    notes = [*behind, *(f"a superuser's sessions ({user}, {count} connected now) can be ended"
-                        " only by a superuser: a rollback would wait for them"
-                        for user, count, su in others if su)]
+    notes += [f"a superuser's sessions ({user}, {count} connected now) can be ended only by a"
+              " superuser: a rollback would wait for them" for user, count, su in others if su]
     if not sees:
         notes.append("other roles' sessions are hidden from this role (their state and"
                      f" address): GRANT pg_read_all_stats TO {me}; names them in full")
