@@ -1,6 +1,8 @@
 # window: every target a new user needs, documented for `make help`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Most of a test waits on PostgreSQL and child processes: two workers a core keep both busy.
+WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -18,10 +20,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv with window and its development tools
 
 test: $(STAMP) lint typecheck ## Lint, type-check, then every test (unit and real PostgreSQL) with a sample of the crash sweep
-	$(PY) -m pytest tests -n auto --durations=8 -m "not sweep"
+	$(PY) -m pytest tests -n $(WORKERS) --durations=8 -m "not sweep"
 
 test-crash: $(STAMP) ## The whole crash sweep: a window killed at every crash point, then resumed or aborted
-	$(PY) -m pytest tests/integration/test_crash_sweep.py -n auto -m sweep -q
+	$(PY) -m pytest tests/integration/test_crash_sweep.py -n $(WORKERS) -m sweep -q
 
 test-unit: $(STAMP) ## Only the fast, service-free tests
 	$(PY) -m pytest tests/unit

@@ -81,6 +81,72 @@ ROLLS_BACK = [
     "journal.finish#1",
 ]
 
+# A role that may not create databases (verify = "list", rollback = "in_place"): the same
+# window without the standby copy, then production dumped, emptied and restored from the
+# archive.
+IN_PLACE = [
+    "journal.create_run#1",
+    "journal.claim#1",
+    "journal.start_phase.preflight#1",
+    "journal.put.cluster_before#1",
+    "journal.conclude_phase.preflight#1",
+    "journal.start_phase.staging_dry_run#1",
+    "journal.child_started.staging_dry_run#1",
+    "process.exited.sh#1",
+    "journal.child_ended#1",
+    "journal.child_started.staging_dry_run/checks#1",
+    "process.exited.sh#2",
+    "journal.child_ended#2",
+    "journal.put.rehearsal#1",
+    "journal.record_rehearsal#1",
+    "journal.conclude_phase.staging_dry_run#1",
+    "journal.start_phase.backup#1",
+    "journal.child_started.backup#1",
+    "process.exited.pg_dump#1",
+    "journal.child_ended#3",
+    "journal.child_started.backup#2",
+    "process.exited.pg_restore#1",
+    "journal.child_ended#4",
+    "journal.put.backup#1",
+    "journal.conclude_phase.backup#1",
+    "journal.start_phase.banner_on#1",
+    "journal.child_started.banner_on#1",
+    "process.exited.sh#3",
+    "journal.child_ended#5",
+    "journal.put.writes_at_banner#1",
+    "journal.conclude_phase.banner_on#1",
+    "journal.start_phase.migrate#1",
+    "journal.put.drain#1",
+    "journal.child_started.migrate#1",
+    "process.exited.sh#4",
+    "journal.child_ended#6",
+    "journal.put.migration#1",
+    "journal.conclude_phase.migrate#1",
+    "journal.start_phase.post_check#1",
+    "journal.child_started.post_check/checks#1",
+    "process.exited.sh#5",
+    "journal.child_ended#7",
+    "journal.conclude_phase.post_check#1",
+    "journal.start_phase.rollback#1",
+    "journal.child_started.rollback#1",
+    "process.exited.pg_dump#2",
+    "journal.child_ended#8",
+    "journal.put.rollback#1",
+    "pg.empty_database#1",
+    "journal.child_started.rollback#2",
+    "process.exited.pg_restore#2",
+    "journal.child_ended#9",
+    "journal.put.rollback#2",
+    "journal.conclude_phase.rollback#1",
+    "journal.start_phase.rollback_banner_off#1",
+    "journal.child_started.rollback_banner_off#1",
+    "process.exited.sh#6",
+    "journal.child_ended#10",
+    "journal.conclude_phase.rollback_banner_off#1",
+    "journal.skip_pending#1",
+    "journal.finish#1",
+]
+
 # The (path, point, ending) cases `make test` runs; `make test-crash` runs them all.
 SAMPLE = {
     ("completes", "journal.start_phase.migrate#1", "resume"),
@@ -89,4 +155,5 @@ SAMPLE = {
     ("completes", "pg.drop_database#2", "resume"),  # ended, standby copy dropped, not journaled
     ("rolls_back", "pg.swap.renamed_aside#1", "resume"),  # inside the swap's transaction
     ("rolls_back", "pg.swap.closed#1", "abort"),
+    ("in_place", "pg.empty_database#1", "resume"),  # production empty, evidence archived
 }

@@ -1,9 +1,10 @@
 """Crash anywhere: a window killed at each of its crash points (orchestrator/crash.py), then
 resumed, or separately aborted, always ends whole.
 
-Every point a window passes is listed in ``crash_points.py``, for the path that completes and
-for the path that rolls back (a post-check fails); ``test_the_listed_points_are_the_real_ones``
-records a real run of each and fails when the list goes stale. The sweep then runs one window
+Every point a window passes is listed in ``crash_points.py``, for the path that completes, the
+path that rolls back (a post-check fails) and the same with an in-place rollback;
+``test_the_listed_points_are_the_real_ones`` records a real run of each and fails when the list
+goes stale. The sweep then runs one window
 per point and per ending command, crashing it there with ``os._exit`` as kill -9 would, and
 checks the invariants:
 
@@ -52,12 +53,16 @@ name = "never-passes-on-production"
 kind = "sql"
 query = "SELECT current_database() NOT LIKE 'shop%' OR current_database() LIKE '%staging'"
 """
-PATHS = {"completes": crash_points.COMPLETES, "rolls_back": crash_points.ROLLS_BACK}
+PATHS = {"completes": crash_points.COMPLETES, "rolls_back": crash_points.ROLLS_BACK,
+         "in_place": crash_points.IN_PLACE}
 
 
 def configure(shop: Shop, path: str) -> None:
     shop.configure(migrate=MIGRATE,
-                   checks=demo.DEMO_CHECKS + (FAILING_CHECK if path == "rolls_back" else ""))
+                   checks=demo.DEMO_CHECKS + ("" if path == "completes" else FAILING_CHECK))
+    if path == "in_place":  # for a role that may not create databases: no standby, no swap
+        shop.config.write_text(shop.config.read_text().replace(
+            "jobs = 2\n", 'jobs = 2\nverify = "list"\nrollback = "in_place"\n', 1))
 
 
 def recorded(shop: Shop, path: str, tmp_path: Path) -> list[str]:
@@ -78,14 +83,12 @@ def test_the_listed_points_are_the_real_ones(shop: Shop, tmp_path: Path, path: s
 
 
 def cases() -> list[Any]:
-    """(path, point, ending) for every point of both paths; the rollback path's points from
-    where it leaves the completing one. A few run in `make test`, all under `-m sweep`."""
+    """(path, point, ending) for every point of every path; the rollback paths' points from
+    the rollback's start (before it, the completing path's points, or the same ones with
+    fewer steps). A few run in `make test`, all under `-m sweep`."""
     made = []
     for path, points in sorted(PATHS.items()):
-        start = 0
-        if path == "rolls_back":
-            while points[start:start + 1] == crash_points.COMPLETES[start:start + 1] != []:
-                start += 1
+        start = 0 if path == "completes" else points.index("journal.start_phase.rollback#1")
         for point in points[start:]:
             for ending in ("resume", "abort"):
                 marks = () if (path, point, ending) in crash_points.SAMPLE else (pytest.mark.sweep,)
@@ -131,7 +134,7 @@ def test_a_window_killed_at_a_crash_point_ends_whole(
     assert status["state"] in TERMINAL, status
     after = (shop.fingerprint(), _schema(shop.cluster, shop.prod_db))
     assert after in (before, migrated), f"production is neither as before nor migrated: {point}"
-    if path == "rolls_back" or ending == "abort":
+    if path != "completes" or ending == "abort":
         expected = {"completed": migrated, "rolled_back": before, "aborted": before}
         if status["state"] in expected:
             assert after == expected[status["state"]], status["state"]
