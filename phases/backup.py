@@ -158,19 +158,26 @@ class Backup:
     @staticmethod
     def _check_contents(ctx: Context, path: Path, tables: list[pg.Table], major: int) -> None:
         command = [str(tools.find("pg_restore", major)), "--list", str(path)]
-        result = ctx.run_command(command, db=ctx.target, env=tool_env(ctx, ctx.target),
-                                 label="pg_restore --list")
-        if result.exit_code != 0:
-            raise PhaseFailed(f"the archive's table of contents does not read: "
-                              f"{proc.tail(result.output)}")
-        # "3348; 0 16394 TABLE DATA public orders owner": the third field is the table's oid,
-        # which, unlike the names, cannot contain spaces. A materialized view's entry reads
-        # "MATERIALIZED VIEW DATA": a REFRESH, no rows, and not required here.
-        listed = {int(line.split()[2]) for line in result.stdout.splitlines()
-                  if " TABLE DATA " in line and not line.startswith(";")}
+        toc = path.with_name(f"{path.name}.toc")  # read whole: MBs on a wide schema
+        try:
+            result = ctx.run_command(command, db=ctx.target, env=tool_env(ctx, ctx.target),
+                                     label="pg_restore --list", stdout_to=toc)
+            if result.exit_code != 0:
+                raise PhaseFailed(f"the archive's table of contents does not read: "
+                                  f"{proc.tail(result.output)}")
+            # "3348; 0 16394 TABLE DATA public orders owner": the third field is the table's
+            # oid, which, unlike the names, cannot contain spaces. A materialized view's entry
+            # reads "MATERIALIZED VIEW DATA": a REFRESH, no rows, and not required here.
+            with toc.open(encoding="utf-8", errors="replace") as lines:
+                listed = {int(line.split()[2]) for line in lines
+                          if " TABLE DATA " in line and not line.startswith(";")}
+        finally:
+            toc.unlink(missing_ok=True)
         missing = [t.qualified for t in tables if t.oid not in listed]
         if missing:
-            raise PhaseFailed(f"the archive lacks data for {', '.join(missing)}")
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise PhaseFailed(f"the archive lacks data for {len(missing)} of {len(tables)}"
+                              f" tables: {', '.join(missing[:10])}{more}")
 
 
 def recomputed_summary(views: list[RecomputedView]) -> str:

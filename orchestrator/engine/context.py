@@ -82,8 +82,10 @@ class Context:
     def run_command(self, command: Command, *, db: pg.Db, cwd: Path | None = None,
                     deadline: float | None = None, env: dict[str, str] | None = None,
                     label: str | None = None,
-                    progress: Callable[[str], None] | None = None) -> proc.Result:
-        """Run a user's or a tool's command, journaled so a later process can find it."""
+                    progress: Callable[[str], None] | None = None,
+                    stdout_to: Path | None = None) -> proc.Result:
+        """Run a user's or a tool's command, journaled so a later process can find it; with
+        ``stdout_to``, its whole standard output is in that file (see ``proc.run``)."""
         text = label or proc.describe(command)
         hooks = proc.Hooks(
             started=lambda pid, pgid, ticks: self.journal.child_started(
@@ -98,7 +100,7 @@ class Context:
             result = proc.run(command, env=env or self.command_env(db),
                               cwd=cwd or self.settings.config_dir,
                               deadline=min(deadline or self.deadline, self.deadline),
-                              hooks=hooks, label=text)
+                              hooks=hooks, label=text, stdout_to=stdout_to)
         except BaseException:
             self.log.warning("command_stopped", command=text,
                              duration_s=round(time.monotonic() - started, 3))

@@ -67,18 +67,25 @@ def start_ticks(pid: int) -> str | None:
 
 
 def run(command: Command, *, env: Mapping[str, str], cwd: Path, deadline: float,
-        hooks: Hooks = Hooks(), label: str = "") -> Result:
-    """Run to completion, or raise PhaseTimeout / whatever ``hooks.poll`` raises."""
+        hooks: Hooks = Hooks(), label: str = "", stdout_to: Path | None = None) -> Result:
+    """Run to completion, or raise PhaseTimeout / whatever ``hooks.poll`` raises.
+
+    Only the last ``OUTPUT_LIMIT`` bytes of each stream are kept, for people to read. Output
+    that is parsed must be read whole: with ``stdout_to``, the child writes its standard
+    output to that file (the result's ``stdout`` is then the file's tail)."""
     try:
-        child = subprocess.Popen(
-            argv(command), cwd=cwd, env=dict(env), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(stdout_to.open("wb")) if stdout_to else subprocess.PIPE
+            child = subprocess.Popen(
+                argv(command), cwd=cwd, env=dict(env), start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
+            )
     except OSError as exc:
         raise PhaseFailed(f"cannot start `{label or describe(command)}` in {cwd}:"
                           f" {exc.strerror or exc}") from exc
     child_id = hooks.started(child.pid, child.pid, start_ticks(child.pid))
-    stdout, stderr = _Collector(child.stdout), _Collector(child.stderr, hooks.line)
+    stdout = _Collector(child.stdout) if stdout_to is None else _FileTail(stdout_to)
+    stderr = _Collector(child.stderr, hooks.line)
     try:
         _wait(child, deadline, hooks.poll, label or describe(command))
     except BaseException:
@@ -157,9 +164,29 @@ class _Collector:
     def text(self) -> str:
         # A grandchild that kept the pipe open must not hold the window: wait briefly only.
         self._thread.join(timeout=1.0)
-        text = b"".join(self._chunks).decode("utf-8", "replace")
-        # A cut can fall inside a URL, where redaction would no longer recognise it.
-        return text.split("\n", 1)[-1] if self._cut else text
+        return _shown(b"".join(self._chunks), cut=self._cut)
+
+
+class _FileTail:
+    """The last ``OUTPUT_LIMIT`` bytes of a file a child wrote its output to."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def text(self) -> str:
+        try:
+            with self._path.open("rb") as stream:
+                size = stream.seek(0, os.SEEK_END)
+                stream.seek(max(0, size - OUTPUT_LIMIT))
+                return _shown(stream.read(), cut=size > OUTPUT_LIMIT)
+        except OSError:
+            return ""
+
+
+def _shown(data: bytes, *, cut: bool) -> str:
+    text = data.decode("utf-8", "replace")
+    # A cut can fall inside a URL, where redaction would no longer recognise it.
+    return text.split("\n", 1)[-1] if cut else text
 
 
 def tail(output: str, lines: int = TAIL_LINES) -> str:

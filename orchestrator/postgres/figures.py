@@ -27,32 +27,70 @@ class WriteCounters(TypedDict):
     tables: dict[str, int]
 
 
-def describe_tables(conn: psycopg.Connection[Any], tables: list[Table] | None = None
-                    ) -> dict[str, TableFigures]:
-    """Rows and a content checksum per table, as ``{"schema.table": {"rows", "checksum"}}``,
-    in the connection's snapshot. The checksum sums a 64-bit hash of every row: it streams (no
-    table-sized string), ignores row order, and two databases holding the same rows agree."""
-    return {table.qualified: describe_table(conn, table)
-            for table in (user_tables(conn) if tables is None else tables)}
+BATCH_TABLES = 200  # small tables described by one query
+SMALL_BYTES = 8 * 1024 * 1024  # a table smaller than this goes into a batch
 
 
-def describe_table(conn: psycopg.Connection[Any], table: Table, *, checksums: bool = True
-                   ) -> TableFigures:
+def describe_tables(conn: psycopg.Connection[Any], tables: list[Table] | None = None, *,
+                    checksums: bool = True) -> dict[str, TableFigures]:
+    """Rows and a content checksum per table, as ``{Table.qualified: {"rows", "checksum"}}``,
+    in the connection's snapshot, one query per batch of ``batches``."""
+    found: dict[str, TableFigures] = {}
+    for batch in batches(conn, user_tables(conn) if tables is None else tables):
+        found.update(describe_batch(conn, batch, checksums=checksums))
+    return found
+
+
+def batches(conn: psycopg.Connection[Any], tables: list[Table]) -> list[list[Table]]:
+    """``tables`` in the order to describe them, largest first: each large table alone, the
+    small ones (under ``SMALL_BYTES`` on disk) ``BATCH_TABLES`` to a query, so a schema of
+    thousands of small tables costs dozens of queries, not thousands."""
+    sizes = dict(conn.execute("SELECT t.oid::int8, pg_relation_size(t.oid)"
+                              " FROM unnest(%s::oid[]) AS t(oid)",
+                              ([t.oid for t in tables],)).fetchall())
+    ordered = sorted(tables, key=lambda t: -(sizes.get(t.oid) or 0))
+    large = [[t] for t in ordered if (sizes.get(t.oid) or 0) >= SMALL_BYTES]
+    small = [t for t in ordered if (sizes.get(t.oid) or 0) < SMALL_BYTES]
+    return large + [small[i:i + BATCH_TABLES] for i in range(0, len(small), BATCH_TABLES)]
+
+
+def describe_batch(conn: psycopg.Connection[Any], tables: list[Table], *,
+                   checksums: bool = True) -> dict[str, TableFigures]:
+    """The figures of ``tables`` from one query. The checksum sums a 64-bit hash of every row:
+    it streams (no table-sized string), ignores row order, and two databases holding the same
+    rows agree. hash_record_extended hashes the row's values directly, twice as fast as
+    hashing its text; a batch holding a column type with no hash function (json, point) is
+    described again table by table, such a table by its text."""
     if not checksums:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.sql())).fetchone()
-        return {"rows": int(row[0]) if row else 0}
-    # hash_record_extended hashes the row's values directly, twice as fast as hashing its
-    # text; a column type with no hash function (json, point) falls back to the text.
+        return _figures(conn, tables, None)
     try:
         with conn.transaction():  # a savepoint when inside the snapshot's transaction
-            row = conn.execute(_CHECKSUM.format(hash=_BY_RECORD, table=table.sql())).fetchone()
+            return _figures(conn, tables, _BY_RECORD)
     except (psycopg.errors.UndefinedFunction, psycopg.errors.FeatureNotSupported):
-        row = conn.execute(_CHECKSUM.format(hash=_BY_TEXT, table=table.sql())).fetchone()
-    rows, checksum = (int(row[0]), str(row[1])) if row else (0, "0")
-    return {"rows": rows, "checksum": checksum}
+        if len(tables) > 1:
+            return {key: found for table in tables
+                    for key, found in describe_batch(conn, [table]).items()}
+    return _figures(conn, tables, _BY_TEXT)
 
 
-_CHECKSUM = sql.SQL("SELECT count(*), coalesce(sum({hash}), 0)::text FROM {table} AS t")
+def _figures(conn: psycopg.Connection[Any], tables: list[Table], hash_row: sql.SQL | None
+             ) -> dict[str, TableFigures]:
+    """One ``UNION ALL`` query: rows and, with ``hash_row``, the checksum of each table."""
+    summed = sql.SQL("NULL") if hash_row is None else (
+        sql.SQL("coalesce(sum({}), 0)").format(hash_row))
+    query = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {}::int, count(*), {}::text FROM {} AS t").format(
+            sql.Literal(i), summed, table.sql())
+        for i, table in enumerate(tables))
+    found: dict[str, TableFigures] = {}
+    for i, rows, checksum in conn.execute(query).fetchall():
+        figures: TableFigures = {"rows": int(rows)}
+        if checksum is not None:
+            figures["checksum"] = str(checksum)
+        found[tables[i].qualified] = figures
+    return found
+
+
 _BY_RECORD = sql.SQL("hash_record_extended(t, 0)")
 _BY_TEXT = sql.SQL("hashtextextended(t::text, 0)")
 
@@ -62,7 +100,7 @@ def write_counters(conn: psycopg.Connection[Any]) -> WriteCounters:
     they tell which tables took writes in between (the statistics lag by about a second)."""
     conn.execute("SELECT pg_stat_clear_snapshot()")
     rows = conn.execute(
-        "SELECT schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del"
+        "SELECT format('%I.%I', schemaname, relname), n_tup_ins + n_tup_upd + n_tup_del"
         " FROM pg_stat_user_tables").fetchall()
     lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     return {"wal_lsn": str(lsn[0]) if lsn else None,

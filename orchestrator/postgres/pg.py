@@ -211,13 +211,15 @@ class Table(NamedTuple):
     oid: int
     schema: str
     name: str
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
+    # As PostgreSQL quotes it (``public.orders``, ``"a.b".c``): unique, so figures are keyed
+    # by it, and shown as it is written in SQL.
+    qualified: str
 
     def sql(self) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+
+
+QUALIFIED: LiteralString = "format('%I.%I', n.nspname, c.relname)"  # Table.qualified
 
 
 def user_tables(conn: psycopg.Connection[Any]) -> list[Table]:
@@ -244,7 +246,7 @@ def own_objects(catalog: LiteralString, alias: LiteralString) -> LiteralString:
 
 def _relations(conn: psycopg.Connection[Any], kind: LiteralString) -> list[Table]:
     return [Table(*row) for row in conn.execute(
-        "SELECT c.oid::int8, n.nspname, c.relname FROM pg_class c"
+        "SELECT c.oid::int8, n.nspname, c.relname, " + QUALIFIED + " FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " + kind +
         " AND " + own_objects("pg_class", "c") + " ORDER BY 2, 3"
     ).fetchall()]

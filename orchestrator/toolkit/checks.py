@@ -6,8 +6,10 @@ time fails; the phase running out of time is a phase timeout.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import psycopg
 
@@ -152,11 +154,15 @@ def _command(ctx: Context, check: CommandCheck, db: pg.Db, deadline: float
     own = replace(ctx, phase=f"{ctx.phase}/checks")
     env = {**own.command_env(db), "WINDOW_PHASE": ctx.phase}
     workdir = check.workdir or ctx.settings.migrate.workdir
-    result = own.run_command(check.command, db=db, deadline=deadline, env=env,
-                             cwd=ctx.settings.path(workdir) if workdir else None)
-    if result.exit_code != 0:
-        return False, f"exited {result.exit_code}: {proc.tail(result.output)}"
-    if check.expect_output is not None and check.expect_output not in result.stdout:
-        return False, f"output lacks {check.expect_output!r}: {proc.tail(result.output)}"
+    with tempfile.TemporaryDirectory(prefix="window-check-") as folder:
+        output = Path(folder) / "stdout"  # searched whole, however long
+        result = own.run_command(check.command, db=db, deadline=deadline, env=env,
+                                 cwd=ctx.settings.path(workdir) if workdir else None,
+                                 stdout_to=output)
+        if result.exit_code != 0:
+            return False, f"exited {result.exit_code}: {proc.tail(result.output)}"
+        if check.expect_output is not None and check.expect_output not in output.read_text(
+                encoding="utf-8", errors="replace"):
+            return False, f"output lacks {check.expect_output!r}: {proc.tail(result.output)}"
     return True, "exited 0"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import queue
 import resource
 import shutil
 import time
@@ -165,19 +166,33 @@ def manifest_digest(path: Path) -> str:
 
 def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str | None = None,
              checksums: bool = True) -> dict[str, TableFigures]:
-    """``pg.describe_table`` for every table, ``[backup] jobs`` at a time, each worker on its
-    own connection; with ``snapshot``, each worker reads that exported snapshot."""
+    """The figures of ``tables`` (``figures.describe_batch``), from ``[backup] jobs``
+    connections at most, each taking the next batch until none is left; with ``snapshot``,
+    each connection imports that exported snapshot once."""
+    if not tables:
+        return {}
+    with ctx.connect(db) as conn:
+        work = queue.SimpleQueue[list[pg.Table]]()
+        for batch in figures.batches(conn, tables):
+            work.put(batch)
+        workers = min(ctx.settings.backup.jobs, work.qsize())
 
-    def one(table: pg.Table) -> tuple[str, TableFigures]:
+    def worker() -> dict[str, TableFigures]:
+        found: dict[str, TableFigures] = {}
         with ctx.connect(db, autocommit=snapshot is None) as conn:
             if snapshot is not None:
                 conn.isolation_level = IsolationLevel.REPEATABLE_READ
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
                     sql.Literal(snapshot)))
-            return table.qualified, figures.describe_table(conn, table, checksums=checksums)
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    found.update(figures.describe_batch(conn, work.get_nowait(),
+                                                        checksums=checksums))
+        return found
 
-    with ThreadPoolExecutor(max_workers=ctx.settings.backup.jobs) as pool:
-        return dict(pool.map(one, tables))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        running = [pool.submit(worker) for _ in range(workers)]
+        return {key: found for done in running for key, found in done.result().items()}
 
 
 def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, TableFigures], *,

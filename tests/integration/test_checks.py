@@ -209,3 +209,15 @@ def test_a_failing_command_check_keeps_what_it_said(shop: Shop) -> None:
     assert done.returncode == 3, done.stdout + done.stderr
     error = shop.phase("staging_dry_run")["error"]
     assert "drift: exited 1: checking | schema drift in orders" in error
+
+
+def test_expected_output_is_found_however_long_the_output(shop: Shop) -> None:
+    # A flows check that prints its verdict first, then a 1 MB log: far past the tail of
+    # a command's output the window keeps to show.
+    shop.configure(checks='\n[[checks]]\nname = "flows"\nkind = "command"\n'
+                          'command = "echo ALL-FLOWS-OK; seq 1 150000"\n'
+                          'expect_output = "ALL-FLOWS-OK"\n')
+
+    done = shop.run_window()
+
+    assert done.returncode == 0, done.stdout + done.stderr

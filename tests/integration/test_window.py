@@ -101,7 +101,7 @@ def test_half_applied_migration_is_rolled_back_and_evidence_kept(shop: Shop) -> 
         assert conn.execute(DATABASE_PROPERTIES).fetchone() == properties
     tables = shop.status()["backup"]["tables"]
     assert tables["public.events_2026"]["rows"] == 50
-    assert tables["public.audit log"]["rows"] == 2
+    assert tables['public."audit log"']["rows"] == 2
     assert shop.status()["rollback"]["method"] == "swap"
 
 
