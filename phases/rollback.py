@@ -36,6 +36,7 @@ from orchestrator.engine.facts import (
     ClusterChange,
     RollbackFacts,
     WriteGap,
+    rollback_words,
 )
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
@@ -105,8 +106,8 @@ class Rollback:
             ctx.log.warning("left_on_retained_database", what=what)
         for change in changes:
             ctx.log.warning("cluster_change_not_undone", what=change["what"], undo=change["undo"])
-        return PhaseResult(f"production restored by {method}; failed database kept as"
-                           f" {retained}", dict(facts))
+        return PhaseResult(f"production restored {rollback_words(method)}; failed database"
+                           f" kept as {retained}", dict(facts))
 
     @staticmethod
     def _in_place(ctx: Context, backup: BackupFacts) -> str:

@@ -36,6 +36,12 @@ class RecomputedView(TypedDict):
     rows_in_copy: int | None
 
 
+def rollback_words(method: str) -> str:
+    """How production was restored, in the words the summary and ``window status`` use."""
+    return {"in_place": "in place (dumped, emptied, restored)",
+            "rds_snapshot": "from an RDS snapshot"}.get(method, f"by {method}")
+
+
 def recomputed_words(view: RecomputedView) -> str:
     """A recomputed view in the words the summary, ``window status`` and the reports use."""
     before, after = view["rows_at_backup"], view["rows_in_copy"]

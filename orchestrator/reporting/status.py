@@ -22,6 +22,7 @@ from orchestrator.engine.facts import (
     BackupFacts,
     Warnings,
     recomputed_words,
+    rollback_words,
 )
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import FORWARD, TERMINAL, State
@@ -199,8 +200,9 @@ def table(report: dict[str, Any]) -> str:
     if (migration := report.get("migration")) and migration["applied"]:
         lines.append(f"  migrations applied: {', '.join(migration['applied'])}")
     if rollback := report["rollback"]:
-        lines.append(f"  rollback by {rollback['method']} in {rollback['duration_s']:.2f}s;"
-                     f" the failed database is kept as {rollback['retained_database']}")
+        lines.append(f"  rollback {rollback_words(rollback['method'])} in"
+                     f" {rollback['duration_s']:.2f}s; the failed database is kept as"
+                     f" {rollback['retained_database']}")
         if rollback["write_gap"]:
             gap = ", ".join(f"{t} ~{n}" for t, n in rollback["write_gap"].items())
             lines.append(f"  writes after the backup, discarded (still in the kept database):"

@@ -98,6 +98,7 @@ def test_in_place_rolls_back_for_a_role_that_may_not_create_databases(shop: Shop
     assert (shop.fingerprint(), shop.schema()) == before, "production is its backup again"
     rollback = shop.status()["rollback"]
     assert rollback["method"] == "in_place"
+    assert "rollback in place (dumped, emptied, restored) in" in done.stdout
     kept = Path(rollback["retained_database"])
     assert kept.name.endswith(".failed") and (kept / "toc.dat").is_file(), \
         "the failed database is kept, as an archive"
