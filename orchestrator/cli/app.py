@@ -196,11 +196,14 @@ def announce(
 
 
 @app.command()
-def lint(config: ConfigOption = Path("window.toml")) -> None:
+def lint(config: ConfigOption = Path("window.toml"),
+         everything: Annotated[bool, typer.Option(
+             "--all", help="Also show the findings that cannot matter here.")] = False,
+         ) -> None:
     """Lint the pending migration files (the migration clinic); exit 3 on any error."""
     from orchestrator.clinic import examine
 
-    _exit(examine.lint(_settings(config)))
+    _exit(examine.lint(_settings(config), everything=everything))
 
 
 @app.command()

@@ -35,14 +35,15 @@ from orchestrator.errors import ConfigError, ExitCode, GateRefused, PhaseFailed
 from orchestrator.postgres import migrations, pg
 from orchestrator.redact import redact
 
-__all__ = ["RULES", "Finding", "examine", "gate", "history", "lint", "summary"]
+__all__ = ["RULES", "Finding", "examine", "gate", "history", "lint", "shown", "summary"]
 
 RULES = ("prisma-loose-sql", "prisma-unused-sql", "prisma-cli-output",
-         "prisma-checksum-changed", "table-used-before-created", "foreign-key-to-later-table",
-         "column-added-twice", "cluster-level", "missing-if-not-exists", "sql-syntax",
-         "squawk:<rule>", "squawk-missing", "squawk-failed")
+         "prisma-checksum-changed", "migration-order", "table-used-before-created",
+         "foreign-key-to-later-table", "created-twice", "column-added-twice", "cluster-level",
+         "missing-if-not-exists", "sql-syntax", "squawk:<rule>", "squawk-missing",
+         "squawk-failed")
 _OWN_RULES = tuple(rule for rule in RULES if not rule.startswith("squawk"))
-SQL_TOOLS = ("prisma", "flyway")
+SQL_TOOLS = ("prisma", "flyway", "none")
 
 
 def history(settings: Settings, state: migrations.ToolState | None) -> list[Migration]:
@@ -52,7 +53,8 @@ def history(settings: Settings, state: migrations.ToolState | None) -> list[Migr
     if path is None or settings.migrate.tool not in SQL_TOOLS:
         return []
     folder = migrations.Folder(path, settings.migrate.files or str(path))
-    found = _prisma_files(folder) if settings.migrate.tool == "prisma" else _flyway_files(folder)
+    found = {"prisma": _prisma_files, "flyway": _flyway_files,
+             "none": _plain_files}[settings.migrate.tool](folder)
     pending = None if state is None or state.pending is None else set(state.pending)
     return [Migration(name, file, pending is None or name in pending) for name, file in found]
 
@@ -60,6 +62,13 @@ def history(settings: Settings, state: migrations.ToolState | None) -> list[Migr
 def _prisma_files(folder: migrations.Folder) -> list[tuple[str, Path]]:
     return [(name, folder.path / name / "migration.sql")
             for name in migrations.prisma_migrations(folder)]
+
+
+def _plain_files(folder: migrations.Folder) -> list[tuple[str, Path]]:
+    """``tool = "none"``: every ``.sql`` file, in name order; with no tool's table to ask,
+    all of them count as pending."""
+    return [(path.relative_to(folder.path).as_posix(), path)
+            for path in migrations.sql_files(folder.path)]
 
 
 def _flyway_files(folder: migrations.Folder) -> list[tuple[str, Path]]:
@@ -82,23 +91,28 @@ def examine(settings: Settings, state: migrations.ToolState | None) -> list[Find
         return []
     found = history(settings, state)
     is_prisma = settings.migrate.tool == "prisma"
-    findings = prisma.loose_sql(folder) if is_prisma else []
+    findings: list[Finding] = []
     statements: list[sql.Statement] = []
     for migration in found:
         parsed, problems = _examine_file(migration, is_prisma=is_prisma)
         statements += parsed
         findings += problems
-    findings += sql.order(statements)
+    in_order, creators = sql.order(statements)
+    findings += in_order
+    if is_prisma:
+        findings += _loose_files(folder, creators)
     findings += cluster_level.changes([s for s in statements if s.migration.pending])
     if settings.lint.idempotency:
         findings += sql.idempotency([s for s in statements if s.migration.pending])
     if is_prisma:
         findings += prisma.checksum_changed(found, state.checksums if state else {})
+        findings += prisma.timestamps(found)
     if settings.lint.squawk:
         findings += squawk.run([m.path for m in found if m.pending],
                                       settings.lint.squawk_exclude, cwd=settings.config_dir,
                                       folder=folder)
-    return _finished(settings, found, findings)
+    moot = sql.indexes_on_new_tables(statements)
+    return _finished(settings, found, findings, moot)
 
 
 def _examine_file(migration: Migration, *, is_prisma: bool
@@ -113,7 +127,31 @@ def _examine_file(migration: Migration, *, is_prisma: bool
                                    placeholders=not is_prisma)  # Flyway's ${name}
     if not migration.pending:
         return statements, []
-    return statements, [*prisma.cli_output(migration, pasted), *filter(None, [syntax])]
+    return statements, [*prisma.cli_output(migration, pasted, text), *filter(None, [syntax])]
+
+
+def _loose_files(folder: Path, creators: dict[tuple[str, str], sql.Statement]
+                 ) -> list[Finding]:
+    """Prisma's loose SQL files, each said with what it holds (its pasted lines found too),
+    and what it would re-create should it be given a migration folder of its own: the
+    first users' incident began with exactly that step."""
+    findings = []
+    for loose in prisma.loose_sql(folder):
+        migration = Migration(loose.file.name, loose.file, pending=True)
+        parsed, problems = _examine_file(migration, is_prisma=True)
+        findings += problems
+        if not parsed:
+            findings.append(loose)
+            continue
+        shown = ", ".join(sql.described(s) for s in parsed[:3])
+        more = f" and {len(parsed) - 3} more" if len(parsed) > 3 else ""
+        again = [f"{sql.described(s)} (already created by {creators[made].migration.name})"
+                 for s in parsed if (made := sql.creates(s)) in creators]
+        findings.append(replace(loose, message=(
+            f"{loose.message}. It holds {len(parsed)} statement(s): {shown}{more}"
+            + (f". As a migration it would fail the first time it runs: {', '.join(again)}"
+               if again else ""))))
+    return findings
 
 
 def _read(migration: Migration) -> tuple[str | None, Finding | None]:
@@ -129,18 +167,32 @@ def _read(migration: Migration) -> tuple[str | None, Finding | None]:
         return None, Finding(migration.path, line, "sql-syntax", "is not UTF-8 text")
 
 
-def _finished(settings: Settings, found: Sequence[Migration], findings: list[Finding]
-              ) -> list[Finding]:
+def _finished(settings: Settings, found: Sequence[Migration], findings: list[Finding],
+              moot: set[tuple[Path, int]]) -> list[Finding]:
     """Promote what ``[lint] errors`` names, drop squawk's echo of our own idempotency
-    warning, make paths relative and sort in the order the tool runs the files."""
+    warning, mark what cannot matter, make paths relative and sort in the order the tool
+    runs the files."""
     ours = {(f.file, f.line) for f in findings if f.rule == "missing-if-not-exists"}
     errors, warnings = set(settings.lint.errors), set(settings.lint.warnings)
     rank = {m.path: index for index, m in enumerate(found)}
-    kept = [_graded(f, errors, warnings) for f in findings
+    runs_once = settings.migrate.tool == "prisma"
+    kept = [_graded(_judged(f, moot, runs_once=runs_once), errors, warnings) for f in findings
             if not (f.rule == "squawk:prefer-robust-stmts" and (f.file, f.line) in ours)]
     kept.sort(key=lambda f: (rank.get(f.file, len(rank)), str(f.file), f.line, f.rule))
     base = settings.config_dir
     return [replace(f, file=Path(os.path.relpath(f.file, base))) for f in kept]
+
+
+_RERUN_RULES = ("missing-if-not-exists", "squawk:prefer-robust-stmts")
+
+
+def _judged(finding: Finding, moot: set[tuple[Path, int]], *, runs_once: bool) -> Finding:
+    """The finding marked moot where it cannot matter."""
+    if (finding.rule == "squawk:require-concurrent-index-creation"
+            and (finding.file, finding.line) in moot) or (runs_once
+                                                         and finding.rule in _RERUN_RULES):
+        return replace(finding, moot=True)
+    return finding
 
 
 def _graded(finding: Finding, errors: set[str], warnings: set[str]) -> Finding:
@@ -150,13 +202,21 @@ def _graded(finding: Finding, errors: set[str], warnings: set[str]) -> Finding:
     return replace(finding, severity="error") if named & errors else finding
 
 
-def summary(findings: Sequence[Finding]) -> str:
-    errors = sum(1 for f in findings if f.severity == "error")
-    if not findings:
-        return "no errors, no warnings"
-    files = len({f.file for f in findings})
-    return (f"{_count(errors, 'error')}, {_count(len(findings) - errors, 'warning')}"
-            f" in {_count(files, 'file')}")
+def shown(findings: Sequence[Finding], *, everything: bool = False) -> list[Finding]:
+    """What is printed: all but the moot ones, unless asked for everything."""
+    return [f for f in findings if everything or not f.moot]
+
+
+def summary(findings: Sequence[Finding], *, everything: bool = False) -> str:
+    """The counts a run of the clinic ends with."""
+    listed = shown(findings, everything=everything)
+    hidden = len(findings) - len(listed)
+    errors = sum(1 for f in listed if f.severity == "error")
+    said = "no errors, no warnings" if not listed else (
+        f"{_count(errors, 'error')}, {_count(len(listed) - errors, 'warning')}"
+        f" in {_count(len({f.file for f in listed}), 'file')}")
+    return said + (f" ({hidden} that cannot matter not shown: `window lint --all`)"
+                   if hidden else "")
 
 
 def _count(number: int, noun: str) -> str:
@@ -169,7 +229,7 @@ def gate(settings: Settings, state: migrations.ToolState | None, out: TextIO | N
     with nothing done; the warnings are handed back for the journal."""
     if not settings.lint.enabled:
         return []
-    findings = examine(settings, state)
+    findings = shown(examine(settings, state))
     for finding in findings:
         print(finding, file=out or sys.stdout)
     errors = sum(1 for f in findings if f.severity == "error")
@@ -181,8 +241,10 @@ def gate(settings: Settings, state: migrations.ToolState | None, out: TextIO | N
     return findings
 
 
-def lint(settings: Settings, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """``window lint``: the clinic alone; 3 when it finds an error, as a refused window."""
+def lint(settings: Settings, out: TextIO | None = None, err: TextIO | None = None, *,
+         everything: bool = False) -> int:
+    """``window lint``: the clinic alone; 3 when it finds an error, as a refused window.
+    With ``everything``, the findings that cannot matter are shown too."""
     out = out or sys.stdout
     err = err or sys.stderr
     state, note = _tool_state(settings)
@@ -197,9 +259,9 @@ def lint(settings: Settings, out: TextIO | None = None, err: TextIO | None = Non
         print(f"linting {pending} pending of {len(found)} migration(s) in"
               f" {settings.migrate.files}", file=err)
     findings = examine(settings, state)
-    for finding in findings:
+    for finding in shown(findings, everything=everything):
         print(finding, file=out)
-    print(summary(findings), file=out)
+    print(summary(findings, everything=everything), file=out)
     return ExitCode.REFUSED if any(f.severity == "error" for f in findings) \
         else ExitCode.COMPLETED
 
@@ -207,8 +269,8 @@ def lint(settings: Settings, out: TextIO | None = None, err: TextIO | None = Non
 def _scope_notes(settings: Settings) -> list[str]:
     tool = settings.migrate.tool
     notes = []
-    if tool == "none" or settings.migrate.files is None:
-        notes.append("nothing to lint: [migrate] tool and files name the migration files.")
+    if settings.migrate.files is None:
+        notes.append("nothing to lint: [migrate] files names the migration files.")
     elif tool not in SQL_TOOLS:
         notes.append(f"nothing to lint: {tool} migrations are Python; the clinic reads SQL.")
     if not settings.lint.enabled:
@@ -218,7 +280,8 @@ def _scope_notes(settings: Settings) -> list[str]:
 
 def _tool_state(settings: Settings) -> tuple[migrations.ToolState | None, str | None]:
     """What the tool's table on production says, when it can be asked; else a note."""
-    if settings.migrate.tool not in SQL_TOOLS or settings.migrate.files is None:
+    if settings.migrate.tool not in SQL_TOOLS or settings.migrate.tool == "none" \
+            or settings.migrate.files is None:
         return None, None
     variable = settings.target.url_env
     if not os.environ.get(variable, "").strip():

@@ -20,10 +20,14 @@ class Finding:
     rule: str
     message: str
     severity: Severity = "error"
+    # True for a finding that cannot matter here (an index on a table the same file creates
+    # needs no CONCURRENTLY; a Prisma migration runs once, so IF NOT EXISTS changes nothing):
+    # counted, shown only when asked for everything.
+    moot: bool = False
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        return f"{where}: {self.rule}: {self.message}"
+        return f"{where}: {self.severity}: {self.rule}: {self.message}"
 
 
 @dataclass(frozen=True)

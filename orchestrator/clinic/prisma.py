@@ -10,11 +10,14 @@ afterwards.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from pglast import parse_sql
 from pglast.parser import ParseError, Token, scan
 
 from orchestrator.clinic.findings import Finding, Migration
@@ -52,18 +55,78 @@ def loose_sql(folder: Path) -> list[Finding]:
     return findings
 
 
+def timestamps(history: Sequence[Migration]) -> list[Finding]:
+    """Folder names whose timestamps do not order them: two sharing one, or one that sorts
+    by name before another yet carries a later time (``20251122_x`` against
+    ``20251122000000_y``: the shorter stamp reads as midnight, the name sorts after).
+    Prisma runs them in name order; the author likely meant another one. Warnings: the
+    order may be right by chance."""
+    stamped = [(m, match.group(1).ljust(STAMP_DIGITS, "0")[:STAMP_DIGITS])
+               for m in history if (match := _STAMP.match(m.name))]
+    findings = []
+    for i, (later, stamp) in enumerate(stamped):
+        for earlier, other in stamped[:i]:
+            if other == stamp:
+                said = f"shares its timestamp with {earlier.name}"
+            elif other > stamp:
+                said = f"is earlier by its timestamp than {earlier.name}"
+            else:
+                continue
+            findings.append(Finding(later.path, 1, "migration-order",
+                                    f"{later.name} {said}: Prisma runs them in name order"
+                                    f" ({earlier.name} first)", "warning"))
+            break
+    return findings
+
+
+STAMP_DIGITS = 14  # migrate dev's YYYYMMDDHHMMSS
+_STAMP = re.compile(r"(\d{8,})_")
+
+
 def cli_output_lines(text: str) -> list[int]:
-    """Lines (1-based) that are Prisma CLI output, not SQL: at the start of a line where a
-    statement may begin (after a ``;``, a comment or other such lines), never inside a
-    string, a dollar-quoted body or a comment."""
-    tokens = _tokens(text)
+    """Lines (1-based) that are Prisma CLI output, not SQL, all of them in one pass: those
+    that read as the CLI's own words, then, while PostgreSQL's parser stops at a line that
+    starts where a statement may start but with a word no statement starts with (a notice's
+    second line, an update box), that line too. Only lines that start at their first column,
+    never inside a string, a dollar-quoted body or a comment."""
     found: list[int] = []
+    tokens = _tokens(text)
     offset = 0
     for number, line in enumerate(physical_lines(text), start=1):
         if CLI_OUTPUT.match(line) and _statement_may_start(tokens, offset, found, text):
             found.append(number)
         offset += len(line)
+    starts = list(itertools.accumulate((len(line) for line in physical_lines(text)),
+                                       initial=0))
+    for _ in range(MAX_PASTED_LINES):
+        blanked = blank_lines(text, found)
+        try:
+            parse_sql(blanked)
+        except ParseError as exc:
+            at = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else -1
+            number = bisect.bisect_right(starts, at)
+            line = text[starts[number - 1]:starts[number]] if 0 < number < len(starts) else ""
+            first = line.split(maxsplit=1)[0].lower() if line.strip() else ""
+            if at < 0 or not line[:1].strip() or first in STATEMENT_STARTS \
+                    or not _statement_may_start(_tokens(blanked), starts[number - 1],
+                                                found, blanked):
+                break
+            found = sorted({*found, number})
+            continue
+        break
     return found
+
+
+# The words a PostgreSQL statement starts with: a line starting with any other word, where a
+# statement would start, is not SQL.
+STATEMENT_STARTS = frozenset(["abort", "alter", "analyse", "analyze", "begin", "call",
+    "checkpoint", "close", "cluster", "comment", "commit", "copy", "create", "deallocate",
+    "declare", "delete", "discard", "do", "drop", "end", "execute", "explain", "fetch", "grant",
+    "import", "insert", "listen", "load", "lock", "merge", "move", "notify", "prepare",
+    "reassign", "refresh", "reindex", "release", "reset", "revoke", "rollback", "savepoint",
+    "security", "select", "set", "show", "start", "table", "truncate", "unlisten", "update",
+    "vacuum", "values", "with", "(", "--"])
+MAX_PASTED_LINES = 1000
 
 
 def blank_lines(text: str, numbers: Iterable[int]) -> str:
@@ -81,11 +144,18 @@ def physical_lines(text: str) -> list[str]:
     return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
-def cli_output(migration: Migration, lines: Iterable[int]) -> list[Finding]:
-    return [Finding(migration.path, number, "prisma-cli-output",
-                    "Prisma CLI output pasted into the SQL: the migration fails on it half-way"
-                    " and Prisma then refuses every later deploy (P3009); delete the line")
-            for number in lines]
+def cli_output(migration: Migration, lines: Iterable[int], text: str) -> list[Finding]:
+    """A finding per pasted line: the CLI's own words said so, any other line as not SQL."""
+    everything = physical_lines(text)
+    found = []
+    for number in lines:
+        line = everything[number - 1].strip()
+        said = "Prisma CLI output pasted into the SQL" if CLI_OUTPUT.match(line) else (
+            f"not SQL (no statement starts with {line.split()[0][:20]!r}): pasted output?")
+        found.append(Finding(migration.path, number, "prisma-cli-output",
+                             f"{said}: the migration fails on it half-way and Prisma then"
+                             " refuses every later deploy (P3009); delete the line"))
+    return found
 
 
 def checksum_changed(history: Iterable[Migration], checksums: Mapping[str, str]

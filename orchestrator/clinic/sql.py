@@ -15,6 +15,7 @@ import bisect
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pglast import ast, parse_sql
@@ -57,6 +58,7 @@ class Statement:
     line: int
     node: ast.Node
     lines: Lines = field(repr=False, compare=False)
+    last_line: int = 0  # where its text ends (with the comments before it, its first line)
 
     def line_of(self, node: ast.Node) -> int:
         """The line of a part of the statement (a table name, a column), where pglast
@@ -90,7 +92,9 @@ def parse(migration: Migration, text: str, *, placeholders: bool = False
                 continue
             return [], Finding(migration.path, lines.at(at), "sql-syntax",
                                f"PostgreSQL cannot parse this: {exc.args[0]}")
-        return [Statement(migration, lines.at(raw.stmt_location), raw.stmt, lines)
+        return [Statement(migration, lines.at(raw.stmt_location), raw.stmt, lines,
+                          lines.at((raw.stmt_location or 0) + raw.stmt_len) if raw.stmt_len
+                          else lines.at(len(sql)))
                 for raw in raws if raw.stmt is not None], None
 
 
@@ -134,10 +138,49 @@ def _unguarded(statement: Statement) -> Iterator[tuple[int, str]]:
                                                   f" to {display(key(node.relation))}")
 
 
-def order(history: Sequence[Statement]) -> list[Finding]:
+def indexes_on_new_tables(statements: Sequence[Statement]) -> set[tuple[Path, int]]:
+    """The lines of each CREATE INDEX on a table that an earlier statement of the same file
+    creates: nobody can be using that table yet, so building its index without CONCURRENTLY
+    blocks nobody."""
+    lines: set[tuple[Path, int]] = set()
+    created: set[tuple[Path, str]] = set()
+    for statement in statements:
+        node, path = statement.node, statement.migration.path
+        if isinstance(node, ast.CreateStmt) and node.relation:
+            created.add((path, key(node.relation)))
+        elif isinstance(node, ast.IndexStmt) and node.relation \
+                and (path, key(node.relation)) in created:
+            lines.update((path, n) for n in range(statement.line, statement.last_line + 1))
+    return lines
+
+
+def order(history: Sequence[Statement]) -> tuple[list[Finding], dict[tuple[str, str], Statement]]:
     """Replay every migration in order; report what only a later statement makes possible,
-    when the window is to run either end of it (an applied history already went through)."""
-    return _Replay(history).run()
+    or creates what is there already, when the window is to run either end of it (an
+    applied history already went through). Also: what created each table, index and type
+    the history leaves, by ``(kind, name)``."""
+    replay = _Replay(history)
+    return replay.run(), replay.creators
+
+
+def creates(statement: Statement) -> tuple[str, str] | None:
+    """The table, index or type a statement creates without IF NOT EXISTS, as ``order``
+    names it."""
+    node = statement.node
+    if getattr(node, "if_not_exists", False):
+        return None
+    if isinstance(node, ast.CreateStmt) and node.relation:
+        return "table", key(node.relation)
+    return _created_object(node)
+
+
+def described(statement: Statement) -> str:
+    """``CREATE TABLE "Order"``: the statement's kind and what it is about, where known."""
+    node = statement.node
+    relation = getattr(node, "relation", None)
+    about = _created_object(node) or (
+        ("", key(relation)) if isinstance(relation, ast.RangeVar) else None)
+    return f"{kind(node)} {display(about[1])}" if about else kind(node)
 
 
 class _Replay:
@@ -149,6 +192,8 @@ class _Replay:
                 self.created.setdefault(key(rangevar), []).append(position)
         self.tables: set[str] = set()
         self.columns: dict[str, dict[str, tuple[Statement, ast.ColumnDef]]] = {}
+        # What created each table, index and type that exists at this point of the replay.
+        self.creators: dict[tuple[str, str], Statement] = {}
         self.findings: list[Finding] = []
 
     def run(self) -> list[Finding]:
@@ -190,21 +235,37 @@ class _Replay:
             self._create(key(node.relation), statement, node)
         elif isinstance(node, ast.AlterTableStmt) and node.relation:
             self._alter(key(node.relation), statement, node)
-        elif isinstance(node, ast.RenameStmt) and node.relation and node.newname:
-            self._rename(key(node.relation), node.renameType, node.subname, node.newname)
-        elif isinstance(node, ast.DropStmt) and node.removeType in RELATION_KINDS:
-            for names in node.objects or ():
-                self._drop(".".join(n.sval or "" for n in names if isinstance(n, ast.String)))
+        elif isinstance(node, ast.RenameStmt) and node.newname:
+            self._rename(node)
+        elif isinstance(node, ast.DropStmt):
+            for name in _dropped(node):
+                self._drop(name, _KIND_OF.get(node.removeType, "") if node.removeType else "")
+        elif created := _created_object(node):
+            self._created(created, statement, guarded=bool(getattr(node, "if_not_exists", 0)))
         else:
             for _, _, rangevar in _relations(node, defining=True):
                 self.tables.add(key(rangevar))
 
     def _create(self, name: str, statement: Statement, node: ast.CreateStmt) -> None:
+        self._created(("table", name), statement, guarded=bool(node.if_not_exists))
         if name in self.tables:
             return  # CREATE TABLE IF NOT EXISTS of a table there already: nothing changes
         self.tables.add(name)
         self.columns[name] = {c.colname: (statement, c) for c in node.tableElts or ()
                               if isinstance(c, ast.ColumnDef) and c.colname}
+
+    def _created(self, made: tuple[str, str], statement: Statement, *, guarded: bool) -> None:
+        """An object created where the replay already has one of that name: without IF NOT
+        EXISTS the statement fails the first time it runs (the first users' P3018)."""
+        earlier = self.creators.get(made)
+        if earlier is None:
+            self.creators[made] = statement
+        elif not guarded:
+            kind_, name = made
+            self._report(statement, statement.node, earlier, "created-twice",
+                         f"CREATE {kind_.upper()} {display(name)} fails the first time it runs:"
+                         f" {_where(earlier, statement)} already creates it (drop this"
+                         " statement, or add IF NOT EXISTS)")
 
     def _alter(self, name: str, statement: Statement, node: ast.AlterTableStmt) -> None:
         """The statement's commands in order, as PostgreSQL runs them: Prisma changes a
@@ -228,23 +289,71 @@ class _Replay:
                          " defines it (don't pre-add columns that later migrations add)")
         columns.setdefault(column.colname or "", (statement, column))
 
-    def _rename(self, name: str, what: Any, old: str | None, new: str) -> None:
+    def _rename(self, node: ast.RenameStmt) -> None:
+        what, new = node.renameType, node.newname or ""
+        if node.relation is None:
+            if what == ObjectType.OBJECT_TYPE and isinstance(node.object, tuple):
+                name = _qualified(node.object)
+                self._move(("type", name), ("type", _beside(name, new)))
+            return
+        name = key(node.relation)
         if what == ObjectType.OBJECT_COLUMN:
             columns = self.columns.get(name, {})
-            if old in columns:
-                columns[new] = columns.pop(old)
+            if node.subname in columns:
+                columns[new] = columns.pop(node.subname or "")
+        elif what == ObjectType.OBJECT_INDEX:
+            self._move(("index", name), ("index", _beside(name, new)))
         elif what in RELATION_KINDS:
-            renamed = f"{name.rpartition('.')[0]}.{new}".lstrip(".")
+            renamed = _beside(name, new)
+            self._move(("table", name), ("table", renamed))
             if name in self.tables:
                 self.tables.discard(name)
                 self.tables.add(renamed)
             if name in self.columns:
                 self.columns[renamed] = self.columns.pop(name)
 
-    def _drop(self, name: str) -> None:
+    def _move(self, old: tuple[str, str], new: tuple[str, str]) -> None:
+        if old in self.creators:
+            self.creators[new] = self.creators.pop(old)
+
+    def _drop(self, name: str, kind_: str) -> None:
         name = name.removeprefix("public.")
-        self.tables.discard(name)
-        self.columns.pop(name, None)
+        self.creators.pop((kind_, name), None)
+        if kind_ == "table":
+            self.tables.discard(name)
+            self.columns.pop(name, None)
+
+
+_KIND_OF = {**dict.fromkeys(RELATION_KINDS, "table"), ObjectType.OBJECT_INDEX: "index",
+            ObjectType.OBJECT_TYPE: "type"}
+
+
+def _created_object(node: ast.Node) -> tuple[str, str] | None:
+    """The index or type a statement creates, as the replay names it."""
+    if isinstance(node, ast.IndexStmt) and node.idxname and node.relation:
+        schema = node.relation.schemaname
+        return "index", node.idxname if schema in (None, "public") else f"{schema}.{node.idxname}"
+    if isinstance(node, ast.CreateEnumStmt) and node.typeName:
+        return "type", _qualified(node.typeName)
+    if isinstance(node, ast.CompositeTypeStmt) and node.typevar:
+        return "type", key(node.typevar)
+    return None
+
+
+def _dropped(node: ast.DropStmt) -> Iterator[str]:
+    for names in node.objects or ():
+        parts = names.names if isinstance(names, ast.TypeName) else names
+        yield _qualified(parts if isinstance(parts, tuple) else ())
+
+
+def _qualified(parts: tuple[Any, ...]) -> str:
+    name = ".".join(n.sval or "" for n in parts if isinstance(n, ast.String))
+    return name.removeprefix("public.")
+
+
+def _beside(name: str, new: str) -> str:
+    """``new`` in the schema of ``name``."""
+    return f"{name.rpartition('.')[0]}.{new}".lstrip(".")
 
 
 def _added_columns(node: ast.AlterTableStmt) -> Iterator[tuple[ast.AlterTableCmd, ast.ColumnDef]]:

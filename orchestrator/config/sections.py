@@ -221,7 +221,8 @@ MIGRATION_TOOLS = ("prisma", "alembic", "flyway", "none")
 class MigrateSection(Section):
     command: Command
     workdir: str | None = None
-    # Handed to the command's libpq sessions through PGOPTIONS: a migration waiting on a lock
+    # In the ``options`` of the URL the command is handed (Prisma's engine reads only that)
+    # and in PGOPTIONS: a migration waiting on a lock
     # fails fast instead of queueing every query behind it; no statement outlives the phase
     # (statement_timeout defaults to the phase's remaining time).
     lock_timeout: Duration = 5.0
@@ -229,7 +230,9 @@ class MigrateSection(Section):
     # The tool whose own table (_prisma_migrations, alembic_version, flyway_schema_history)
     # tells applied, failed and, against ``files``, pending migrations.
     tool: Literal["prisma", "alembic", "flyway", "none"] = "none"
-    files: str | None = None  # prisma/migrations, alembic/versions, sql/ ...
+    # prisma/migrations, alembic/versions, sql/ ...; with tool = "none", a folder of plain SQL
+    # files, in name order: linted, and fingerprinted for the rehearsal's reuse.
+    files: str | None = None
     table: str | None = None  # the tool's table when not the default (schema.table allowed)
     # Before the migration: wait for application sessions to finish what they are doing.
     drain_timeout: Duration = 30.0
@@ -237,11 +240,6 @@ class MigrateSection(Section):
     drain_ignore: list[str] = []  # application_name patterns (fnmatch) never waited for
     terminate_idle_in_transaction: bool = False
 
-    @model_validator(mode="after")
-    def _files_need_a_tool(self) -> MigrateSection:
-        if self.files is not None and self.tool == "none":
-            raise ValueError('files needs tool = "prisma", "alembic" or "flyway"')
-        return self
 
 
 class MonitorSection(Section):

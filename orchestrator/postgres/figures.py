@@ -4,6 +4,7 @@ a restored copy equals its backup, and the writes a rollback would discard."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 import psycopg
@@ -35,10 +36,39 @@ def describe_tables(conn: psycopg.Connection[Any], tables: list[Table] | None = 
                     checksums: bool = True) -> dict[str, TableFigures]:
     """Rows and a content checksum per table, as ``{Table.qualified: {"rows", "checksum"}}``,
     in the connection's snapshot, one query per batch of ``batches``."""
+    tables = user_tables(conn) if tables is None else tables
+    by_text = hashed_as_text(conn, tables)
     found: dict[str, TableFigures] = {}
-    for batch in batches(conn, user_tables(conn) if tables is None else tables):
-        found.update(describe_batch(conn, batch, checksums=checksums))
+    for batch in batches(conn, tables):
+        found.update(describe_batch(conn, batch, checksums=checksums, by_text=by_text))
     return found
+
+
+def hashed_as_text(conn: psycopg.Connection[Any], tables: list[Table]) -> frozenset[int]:
+    """The tables whose rows must be hashed as text: a value of an enum, or of a ``reg*``
+    type, is stored (and hashed by ``hash_record_extended``) as an OID, which a restore
+    changes; its text does not. Looked for through domains, arrays and composite types."""
+    rows = conn.execute(_OID_VALUED, ([t.oid for t in tables],)).fetchall()
+    return frozenset(int(oid) for (oid,) in rows)
+
+
+_OID_VALUED = """
+WITH RECURSIVE typ(oid, rel) AS (
+    SELECT a.atttypid, a.attrelid FROM pg_attribute a
+    WHERE a.attrelid = ANY(%s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+  UNION
+    SELECT inner_type.oid, typ.rel FROM typ JOIN pg_type t ON t.oid = typ.oid
+    CROSS JOIN LATERAL (
+        SELECT t.typbasetype AS oid WHERE t.typtype = 'd'
+      UNION ALL SELECT t.typelem WHERE t.typcategory = 'A' AND t.typelem <> 0
+      UNION ALL SELECT a.atttypid FROM pg_attribute a WHERE t.typtype = 'c'
+                AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+    ) AS inner_type
+)
+SELECT DISTINCT typ.rel::int8 FROM typ JOIN pg_type t ON t.oid = typ.oid
+WHERE t.typtype = 'e' OR (t.typnamespace = 'pg_catalog'::regnamespace
+                          AND t.typname LIKE 'reg%%')
+"""
 
 
 def batches(conn: psycopg.Connection[Any], tables: list[Table]) -> list[list[Table]]:
@@ -55,32 +85,34 @@ def batches(conn: psycopg.Connection[Any], tables: list[Table]) -> list[list[Tab
 
 
 def describe_batch(conn: psycopg.Connection[Any], tables: list[Table], *,
-                   checksums: bool = True) -> dict[str, TableFigures]:
+                   checksums: bool = True, by_text: frozenset[int] = frozenset()
+                   ) -> dict[str, TableFigures]:
     """The figures of ``tables`` from one query. The checksum sums a 64-bit hash of every row:
     it streams (no table-sized string), ignores row order, and two databases holding the same
     rows agree. hash_record_extended hashes the row's values directly, twice as fast as
-    hashing its text; a batch holding a column type with no hash function (json, point) is
-    described again table by table, such a table by its text."""
+    hashing its text; the tables in ``by_text`` (see ``hashed_as_text``) are hashed as text,
+    and a batch holding a column type with no hash function (json, point) is described again
+    table by table, such a table by its text."""
     if not checksums:
-        return _figures(conn, tables, None)
+        return _figures(conn, tables, lambda _table: None)
     try:
         with conn.transaction():  # a savepoint when inside the snapshot's transaction
-            return _figures(conn, tables, _BY_RECORD)
+            return _figures(conn, tables,
+                            lambda table: _BY_TEXT if table.oid in by_text else _BY_RECORD)
     except (psycopg.errors.UndefinedFunction, psycopg.errors.FeatureNotSupported):
         if len(tables) > 1:
             return {key: found for table in tables
-                    for key, found in describe_batch(conn, [table]).items()}
-    return _figures(conn, tables, _BY_TEXT)
+                    for key, found in describe_batch(conn, [table], by_text=by_text).items()}
+    return _figures(conn, tables, lambda _table: _BY_TEXT)
 
 
-def _figures(conn: psycopg.Connection[Any], tables: list[Table], hash_row: sql.SQL | None
-             ) -> dict[str, TableFigures]:
-    """One ``UNION ALL`` query: rows and, with ``hash_row``, the checksum of each table."""
-    summed = sql.SQL("NULL") if hash_row is None else (
-        sql.SQL("coalesce(sum({}), 0)").format(hash_row))
+def _figures(conn: psycopg.Connection[Any], tables: list[Table],
+             hash_row: Callable[[Table], sql.SQL | None]) -> dict[str, TableFigures]:
+    """One ``UNION ALL`` query: rows and, where ``hash_row`` gives a hash, the checksum of
+    each table."""
     query = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {}::int, count(*), {}::text FROM {} AS t").format(
-            sql.Literal(i), summed, table.sql())
+            sql.Literal(i), _summed(hash_row(table)), table.sql())
         for i, table in enumerate(tables))
     found: dict[str, TableFigures] = {}
     for i, rows, checksum in conn.execute(query).fetchall():
@@ -89,6 +121,11 @@ def _figures(conn: psycopg.Connection[Any], tables: list[Table], hash_row: sql.S
             figures["checksum"] = str(checksum)
         found[tables[i].qualified] = figures
     return found
+
+
+def _summed(hash_row: sql.SQL | None) -> sql.Composable:
+    return sql.SQL("NULL") if hash_row is None else (
+        sql.SQL("coalesce(sum({}), 0)").format(hash_row))
 
 
 _BY_RECORD = sql.SQL("hash_record_extended(t, 0)")

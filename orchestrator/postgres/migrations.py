@@ -116,6 +116,7 @@ _RUN_FILES: dict[str, Callable[[PurePosixPath], bool]] = {
     "prisma": lambda rel: len(rel.parts) == 2 and rel.name == "migration.sql",
     "alembic": lambda rel: rel.suffix == ".py",
     "flyway": lambda rel: rel.suffix == ".sql",
+    "none": lambda rel: rel.suffix == ".sql",
 }
 
 
@@ -140,6 +141,11 @@ def fingerprint(settings: Settings) -> str | None:
                               f" ({exc.strerror or exc}).") from exc
         digest.update(b"%d:%s%d:" % (len(name), name, len(content)) + content)
     return digest.hexdigest()
+
+
+def sql_files(folder: Path) -> list[Path]:
+    """A folder's plain SQL files (``tool = "none"``), in name order."""
+    return _run_files(folder, _RUN_FILES["none"])
 
 
 def _run_files(folder: Path, runs: Callable[[PurePosixPath], bool]) -> list[Path]:

@@ -100,6 +100,21 @@ class Db:
             params["options"] = f"{params.get('options', '')} {bound}".strip()
         return make_conninfo(**params)
 
+    def url_with_options(self, extra: str) -> str:
+        """The URL as given, with ``extra`` (``-c name=value ...``) added to its ``options``
+        parameter: libpq, Prisma's engine (quaint) and pgJDBC all read it from the URL, where
+        an engine that ignores ``PGOPTIONS`` still finds it."""
+        base, mark, query = self.url.partition("?")
+        if not base.startswith(("postgres://", "postgresql://")):  # a key=value conninfo
+            params: dict[str, Any] = conninfo_to_dict(self.url)
+            params["options"] = f"{params.get('options', '')} {extra}".strip()
+            return make_conninfo(**params)
+        pairs = [pair.partition("=") for pair in query.split("&") if pair] if mark else []
+        given = next((urllib.parse.unquote(v) for k, _, v in pairs if k == "options"), "")
+        kept = [f"{k}={v}" for k, _, v in pairs if k != "options"]
+        options = urllib.parse.quote(f"{given} {extra}".strip(), safe="")
+        return f"{base}?{'&'.join([*kept, f'options={options}'])}"
+
     def libpq_env(self) -> dict[str, str]:
         env = {_LIBPQ_ENV[k]: str(v) for k, v in self.params.items() if k in _LIBPQ_ENV}
         env.setdefault("PGDATABASE", self.dbname)

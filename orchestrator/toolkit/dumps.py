@@ -172,6 +172,7 @@ def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str |
     if not tables:
         return {}
     with ctx.connect(db) as conn:
+        by_text = figures.hashed_as_text(conn, tables)
         work = queue.SimpleQueue[list[pg.Table]]()
         for batch in figures.batches(conn, tables):
             work.put(batch)
@@ -187,7 +188,7 @@ def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str |
             with contextlib.suppress(queue.Empty):
                 while True:
                     found.update(figures.describe_batch(conn, work.get_nowait(),
-                                                        checksums=checksums))
+                                                        checksums=checksums, by_text=by_text))
         return found
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -58,7 +58,7 @@ def test_an_applied_migration_edited_afterwards_stops_the_window(shop: Shop) -> 
     now = hashlib.sha256(paths[INIT].read_bytes()).hexdigest()
     recorded = hashlib.sha256(demo.GOOD_MIGRATION.encode()).hexdigest()
     assert changed.stdout.splitlines() == [
-        f"prisma/migrations/{INIT}/migration.sql:1: prisma-checksum-changed: {INIT} changed"
+        f"prisma/migrations/{INIT}/migration.sql:1: error: prisma-checksum-changed: {INIT} changed"
         f" after it was applied (sha256 {now[:12]}, _prisma_migrations.checksum"
         f" {recorded[:12]}): restore the applied file and put the change in a new migration",
         "1 error, 0 warnings in 1 file"]
@@ -77,7 +77,7 @@ def test_only_pending_migrations_are_linted_while_the_history_is_replayed(shop: 
 
     assert done.returncode == 3, done.stderr
     assert done.stdout.splitlines() == [
-        f"prisma/migrations/{INIT}/migration.sql:1: table-used-before-created: ALTER TABLE"
+        f"prisma/migrations/{INIT}/migration.sql:1: error: table-used-before-created: ALTER TABLE"
         f" uses coupons before {COUPONS} (line 1) creates it",
         "1 error, 0 warnings in 1 file"]
     assert "linting 1 pending of 2 migration(s)" in done.stderr
@@ -101,8 +101,11 @@ def test_an_unreachable_database_leaves_every_file_pending(shop: Shop) -> None:
     assert "every migration file is linted as pending" in done.stderr
     assert "secret" not in done.stderr + done.stdout
     assert done.stdout.splitlines() == [
-        f"prisma/migrations/{INIT}/migration.sql:1: missing-if-not-exists: ADD COLUMN note to"
-        " orders without IF NOT EXISTS fails when the migration is run again",
+        "no errors, no warnings (1 that cannot matter not shown: `window lint --all`)"]
+    everything = shop.window("lint", "--all")
+    assert everything.stdout.splitlines() == [
+        f"prisma/migrations/{INIT}/migration.sql:1: warning: missing-if-not-exists: ADD COLUMN"
+        " note to orders without IF NOT EXISTS fails when the migration is run again",
         "0 errors, 1 warning in 1 file"]
 
 
@@ -119,12 +122,13 @@ def test_window_run_refuses_on_a_clinic_error_and_journals_its_warnings(shop: Sh
     refused = shop.run_window()
 
     assert refused.returncode == 3, refused.stderr
-    assert f"prisma/migrations/{INIT}/migration.sql:1: prisma-cli-output:" in refused.stdout
+    assert f"prisma/migrations/{INIT}/migration.sql:1: error: prisma-cli-output:" in refused.stdout
     assert "migration clinic found 1 error" in refused.stderr
     assert shop.banner_log() == [] and shop.window("status").returncode == 2
 
-    # Only a warning (no IF NOT EXISTS): shown, journaled, and the window goes on.
-    prisma_files(shop, {INIT: "CREATE TABLE coupons (code text PRIMARY KEY);\n"})
+    # Only a warning (a down.sql Prisma never runs): shown, journaled, and the window goes on.
+    paths = prisma_files(shop, {INIT: "CREATE TABLE coupons (code text PRIMARY KEY);\n"})
+    paths[INIT].with_name("down.sql").write_text("DROP TABLE coupons;\n")
     shop.configure(migrate=(  # applies it and records it, as prisma migrate deploy would
         f'psql -X -q -v ON_ERROR_STOP=1 -f prisma/migrations/{INIT}/migration.sql'
         f' "$DATABASE_URL" && psql -X -q -c \'{PRISMA_TABLE}\' "$DATABASE_URL" && psql -X -q'
@@ -133,8 +137,8 @@ def test_window_run_refuses_on_a_clinic_error_and_journals_its_warnings(shop: Sh
     done = shop.run_window()
 
     assert done.returncode == 0, done.stderr
-    assert "missing-if-not-exists" in done.stdout
-    assert any("missing-if-not-exists" in w for w in shop.status()["lint"])
+    assert "down.sql:1: warning: prisma-unused-sql: Prisma never runs this file" in done.stdout
+    assert any("prisma-unused-sql" in w for w in shop.status()["lint"])
 
 
 def test_a_pending_create_role_stops_the_window_until_the_config_allows_it(shop: Shop) -> None:
@@ -145,7 +149,7 @@ def test_a_pending_create_role_stops_the_window_until_the_config_allows_it(shop:
     pending_sql = RERUNNABLE_COUPONS + "CREATE ROLE clinic_writer LOGIN PASSWORD 'hunter2';\n"
     paths = prisma_files(shop, {INIT: applied_sql, COUPONS: pending_sql})
     applied_on_production(shop, INIT, hashlib.sha256(applied_sql.encode()).hexdigest())
-    finding = (f"prisma/migrations/{COUPONS}/migration.sql:2: cluster-level: CREATE ROLE"
+    finding = (f"prisma/migrations/{COUPONS}/migration.sql:2: error: cluster-level: CREATE ROLE"
                " clinic_writer changes the cluster, not the database: a rollback will NOT undo"
                " it")
 
@@ -162,6 +166,6 @@ def test_a_pending_create_role_stops_the_window_until_the_config_allows_it(shop:
     allowed = shop.window("lint")
 
     assert allowed.returncode == 0, allowed.stderr
-    assert allowed.stdout.splitlines()[0].startswith(finding)
+    assert allowed.stdout.splitlines()[0].startswith(finding.replace("error:", "warning:"))
     assert allowed.stdout.splitlines()[-1] == "0 errors, 1 warning in 1 file"
     assert paths[COUPONS].read_text() == pending_sql

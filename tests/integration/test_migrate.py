@@ -7,6 +7,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 
 from orchestrator.commands import demo
 from tests.support.shop import Shop
@@ -21,8 +22,13 @@ MIGRATE_SESSIONS = ("SELECT count(*) FROM pg_stat_activity"
                     " WHERE application_name LIKE 'window/%/migrate'")
 
 
-def test_a_lock_held_elsewhere_fails_the_migration_instead_of_hanging(shop: Shop) -> None:
-    shop.configure(migrate_extra='lock_timeout = "1s"\ndrain_timeout = "1s"')
+@pytest.mark.parametrize("client", ["psql", "env -u PGOPTIONS psql"],
+                         ids=["libpq", "reads-only-the-url"])
+def test_a_lock_held_elsewhere_fails_the_migration_instead_of_hanging(shop: Shop, client: str
+                                                                      ) -> None:
+    # Prisma's engine reads only its URL, never PGOPTIONS: the second client does the same.
+    shop.configure(migrate=f'{client} -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL"',
+                   migrate_extra='lock_timeout = "1s"\ndrain_timeout = "1s"')
     locker = psycopg.connect(shop.prod_url)
     locker.execute("SELECT count(*) FROM orders")  # holds ACCESS SHARE until the end
     started = time.monotonic()

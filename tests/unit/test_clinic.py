@@ -19,6 +19,7 @@ from orchestrator.clinic.examine import Finding
 from orchestrator.clinic.findings import Migration
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, GateRefused
+from orchestrator.postgres import migrations
 from orchestrator.postgres.migrations import ToolState
 from tests.support.settings import make_settings
 
@@ -153,7 +154,8 @@ def test_prisma_runs_any_folder_s_migration_sql_and_warns_of_other_sql_beside_it
         (f"{PRISMA}/notes/fix.sql", 1, "prisma-loose-sql", "error")]
     assert str(found[0]).endswith(
         "prisma-unused-sql: Prisma never runs this file: it runs only"
-        " 20240102000000_b/migration.sql from this migration folder")
+        " 20240102000000_b/migration.sql from this migration folder. It holds 1 statement(s):"
+        " ALTER TABLE a")
     assert "after every timestamped migration" not in " ".join(f.message for f in found)
 
 
@@ -198,7 +200,7 @@ def test_prisma_has_no_placeholders(tmp_path: Path) -> None:
 def test_findings_read_file_line_rule_message() -> None:
     found = examine.examine(settings_for("altered-before-created"), None)
     assert [str(f) for f in found] == [
-        f"{ADD_STATUS}:2: table-used-before-created: ALTER TABLE uses orders before"
+        f"{ADD_STATUS}:2: error: table-used-before-created: ALTER TABLE uses orders before"
         " 20240102000000_create_orders (line 2) creates it"]
 
 
@@ -306,22 +308,26 @@ def test_a_missing_squawk_is_one_warning_not_a_traceback(
     found = examine.examine(settings_for("clean", squawk=True), None)
     assert [(str(f.file), f.line, f.rule, f.severity) for f in found] == [
         (PRISMA, 0, "squawk-missing", "warning")]
-    assert str(found[0]).startswith(f"{PRISMA}: squawk-missing: the squawk binary is neither")
+    assert str(found[0]).startswith(
+        f"{PRISMA}: warning: squawk-missing: the squawk binary is neither")
 
 
 def test_summary_counts_errors_warnings_and_files() -> None:
     found = examine.examine(settings_for("column-added-twice"), None)
-    assert examine.summary(found) == "1 error, 1 warning in 1 file"
+    assert examine.summary(found, everything=True) == "1 error, 1 warning in 1 file"
+    # A Prisma migration runs once: its missing IF NOT EXISTS cannot matter.
+    assert examine.summary(found) == ("1 error, 0 warnings in 1 file (1 that cannot matter"
+                                      " not shown: `window lint --all`)")
     assert examine.summary([]) == "no errors, no warnings"
 
 
 def test_the_gate_refuses_on_errors_and_hands_back_warnings(
         capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(GateRefused, match="migration clinic found 1 error, 1 warning"):
+    with pytest.raises(GateRefused, match="migration clinic found 1 error, 0 warnings"):
         examine.gate(settings_for("column-added-twice"), None)
     assert "column-added-twice" in capsys.readouterr().out
-    warnings = examine.gate(settings_for("not-rerunnable"), None)
-    assert [f.rule for f in warnings] == ["missing-if-not-exists"] * 3
+    warnings = examine.gate(settings_for("squawk", squawk=True), None)
+    assert [f.rule for f in warnings] == ["squawk:adding-required-field"]
     assert examine.gate(settings_for("column-added-twice", enabled=False), None) == []
 
 
@@ -351,7 +357,7 @@ def test_window_lint_prints_findings_and_a_summary_and_exits_3_on_errors(
     done = window_lint(project(tmp_path, "cli-output"))
     assert done.returncode == 3, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"{COUPONS}:1: prisma-cli-output: Prisma CLI output pasted")
+    assert lines[0].startswith(f"{COUPONS}:1: error: prisma-cli-output: Prisma CLI output pasted")
     assert lines[-1] == "4 errors, 0 warnings in 1 file"
     assert "DATABASE_URL is not set: every migration file is linted as pending" in done.stderr
     assert "Traceback" not in done.stderr
@@ -367,7 +373,28 @@ def test_window_lint_without_a_tool_says_there_is_nothing_to_lint(tmp_path: Path
     done = window_lint(project(tmp_path, "clean", migrate=""))
     # Only that: "no errors, no warnings" would be a verdict on files it never read.
     assert (done.returncode, done.stdout) == (0, "")
-    assert "nothing to lint: [migrate] tool and files name the migration files" in done.stderr
+    assert "nothing to lint: [migrate] files names the migration files" in done.stderr
+
+
+def test_a_folder_of_plain_sql_files_is_linted_and_fingerprinted(tmp_path: Path) -> None:
+    folder = tmp_path / "plain"
+    (folder / "sql").mkdir(parents=True)
+    (folder / "sql" / "001_users.sql").write_text("CREATE TABLE users (id bigint);\n")
+    (folder / "sql" / "002_users_again.sql").write_text("CREATE TABLE users (id bigint);\n")
+    (folder / "window.toml").write_text(
+        '[window]\nconfirm_phrase = "GO"\n[banner]\non = "true"\noff = "true"\n'
+        '[migrate]\ncommand = "psql -f sql/002_users_again.sql"\nfiles = "sql"\n')
+
+    done = window_lint(folder, "--all")
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert ("sql/002_users_again.sql:1: error: created-twice: CREATE TABLE users fails the"
+            " first time it runs: 001_users.sql (line 1) already creates it") in done.stdout
+    assert "missing-if-not-exists" in done.stdout, "--all shows the rest too"
+    settings = settings_for(folder, tool="none", files="sql")
+    before = migrations.fingerprint(settings)
+    (folder / "sql" / "002_users_again.sql").write_text("SELECT 1;\n")
+    assert before is not None and migrations.fingerprint(settings) != before
 
 
 def test_window_lint_config_errors_exit_2(tmp_path: Path) -> None:

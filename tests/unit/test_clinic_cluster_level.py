@@ -82,7 +82,7 @@ def test_the_finding_says_a_rollback_will_not_undo_it_and_how_to_allow_it(
         tmp_path: Path) -> None:
     settings = prisma_history(tmp_path, {FIRST: "CREATE ROLE reporting;\n"})
     assert [str(f) for f in examine.examine(settings, None)] == [
-        f"{PRISMA}/{FIRST}/migration.sql:1: cluster-level: CREATE ROLE reporting changes the"
+        f"{PRISMA}/{FIRST}/migration.sql:1: error: cluster-level: CREATE ROLE reporting changes the"
         " cluster, not the database: a rollback will NOT undo it (it lives outside the"
         " database the backup restores), and the rehearsal already runs it on production's"
         ' server when it rehearses there (staging on that server, or clone_on = "production");'

@@ -146,8 +146,8 @@ def test_the_migration_tool_state_check_runs_only_with_a_tool() -> None:
     skipped = load(window={"confirm_phrase": "X", "skip_checks": ["migration-tool-state"]},
                    migrate={"command": "x", "tool": "alembic"})
     assert "migration-tool-state" not in skipped.builtin_checks
-    with pytest.raises(ConfigError, match='migrate: files needs tool = "prisma"'):
-        load(migrate={"command": "x", "files": "prisma/migrations"})
+    plain = load(migrate={"command": "x", "files": "sql"})  # plain SQL files: linted only
+    assert "migration-tool-state" not in plain.builtin_checks
     with pytest.raises(ConfigError, match=r"migrate\.tool"):
         load(migrate={"command": "x", "tool": "liquibase"})
 

@@ -1,0 +1,149 @@
+"""The first users' incident, and what else a real Prisma history shows the clinic.
+
+Their migration held pasted Prisma CLI output at its top and re-created a table an earlier
+migration creates: applied to production it failed (P3018) and blocked every later deploy
+(P3009). Each history here is built in the test, as such a project has it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.clinic import examine
+from tests.unit.test_clinic import PRISMA, seen, settings_for, write_prisma
+
+# What `npx prisma migrate diff --script > migration.sql` leaves at the top of the file with
+# Prisma 6: the config and schema notices, two warnings with their second lines, the update
+# box. Thirteen lines, not one of them SQL.
+PASTED = """Loaded Prisma config from "/app/frontend/prisma.config.ts".
+Prisma config detected, skipping environment variable loading.
+Prisma schema loaded from prisma/schema.prisma
+warn The configuration property `package.json#prisma` is deprecated.
+For more information, see: https://pris.ly/prisma-config
+warn Versions of prisma@6.16.2 and @prisma/client@6.15.0 don't match.
+This might lead to unexpected behavior.
+Please make sure they have the same version.
+┌─────────────────────────────────────────────────────────┐
+│  Update available 6.16.2 -> 6.17.0                      │
+│  Run the following to update                            │
+│    npm i --save-dev prisma@latest                       │
+└─────────────────────────────────────────────────────────┘
+"""
+INIT = """-- CreateEnum
+CREATE TYPE "Role" AS ENUM ('CUSTOMER', 'ADMIN');
+
+-- CreateTable
+CREATE TABLE "User" (
+    "id" SERIAL NOT NULL,
+    "email" TEXT NOT NULL,
+    "role" "Role" NOT NULL DEFAULT 'CUSTOMER',
+    CONSTRAINT "User_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateIndex
+CREATE UNIQUE INDEX "User_email_key" ON "User"("email");
+"""
+# The incident's file: the pasted output, then a table the first migration already creates.
+INCIDENT = PASTED + """-- CreateTable
+CREATE TABLE "User" (
+    "id" SERIAL NOT NULL,
+    CONSTRAINT "User_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateTable
+CREATE TABLE "Order" ("id" SERIAL NOT NULL, "userId" INTEGER NOT NULL);
+"""
+FIRST, SECOND = "20251101000000_init", "20251122000000_orders"
+
+
+def test_every_pasted_line_and_the_re_created_table_are_errors_in_one_run(
+        tmp_path: Path) -> None:
+    write_prisma(tmp_path, {FIRST: INIT, SECOND: INCIDENT})
+
+    found = examine.shown(examine.examine(settings_for(tmp_path), None))
+
+    second = f"{PRISMA}/{SECOND}/migration.sql"
+    assert seen(found) == [*((second, n, "prisma-cli-output", "error") for n in range(1, 14)),
+                           (second, 15, "created-twice", "error")]
+    assert found[-1].message == (
+        'CREATE TABLE "User" fails the first time it runs: 20251101000000_init (line 5)'
+        " already creates it (drop this statement, or add IF NOT EXISTS)")
+    assert "Prisma CLI output pasted" in found[0].message
+    assert "not SQL (no statement starts with 'Please')" in found[7].message
+
+
+def test_a_loose_file_says_what_it_holds_and_what_it_would_re_create(tmp_path: Path) -> None:
+    write_prisma(tmp_path, {FIRST: INIT})
+    (tmp_path / PRISMA / "fix_orders.sql").write_text(INCIDENT)
+
+    found = examine.shown(examine.examine(settings_for(tmp_path), None))
+
+    loose = f"{PRISMA}/fix_orders.sql"
+    assert seen(found) == [(loose, 1, "prisma-cli-output", "error"),
+                           (loose, 1, "prisma-loose-sql", "error"),
+                           *((loose, n, "prisma-cli-output", "error") for n in range(2, 14))]
+    assert found[1].message.endswith(
+        'It holds 2 statement(s): CREATE TABLE "User", CREATE TABLE "Order". As a migration it'
+        ' would fail the first time it runs: CREATE TABLE "User" (already created by'
+        " 20251101000000_init)")
+
+
+def test_objects_created_again_are_errors_unless_guarded_or_dropped_first(
+        tmp_path: Path) -> None:
+    write_prisma(tmp_path, {
+        FIRST: INIT,
+        "20251102000000_again": 'CREATE TYPE "Role" AS ENUM (\'A\');\n'
+                                'CREATE UNIQUE INDEX "User_email_key" ON "User"("email");\n'
+                                'CREATE TABLE IF NOT EXISTS "User" ("id" int);\n',
+        "20251103000000_recreate": 'DROP TABLE "User";\nCREATE TABLE "User" ("id" int);\n'
+                                   'ALTER TYPE "Role" RENAME TO "Kind";\n'
+                                   'CREATE TYPE "Role" AS ENUM (\'B\');\n'})
+
+    found = examine.shown(examine.examine(settings_for(tmp_path), None))
+
+    again = f"{PRISMA}/20251102000000_again/migration.sql"
+    assert seen(found) == [(again, 1, "created-twice", "error"),
+                           (again, 2, "created-twice", "error")]
+    assert found[0].message.startswith('CREATE TYPE "Role" fails the first time it runs')
+    assert found[1].message.startswith('CREATE INDEX "User_email_key" fails')
+
+
+def test_an_applied_history_that_created_a_table_twice_is_not_reported(tmp_path: Path) -> None:
+    write_prisma(tmp_path, {FIRST: INIT, SECOND: 'CREATE TABLE "User" ("id" int);\n'})
+    state = examine.migrations.ToolState("prisma", "_prisma_migrations", (FIRST, SECOND), (),
+                                         ())
+    assert examine.examine(settings_for(tmp_path), state) == []
+
+
+def test_folders_whose_timestamps_do_not_order_them_are_warnings(tmp_path: Path) -> None:
+    write_prisma(tmp_path, {
+        "20251122000000_a": "SELECT 1;\n", "20251122_b": "SELECT 1;\n",
+        "20251123000000_c": "SELECT 1;\n", "20251123000000_d": "SELECT 1;\n",
+        "20251124000000_e": "SELECT 1;\n"})
+
+    found = examine.shown(examine.examine(settings_for(tmp_path), None))
+
+    assert [(f.file.parent.name, f.rule, f.severity) for f in found] == [
+        ("20251122_b", "migration-order", "warning"),
+        ("20251123000000_d", "migration-order", "warning")]
+    assert found[0].message == ("20251122_b shares its timestamp with 20251122000000_a: Prisma"
+                                " runs them in name order (20251122000000_a first)")
+
+
+def test_findings_that_cannot_matter_are_counted_not_shown(tmp_path: Path) -> None:
+    write_prisma(tmp_path, {
+        FIRST: INIT,
+        "20251102000000_index": 'CREATE INDEX "User_role_idx" ON "User"("role");\n'})
+
+    found = examine.examine(settings_for(tmp_path, squawk=True), None)
+
+    concurrent = [(f.file.parent.name, f.line, f.moot) for f in found
+                  if f.rule == "squawk:require-concurrent-index-creation"]
+    # The index on "User" in the file that creates it blocks nobody; the later one does.
+    assert concurrent == [(FIRST, 13, True), ("20251102000000_index", 1, False)]
+    assert all(f.moot for f in found if f.rule in ("missing-if-not-exists",
+                                                   "squawk:prefer-robust-stmts"))
+    hidden = sum(f.moot for f in found)
+    assert examine.summary(found).endswith(
+        f"({hidden} that cannot matter not shown: `window lint --all`)")
+    assert "cannot matter" not in examine.summary(found, everything=True)
