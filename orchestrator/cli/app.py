@@ -235,6 +235,12 @@ class PackageManagerChoice(StrEnum):
     YARN = "yarn"
 
 
+class BannerChoice(StrEnum):
+    FILE = "file"
+    SSH = "ssh"
+    HTTP = "http"
+
+
 @app.command()
 def init(  # every option is a flag: keyword-only
     *,
@@ -249,6 +255,19 @@ def init(  # every option is a flag: keyword-only
         help="The window's name; default: this folder's name with -prod.")] = None,
     phrase: Annotated[str | None, typer.Option(
         help="The confirmation phrase; default: the name in capitals with -OK.")] = None,
+    pg_version: Annotated[int | None, typer.Option(
+        help="Production's PostgreSQL major version; default: asked of its server, else 17.")
+    ] = None,
+    production_env: Annotated[str | None, typer.Option(
+        help="The secret holding production's URL; default: DATABASE_URL.")] = None,
+    staging_env: Annotated[str | None, typer.Option(
+        help="The secret holding staging's URL; default: DATABASE_URL_STAGING, none with"
+             " --clone.")] = None,
+    clone: Annotated[bool, typer.Option(
+        "--clone", help="Rehearse on a copy of production (no staging database).")] = False,
+    banner: Annotated[BannerChoice, typer.Option(
+        help="file: a page on this machine; ssh: a command on the web server; http: an"
+             " endpoint.")] = BannerChoice.FILE,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Write an annotated window.toml and .github/workflows/maintenance-window.yml here."""
@@ -258,14 +277,17 @@ def init(  # every option is a flag: keyword-only
                 if chosen]
     if len(managers) > 1:
         raise UsageError("choose one of --pnpm, --npm and --yarn.")
-    chosen_name = name or starter.default_name(Path.cwd())
-    options = starter.Options(
-        name=chosen_name, phrase=phrase or starter.default_phrase(chosen_name), prisma=prisma,
-        package_manager=managers[0].value if managers else None, workdir=workdir)
+    options, found = starter.options(
+        Path.cwd(), name=name, phrase=phrase, prisma=prisma,
+        package_manager=managers[0].value if managers else None, workdir=workdir,
+        pg_version=pg_version, production_env=production_env, staging_env=staging_env,
+        clone=clone, banner=banner.value)
+    for line in found:
+        typer.echo(f"found: {line}")
     for path in starter.write(Path.cwd(), options, force=force):
         typer.echo(f"wrote {path}")
-    typer.echo("next: edit window.toml, then `window plan`; set the DATABASE_URL and"
-               " DATABASE_URL_STAGING secrets for the workflow.")
+    typer.echo(f"next: edit window.toml, then `window plan`; set the {', '.join(options.secrets)}"
+               " secrets for the workflow.")
 
 
 @app.command()

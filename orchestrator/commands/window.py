@@ -71,8 +71,9 @@ def summary(settings: Settings, target: pg.Db, staging: pg.Db,
     phases = ", ".join(f"{p} {settings.timeout(p):g}s"
                        for p in machine.phases(settings.backup.when))
     pending = f"\n  pending: {', '.join(tool.pending)}" if tool and tool.pending else ""
+    where = f"staging {staging}" if settings.staging.needs_url else "a copy of production"
     return (f"window {settings.window.name!r} will migrate production {target}"
-            f" after rehearsing on staging {staging}.\n"
+            f" after rehearsing on {where}.\n"
             f"  backup to {settings.path(settings.backup.dir)}\n  phases: {phases}{pending}")
 
 

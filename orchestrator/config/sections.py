@@ -103,6 +103,12 @@ class StagingSection(Section):
     # Skipping the rehearsal takes this AND `window run --skip-staging`.
     skip: bool = False
 
+    @property
+    def needs_url(self) -> bool:
+        """Whether a staging database is named: not for a copy restored beside production
+        (``mode = "clone"``, ``clone_on = "production"``), which never touches staging."""
+        return not (self.mode == "clone" and self.clone_on == "production")
+
 
 class RdsSection(Section):
     instance_id: str

@@ -50,8 +50,12 @@ def database(settings: Settings, variable: str, role: str,
 
 def databases(settings: Settings, refusal: type[WindowError] = GateRefused
               ) -> tuple[pg.Db, pg.Db]:
-    return (database(settings, settings.target.url_env, "target", refusal),
-            database(settings, settings.staging.url_env, "staging", refusal))
+    """Production and staging; where no staging database is needed (a clone beside
+    production), production's server stands in as staging's and no variable is read."""
+    target = database(settings, settings.target.url_env, "target", refusal)
+    if not settings.staging.needs_url:
+        return target, target
+    return target, database(settings, settings.staging.url_env, "staging", refusal)
 
 
 def distinct(settings: Settings, target: pg.Db, staging: pg.Db,
@@ -60,7 +64,7 @@ def distinct(settings: Settings, target: pg.Db, staging: pg.Db,
     advisory lock taken on staging, looked for from production), never read from the URLs.
     Where the servers cannot say, refuse rather than guess. Skipped only where the rehearsal
     never touches staging: a clone beside production (``clone_on = "production"``)."""
-    if settings.staging.mode == "clone" and settings.staging.clone_on == "production":
+    if not settings.staging.needs_url:
         return
     deadline = time.time() + settings.target.connect_timeout
     try:

@@ -208,7 +208,7 @@ def check_staging(fleet: Fleet, found: list[Target], *, skip_staging: bool) -> N
         raise UsageError("--skip-staging also needs [staging] skip = true in the config:"
                          " skipping the rehearsal takes both, on purpose.")
     shared = [t.name for t in found if t.staging_url is None]
-    if shared:
+    if shared and settings.staging.needs_url:
         _variable(fleet, settings.staging.url_env, f"staging database (for {shared[0]!r})")
     if shared and concurrency > 1 and settings.staging.mode == "url" and not skip_staging:
         raise ConfigError(f"{fleet.path}: with concurrency {concurrency}, several targets would"

@@ -1,0 +1,99 @@
+"""What ``window init`` writes from: the options given, checked before anything is written
+(each value goes into TOML, YAML and a shell)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from orchestrator.errors import UsageError
+
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SAFE_DIR = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+# What a shell can export and GitHub accepts as a secret's name.
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# "20", "v20.11.1", "lts/iron", ">=20 <21", "^20.11", "20.x": what actions/setup-node reads.
+_NODE = re.compile(r"[A-Za-z0-9.*^~<>=|/-]+( +[A-Za-z0-9.*^~<>=|/-]+)*")
+PackageManager = Literal["pnpm", "npm", "yarn"]
+Banner = Literal["file", "ssh", "http"]
+BANNERS: tuple[Banner, ...] = ("file", "ssh", "http")
+DEFAULT_PG_VERSION = 17
+PRODUCTION_ENV = "DATABASE_URL"
+STAGING_ENV = "DATABASE_URL_STAGING"
+RUNNER = {"pnpm": "pnpm", "npm": "npx", "yarn": "yarn"}
+INSTALL = {"pnpm": "pnpm install --frozen-lockfile", "npm": "npm ci",
+           "yarn": "yarn install --frozen-lockfile"}
+
+
+@dataclass(frozen=True)
+class Options:
+    name: str
+    phrase: str
+    prisma: bool = False
+    package_manager: PackageManager | None = None
+    workdir: str | None = None
+    pg_version: int = DEFAULT_PG_VERSION
+    production_env: str = PRODUCTION_ENV
+    # None: the default name in url mode, none at all in clone mode (a clone beside production)
+    staging_env: str | None = None
+    clone: bool = False
+    banner: Banner = "file"
+    node_version: str | None = None
+    pinned_manager: bool = False  # package.json's "packageManager" names pnpm's version
+
+    def __post_init__(self) -> None:
+        for key, value in (("--name", self.name), ("--phrase", self.phrase)):
+            if not _SAFE.fullmatch(value):
+                raise UsageError(f"{key} {value!r} may hold only letters, digits, '.', '_'"
+                                 " and '-' (it goes into TOML, YAML and a shell).")
+        if self.workdir is not None and (not _SAFE_DIR.fullmatch(self.workdir)
+                                         or ".." in self.workdir.split("/")):
+            raise UsageError(f"--workdir {self.workdir!r} must be a plain relative folder"
+                             " such as frontend or apps/web.")
+        for key, env in (("--production-env", self.production_env),
+                         ("--staging-env", self.staging_env)):
+            if env is not None and (not _ENV.fullmatch(env) or env.upper().startswith("GITHUB_")):
+                raise UsageError(f"{key} {env!r} must name a secret GitHub accepts, such as"
+                                 " DATABASE_URL_PROD (letters, digits and '_', not GITHUB_...).")
+        if self.staging_env is not None and self.staging_env == self.production_env:
+            raise UsageError("--staging-env must differ from --production-env: staging is"
+                             " never production.")
+        if not 10 <= self.pg_version <= 99:
+            raise UsageError(f"--pg-version {self.pg_version} is not a PostgreSQL major"
+                             " version such as 16 or 17.")
+        if self.banner not in BANNERS:
+            raise UsageError(f"--banner must be one of {', '.join(BANNERS)}.")
+        if self.node_version is not None and not _NODE.fullmatch(self.node_version):
+            raise UsageError(f"the Node version {self.node_version!r} (from .nvmrc,"
+                             " .node-version or package.json engines) cannot be used; fix it.")
+
+    def inside(self, path: str) -> str:
+        """A path of the project, from the repository root (where window.toml lives)."""
+        return f"{self.workdir}/{path}" if self.workdir else path
+
+    @property
+    def staging_variable(self) -> str | None:
+        """The staging database's variable; None in clone mode without one (the copy is
+        restored beside production: no staging database is needed anywhere)."""
+        if self.staging_env is not None:
+            return self.staging_env
+        return None if self.clone else STAGING_ENV
+
+    @property
+    def runner(self) -> str:
+        return RUNNER[self.package_manager or "npm"]
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret the workflow reads, in the order the README lists them."""
+        names = [self.production_env]
+        if self.staging_variable:
+            names.append(self.staging_variable)
+        if self.banner == "ssh":
+            names += list(SSH_SECRETS)
+        return names
+
+
+# The ssh banner's secrets: the private key, the host's line of known_hosts, user@host.
+SSH_SECRETS = ("BANNER_SSH_KEY", "BANNER_SSH_KNOWN_HOSTS", "BANNER_SSH_TARGET")

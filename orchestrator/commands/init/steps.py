@@ -1,0 +1,101 @@
+"""The shell of the workflow's steps, kept apart from its YAML so each reads as a script.
+
+None holds a ``${{ }}`` expression: GitHub hands every value in through the step's ``env``,
+so a typed input never becomes shell code, and a test runs these scripts with bash as the
+runner would.
+"""
+
+from __future__ import annotations
+
+from orchestrator.commands.init.options import Options
+
+CONFIG = "window.toml"
+# https://www.postgresql.org/download/linux/ubuntu/ (the repository's documented setup)
+PGDG_KEY = "https://www.postgresql.org/media/keys/ACCC4CF8.asc"
+PGDG_REPO = "https://apt.postgresql.org/pub/repos/apt"
+KEYRING = "/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc"
+
+PHRASE = """\
+if [ "$CONFIRM" != "$WINDOW_PHRASE" ]; then
+  echo "::error::The confirmation phrase does not match: nothing was run."
+  exit 1
+fi
+"""
+
+
+def has_variable(name: str) -> str:
+    """The step's env variable telling whether a secret is set (its value never enters)."""
+    return f"HAS_{name}"
+
+
+def secrets_check(options: Options) -> str:
+    lines = ['missing=""']
+    lines += [f'[ "${has_variable(name)}" = true ] || missing="$missing {name}"'
+              for name in options.secrets]
+    lines += ['if [ -n "$missing" ]; then',
+              '  echo "::error::Set these repository secrets (Settings > Secrets and variables'
+              ' > Actions):$missing"',
+              "  exit 1", "fi"]
+    return "\n".join(lines) + "\n"
+
+
+def postgres_client() -> str:
+    """The PostgreSQL client of ``$PG_VERSION`` from the PostgreSQL project's repository
+    (Ubuntu's own is older than the servers it would dump)."""
+    return f"""\
+sudo install -d /usr/share/postgresql-common/pgdg
+sudo curl -fsSL -o {KEYRING} {PGDG_KEY}
+. /etc/os-release
+echo "deb [signed-by={KEYRING}] {PGDG_REPO} $VERSION_CODENAME-pgdg main" \\
+  | sudo tee /etc/apt/sources.list.d/pgdg.list
+sudo apt-get update -q
+sudo apt-get install -y -q "postgresql-client-$PG_VERSION"
+pg_dump --version
+"""
+
+
+def install_window(version: str) -> str:
+    """Exactly this tool, pinned: the distribution is pgwindow (the command is window)."""
+    return f'python -m pip install "pgwindow=={version}"\n'
+
+
+SSH_KEY = """\
+umask 077
+mkdir -p ~/.ssh
+printf '%s\\n' "$BANNER_SSH_KEY" > ~/.ssh/window_banner
+printf '%s\\n' "$BANNER_SSH_KNOWN_HOSTS" >> ~/.ssh/known_hosts
+"""
+
+# What a re-run of a failed job does, by how the last window ended (`window status --json`).
+WHAT_TO_DO = {
+    "1": "The last window failed and was rolled back (production holds its backup): fix the"
+         " migration, then start a new run of this workflow instead of re-running this one.",
+    "3": "The last window was refused before production changed (its reason is in the"
+         " previous attempt's log and report): fix that, then start a new run of this"
+         " workflow instead of re-running this one.",
+    "4": "The last window needs attention (a rollback or the banner's removal failed): follow"
+         " the steps in the previous attempt's log and report by hand; do not re-run this job.",
+}
+
+
+def run_window() -> str:
+    """The first attempt runs the window; a re-run resumes an interrupted one, says what to
+    do instead after a rollback, a refusal or a needed hand, and otherwise runs it."""
+    cases = "\n".join(f'''    {code})
+      echo "::error::{sentence}"
+      exit 1 ;;''' for code, sentence in WHAT_TO_DO.items())
+    return f"""\
+if [ "$ATTEMPT" -gt 1 ] && window status --config {CONFIG} --json > window-status.json; then
+  outcome=$(python3 -c 'import json, sys; s = json.load(open(sys.argv[1]))
+print("interrupted" if s["interrupted"] else s["exit_code"])' window-status.json)
+  rm -f window-status.json
+  case "$outcome" in
+    interrupted)
+      echo "Attempt $ATTEMPT resumes the interrupted window."
+      exec window resume --config {CONFIG} ;;
+{cases}
+  esac
+fi
+rm -f window-status.json
+exec window run --config {CONFIG} --confirm "$CONFIRM"
+"""
