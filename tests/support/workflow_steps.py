@@ -28,11 +28,14 @@ def step(folder: Path, name: str) -> dict[str, Any]:
 
 
 def run_step(folder: Path, name: str, given: dict[str, str], *, path: str | None = None,
-             home: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+             home: Path | None = None, base: dict[str, str] | None = None,
+             timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """Run the step's script in ``folder`` with bash; ``given`` replaces every ``${{ }}``
-    value of its env (a value not given is refused: the test must say what GitHub passes)."""
+    value of its env (a value not given is refused: the test must say what GitHub passes);
+    the environment is ``base`` (default: this process's) with the workflow's own env."""
     workflow, found = load(folder), step(folder, name)
-    env = {**os.environ, **{k: str(v) for k, v in workflow.get("env", {}).items()}}
+    env = dict(os.environ if base is None else base)
+    env |= {key: str(value) for key, value in workflow.get("env", {}).items()}
     for key, value in (found.get("env") or {}).items():
         if isinstance(value, str) and "${{" in value:
             assert key in given, f"the test must give {key} ({value})"
