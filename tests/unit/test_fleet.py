@@ -155,6 +155,16 @@ def test_the_shared_staging_variable_must_be_set(tmp_path: Path,
         fleet_spec.check_staging(loaded, fleet_spec.targets(loaded), skip_staging=False)
 
 
+def test_a_clone_beside_production_needs_no_staging_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = staging_case(tmp_path, monkeypatch, 'mode = "clone"\nclone_on = "production"')
+    monkeypatch.delenv("DATABASE_URL_STAGING")
+
+    fleet_spec.check_staging(loaded, fleet_spec.targets(loaded), skip_staging=False)
+
+    assert loaded.settings.staging.needs_url is False
+
+
 def test_waves_put_the_canary_alone_first_then_the_rest_in_order() -> None:
     names = ["a", "b", "c", "d", "e", "f"]
     assert fleet_spec.waves(names, "a", 2) == [["a"], ["b", "c"], ["d", "e"], ["f"]]
