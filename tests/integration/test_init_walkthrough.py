@@ -201,6 +201,23 @@ def test_a_rerun_after_a_refusal_says_what_to_do(shop: Shop) -> None:
     assert shop.status()["run_id"] == run_id, "no second window"
 
 
+def test_a_rerun_after_a_window_that_needs_attention_says_what_to_do(shop: Shop) -> None:
+    shop.configure(banner_off="echo off >> banner.log; exit 1",  # the banner stays up
+                   timeouts='banner_off = "3s"')
+    workflow_for(shop)
+    assert shop.run_window().returncode == 4
+    run_id = shop.status()["run_id"]
+
+    again = rerun(shop)
+
+    assert again.returncode == 1
+    assert again.stdout.strip().splitlines()[-1] == (
+        "::error::The last window needs attention (a rollback or the banner's removal failed):"
+        " follow the steps in the previous attempt's log and report by hand; do not re-run"
+        " this job.")
+    assert shop.status()["run_id"] == run_id, "no second window"
+
+
 def test_a_rerun_resumes_an_interrupted_window(shop: Shop) -> None:
     shop.configure(migrate=SLOW_ON_PRODUCTION)
     workflow_for(shop)
