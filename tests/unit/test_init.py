@@ -408,3 +408,26 @@ def test_the_install_step_installs_exactly_this_tool_pinned(tmp_path: Path) -> N
     assert pyproject["project"]["name"] == "pgwindow"
     assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
         "attr": "orchestrator.__version__"}
+
+
+def test_a_workspace_pins_pnpm_at_the_root_and_keeps_the_app_two_levels_down(
+        tmp_path: Path) -> None:
+    (tmp_path / "package.json").write_text(json.dumps({"packageManager": "pnpm@9.15.0"}))
+    (tmp_path / "pnpm-lock.yaml").write_text("lockfileVersion: '9.0'\n")
+    app = tmp_path / "apps" / "web"
+    (app / "prisma").mkdir(parents=True)
+    (app / "prisma" / "schema.prisma").write_text("// schema\n")
+    (app / "package.json").write_text(json.dumps({"engines": {"node": "^20.11"}}))
+    (tmp_path / "node_modules" / "prisma" / "prisma").mkdir(parents=True)
+    (tmp_path / "node_modules" / "prisma" / "prisma" / "schema.prisma").write_text("")
+
+    done = window(tmp_path, "init", "--pg-version", "17")
+
+    assert done.returncode == 0, done.stderr
+    assert config.load(tmp_path / "window.toml").migrate.workdir == "apps/web"
+    steps = workflow_steps.load(tmp_path)["jobs"]["window"]["steps"]
+    pnpm = next(s for s in steps if s.get("uses") == "pnpm/action-setup@v4")
+    assert pnpm["with"] == {"package_json_file": "package.json"}
+    setup = next(s for s in steps if s.get("uses") == "actions/setup-node@v4")
+    assert setup["with"]["node-version"] == "^20.11"
+    assert_valid(tmp_path)

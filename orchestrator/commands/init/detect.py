@@ -31,7 +31,9 @@ class Project:
     prisma: bool
     package_manager: PackageManager | None
     node_version: str | None
-    pinned_manager: bool  # package.json's "packageManager" (pnpm/action-setup reads it)
+    # The package.json naming the package manager's version ("packageManager"), from the
+    # root: pnpm/action-setup reads it there.
+    pinned_manager: str | None
 
 
 def project(root: Path, workdir: str | None = None) -> Project:
@@ -39,7 +41,8 @@ def project(root: Path, workdir: str | None = None) -> Project:
     package.json depending on prisma, else one holding a package.json), then what it uses."""
     found = workdir if workdir is not None else _workdir(root)
     app = root / found if found else root
-    pinned = any("packageManager" in _package_json(f) for f in (app, root))
+    pinned = next((f.relative_to(root).joinpath("package.json").as_posix()
+                   for f in (app, root) if "packageManager" in _package_json(f)), None)
     return Project(found, _uses_prisma(app), _package_manager(app, root), node_version(app),
                    pinned)
 

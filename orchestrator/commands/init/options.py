@@ -40,7 +40,8 @@ class Options:
     clone: bool = False
     banner: Banner = "file"
     node_version: str | None = None
-    pinned_manager: bool = False  # package.json's "packageManager" names pnpm's version
+    # The package.json whose "packageManager" names pnpm's version, from the root.
+    pinned_manager: str | None = None
 
     def __post_init__(self) -> None:
         for key, value in (("--name", self.name), ("--phrase", self.phrase)):

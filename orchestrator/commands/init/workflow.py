@@ -92,7 +92,7 @@ def _node(options: Options) -> list[str]:
     found = []
     if manager == "pnpm":
         found.append("- uses: pnpm/action-setup@v4\n  with:\n" + (
-            f"    package_json_file: {options.inside('package.json')}\n"
+            f"    package_json_file: {options.pinned_manager}\n"
             if options.pinned_manager else
             '    version: 9   # or name it in package.json "packageManager"\n'))
     node = (f'"{options.node_version}"' if options.node_version
