@@ -245,12 +245,14 @@ class BannerChoice(StrEnum):
 def init(  # every option is a flag: keyword-only
     *,
     prisma: Annotated[bool, typer.Option(
-        "--prisma", help="Migrate with prisma migrate deploy and read its table.")] = False,
+        "--prisma", help="Migrate with prisma migrate deploy and read its table; default:"
+                         " when the project uses Prisma.")] = False,
     pnpm: Annotated[bool, typer.Option("--pnpm", help="The project uses pnpm.")] = False,
     npm: Annotated[bool, typer.Option("--npm", help="The project uses npm.")] = False,
     yarn: Annotated[bool, typer.Option("--yarn", help="The project uses yarn.")] = False,
     workdir: Annotated[str | None, typer.Option(
-        help="The folder the migration runs in, from the repository root.")] = None,
+        help="The folder the migration runs in, from the repository root; default: the one"
+             " holding prisma/schema.prisma or package.json.")] = None,
     name: Annotated[str | None, typer.Option(
         help="The window's name; default: this folder's name with -prod.")] = None,
     phrase: Annotated[str | None, typer.Option(
