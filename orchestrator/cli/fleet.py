@@ -72,3 +72,28 @@ def status(
 
     log.configure()
     typer.echo(record.status(spec.load(fleet_file), as_json))
+
+
+@app.command()
+def worker(
+    fleet_file: FleetArgument = Path("fleet.toml"),
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", min=1, max=64,
+        help="Windows this worker runs at once (default: the fleet's concurrency).")] = None,
+    hostname: Annotated[str | None, typer.Option(
+        "--hostname", help="The worker's Celery node name (default: windowPID@host).")] = None,
+    json_logs: JsonLogsOption = False,
+) -> None:
+    """Run a Celery worker for a fleet with [engine] kind = "celery": it takes the targets'
+    windows from the broker, on this machine, until stopped (Ctrl-C: after its windows)."""
+    from orchestrator import log
+    from orchestrator.errors import UsageError
+    from orchestrator.fleet import runner, spec
+
+    log.configure(json_lines=json_logs)
+    fleet = spec.load(fleet_file)
+    if fleet.spec.engine.kind != "celery":
+        raise UsageError(f'{fleet_file}: `window fleet worker` needs [engine] kind = "celery"'
+                         " (the built-in runner needs no worker).")
+    celery_engine = runner.celery_engine()
+    raise typer.Exit(celery_engine.work(fleet, concurrency or fleet.spec.concurrency, hostname))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any, TextIO
 
 import structlog
@@ -194,7 +194,7 @@ class FleetRunner:
     def _step(self) -> bool:
         """Settle the children that ended, read where the fleet stands, claim what is due;
         whether this runner is done."""
-        for name, code, last_line in self.children.ended():
+        for name, code, last_line in self._ended():
             self._settle(name, code, last_line)
         self._change(lambda r: r)  # read: an abort, an outcome, a stop
         step = next_step(self.record.waves(), self._views(), aborted=self.record.ended == "aborted")
@@ -202,7 +202,14 @@ class FleetRunner:
         if not self.signals:
             for name in step.drive:
                 self._claim(name)
-        return not self.children.live and (step.over or bool(self.signals))
+        return not self._in_flight() and (step.over or bool(self.signals))
+
+    def _ended(self) -> Iterator[tuple[str, int, str]]:
+        """The targets this runner started whose window process exited since the last look."""
+        return self.children.ended()
+
+    def _in_flight(self) -> bool:
+        return bool(self.children.live)
 
     def _change(self, change: Callable[[Record], Record]) -> None:
         self.record = update(self.store, self.record.id, change) or self.record
@@ -362,7 +369,25 @@ def run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
         structlog.get_logger().info("fleet_joined" if joined else "fleet_started",
                                     fleet_run=record.id, targets=len(record.targets),
                                     canary=record.canary, concurrency=record.concurrency)
-        return FleetRunner(fleet, record, found, fleet.settings.window.confirm_phrase).drive()
+        return _runner(fleet, record, found).drive()
+
+
+def _runner(fleet: Fleet, record: Record, found: list[Target]) -> FleetRunner:
+    """The built-in runner, or the one that sends the targets to Celery workers (celery is
+    imported only then)."""
+    if fleet.spec.engine.kind == "celery":
+        return celery_engine().CeleryRunner(fleet, record, found)  # type: ignore[no-any-return]
+    return FleetRunner(fleet, record, found, fleet.settings.window.confirm_phrase)
+
+
+def celery_engine() -> ModuleType:
+    """The Celery engine's module: celery loads only for a fleet that names it."""
+    try:
+        from orchestrator.fleet import celery_engine as engine  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError('[engine] kind = "celery" needs Celery installed:'
+                          " pip install 'window[celery]'.") from exc
+    return engine
 
 
 def _same_targets(fleet: Fleet, record: Record, names: list[str]) -> None:
@@ -383,7 +408,7 @@ def resume(fleet: Fleet) -> int:
             raise ConfigError(f"{fleet.path}: target {missing[0]!r} of fleet run {record.id}"
                               " is no longer listed.")
         structlog.get_logger().info("fleet_resumed", fleet_run=record.id)
-        return FleetRunner(fleet, record, found, fleet.settings.window.confirm_phrase).drive()
+        return _runner(fleet, record, found).drive()
 
 
 def abort(fleet: Fleet, confirm: str | None, stdin: TextIO | None = None) -> int:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import psycopg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -52,8 +52,30 @@ class CatalogSection(_Section):
     statement_timeout: Duration = 30.0
 
 
+class EngineSection(_Section):
+    """What places the targets' windows: the built-in runner (child processes on this
+    machine), or Celery workers fed through a broker (``window fleet worker``)."""
+
+    kind: Literal["builtin", "celery"] = "builtin"
+    broker_env: str | None = None  # the variable holding amqp://... or redis://...
+    queue: str = Field(default="window.fleet", pattern=r"^[A-Za-z0-9_.:-]{1,200}$")
+    # Redis: how long a task taken by a worker may stay unacknowledged before the broker
+    # gives it to another worker; default: every phase's deadline added up, plus an hour.
+    visibility_timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _broker_for_celery(self) -> EngineSection:
+        if self.kind == "celery" and not self.broker_env:
+            raise ValueError('[engine] kind = "celery" needs broker_env, the variable holding'
+                             " the broker's amqp:// or redis:// URL")
+        if self.kind == "builtin" and self.broker_env:
+            raise ValueError('[engine] broker_env is for kind = "celery" only')
+        return self
+
+
 class FleetFile(_Section):
     config: str = "window.toml"
+    engine: EngineSection = EngineSection()
     concurrency: int = Field(default=1, ge=1, le=64)
     canary: TargetName | None = None  # default: the first target
     targets: list[TargetEntry] = []
@@ -215,6 +237,24 @@ def check_staging(fleet: Fleet, found: list[Target], *, skip_staging: bool) -> N
                           f" rehearse on the one staging database ({settings.staging.url_env})"
                           " at once: give each target its own staging_url_env, use [staging]"
                           ' mode = "clone", or run with --skip-staging.')
+
+
+BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss")
+
+
+def broker_url(fleet: Fleet) -> str:
+    """The Celery broker's URL from ``[engine] broker_env`` (registered for redaction)."""
+    name = fleet.spec.engine.broker_env
+    assert name is not None  # noqa: S101 - EngineSection validated it for celery
+    url = _variable(fleet, name, "Celery broker (amqp:// or redis://)")
+    if url.split("://", 1)[0].lower() not in BROKER_SCHEMES or "://" not in url:
+        raise ConfigError(f"{fleet.path}: {name} must hold an amqp:// or redis:// URL.")
+    return url
+
+
+def max_window_seconds(settings: Settings) -> float:
+    """The longest a target's window can take: every phase's deadline, forward and back."""
+    return sum(float(v) for v in settings.timeouts.model_dump().values())
 
 
 def waves(names: Sequence[str], canary: str, concurrency: int) -> list[list[str]]:

@@ -1,0 +1,236 @@
+"""``window fleet`` on Celery: the real RabbitMQ and Redis of this machine, real
+``window fleet worker`` processes started and killed here, real target databases.
+
+Each test has its own queue, so tests running side by side never take each other's tasks."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from kombu import Connection
+
+from orchestrator.commands import demo
+from tests.integration.test_fleet import FleetProject, fails_only_on, fleet_id, make_fleet
+
+__all__ = ["make_fleet"]  # the fixture, shared with test_fleet
+
+BROKERS = {"amqp": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/0"}
+
+
+def celery_project(project: FleetProject, broker: str, *, concurrency: int = 2,
+                   **write: Any) -> FleetProject:
+    """The project's fleet.toml sends the windows to ``broker``, on a queue of its own
+    (deleted after the test)."""
+    queue = f"window.test.{uuid.uuid4().hex[:12]}"
+    project.env["BROKER_URL"] = BROKERS[broker]
+    write.setdefault("staging", "skip = true")
+    project.write(fleet_toml=project.targets_toml(concurrency) + (
+        f'\n[engine]\nkind = "celery"\nbroker_env = "BROKER_URL"\nqueue = "{queue}"\n'),
+        **write)
+    project.queue = queue  # type: ignore[attr-defined]
+    return project
+
+
+@pytest.fixture
+def queues() -> Any:
+    made: list[tuple[str, str]] = []
+    yield made
+    for broker, queue in made:
+        with contextlib.suppress(Exception), Connection(BROKERS[broker]) as conn:
+            conn.default_channel.queue_delete(queue)
+
+
+def worker(project: FleetProject, log: str, concurrency: int = 1) -> subprocess.Popen[str]:
+    return project.start("worker", "fleet.toml", "--concurrency", str(concurrency),
+                         "--hostname", f"{log}.{project.queue}@test",  # type: ignore[attr-defined]
+                         log=log)
+
+
+def submit(project: FleetProject, log: str = "submitter") -> subprocess.Popen[str]:
+    return project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging",
+                         log=log)
+
+
+def finished(project: FleetProject, process: subprocess.Popen[str], log: str,
+             timeout: float = 120) -> int:
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(project.output(log))
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every process under it at once: a machine lost mid-window."""
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    tree, grew = {pid}, True
+    while grew:
+        below = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("broker", ["amqp", "redis"])
+def test_celery_runs_the_canary_first_then_waves_of_two(make_fleet: Any, queues: Any,
+                                                        broker: str) -> None:
+    names = ["c0", "t1", "t2", "t3", "t4"]
+    project = celery_project(make_fleet(*names), broker)
+    queues.append((broker, project.queue))  # type: ignore[attr-defined]
+    workers = [worker(project, "worker-a"), worker(project, "worker-b")]
+
+    submitter = submit(project)
+
+    assert finished(project, submitter, "submitter") == 0, project.output("submitter")
+    out = project.output("submitter")
+    fleet_run = fleet_id(out)
+    assert f"fleet run {fleet_run} completed: all 5 targets." in out
+    assert out.count("sent to the broker: task window.target_window") == 5
+    assert "[t4] " in out and "guest:guest" not in out
+    runs = {name: project.run_of(name, fleet_run) for name in names}
+    assert all(run is not None and run.state == "completed" for run in runs.values())
+    waves = [names[:1], names[1:3], names[3:5]]
+    for earlier, later in itertools.pairwise(waves):
+        last_finish = max(runs[n].finished_at or 0 for n in earlier)  # type: ignore[union-attr]
+        assert all(runs[n].created_at > last_finish for n in later)  # type: ignore[union-attr]
+    assert sorted(project.migrated()) == sorted(project.db(n) for n in names)  # once each
+    facts = project.status()
+    assert (facts["state"], facts["exit_code"]) == ("completed", 0)
+    logs = "".join(project.output(f"worker-{w}") for w in "ab")
+    assert logs.count("Task window.target_window[") >= 5  # the engine's own log names them
+    assert "guest:guest" not in logs
+    for process in workers:
+        process.send_signal(signal.SIGTERM)  # a warm shutdown: nothing in flight
+        assert process.wait(timeout=30) == 0
+
+
+def test_a_failing_target_stops_the_celery_waves(make_fleet: Any, queues: Any) -> None:
+    project = make_fleet("c0", "t1", "bad", "t3", "t4")
+    celery_project(project, "redis", migration_sql=fails_only_on(project.db("bad")))
+    queues.append(("redis", project.queue))  # type: ignore[attr-defined]
+    before = demo.fingerprint(project.url("bad"))
+    worker(project, "worker-a", concurrency=2)
+
+    submitter = submit(project)
+
+    assert finished(project, submitter, "submitter") == 1, project.output("submitter")
+    out = project.output("submitter")
+    fleet_run = fleet_id(out)
+    assert f"fleet run {fleet_run} stopped: bad ended rolled_back (exit 1)." in out
+    assert "Not started: t3, t4." in out
+    assert demo.fingerprint(project.url("bad")) == before
+    assert project.run_of("t1", fleet_run).state == "completed"  # type: ignore[union-attr]
+    assert project.runs("t3") == [] and project.runs("t4") == []
+    assert "[t3] sent" not in out and "[t4] sent" not in out  # never sent to the broker
+    facts = project.status()
+    assert (facts["state"], facts["stopped_by"]) == ("stopped", "bad")
+
+
+MIGRATE_ONCE = (
+    'psql -X -q -v ON_ERROR_STOP=1 -c "CREATE TABLE IF NOT EXISTS applied_log'
+    ' (at timestamptz DEFAULT now())" "$DATABASE_URL"'
+    ' && if [ "$(psql -X -At -c "SELECT count(*) FROM applied_log" "$DATABASE_URL")" = 0 ];'
+    ' then psql -X -q -v ON_ERROR_STOP=1 -1 -f migration.sql'
+    ' -c "INSERT INTO applied_log DEFAULT VALUES" "$DATABASE_URL"; fi'
+    ' && if [ ! -e go ]; then touch waiting; while [ ! -e go ]; do sleep 0.1; done; fi')
+
+
+def applied(project: FleetProject, name: str) -> int:
+    with psycopg.connect(project.url(name), autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM applied_log").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_worker_killed_mid_migrate_is_resumed_by_another_applied_once(
+        make_fleet: Any, queues: Any) -> None:
+    project = celery_project(make_fleet("c0", "t1"), "amqp", concurrency=1,
+                             migrate=MIGRATE_ONCE)
+    queues.append(("amqp", project.queue))  # type: ignore[attr-defined]
+    first = worker(project, "worker-a")
+    submitter = submit(project)
+    deadline = time.monotonic() + 60
+    while not (project.root / "project" / "waiting").exists():
+        assert first.poll() is None and time.monotonic() < deadline, project.output("worker-a")
+        time.sleep(0.1)
+    assert applied(project, "c0") == 1  # the migration is in, the migrate phase goes on
+
+    second = worker(project, "worker-b")
+    kill_tree(first.pid)  # the worker, its window and the migrate command: SIGKILL
+    first.wait(timeout=10)
+    (project.root / "project" / "go").touch()
+
+    assert finished(project, submitter, "submitter") == 0, project.output("submitter")
+    fleet_run = fleet_id(project.output("submitter"))
+    [canary] = project.runs("c0")  # one window: resumed, never run again
+    assert canary.state == "completed" and canary.run_id == \
+        project.run_of("c0", fleet_run).run_id  # type: ignore[union-attr]
+    assert applied(project, "c0") == 1 and applied(project, "t1") == 1
+    assert "[c0] " in project.output("worker-b")  # the other worker finished it
+    assert [r.state for r in project.runs("t1")] == ["completed"]
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=30) == 0
+
+
+def test_two_submissions_of_one_fleet_run_never_run_a_target_twice(
+        make_fleet: Any, queues: Any) -> None:
+    names = ["c0", "t1", "t2"]
+    project = celery_project(make_fleet(*names), "redis")
+    queues.append(("redis", project.queue))  # type: ignore[attr-defined]
+    worker(project, "worker-a")
+    worker(project, "worker-b")
+
+    submitters = [submit(project, "submitter-1"), submit(project, "submitter-2")]
+
+    codes = [finished(project, s, f"submitter-{n}") for n, s in enumerate(submitters, 1)]
+    outputs = [project.output(f"submitter-{n}") for n in (1, 2)]
+    assert codes == [0, 0], "\n".join(outputs)
+    assert len({fleet_id(out) for out in outputs}) == 1  # one fleet run, joined
+    assert all(out.count("sent to the broker") == 3 for out in outputs)  # every task twice
+    assert sorted(project.migrated()) == sorted(project.db(n) for n in names)  # once each
+    for name in names:
+        assert [run.state for run in project.runs(name)] == ["completed"], name
+
+
+def test_celery_refusals_are_one_sentence_and_celery_stays_unloaded(
+        make_fleet: Any, queues: Any) -> None:
+    project = celery_project(make_fleet("c0", "t1"), "amqp")
+    fleet_file = project.root / "project" / "fleet.toml"
+    text = fleet_file.read_text()
+    project.env["BROKER_URL"] = "http://guest:s3cr3t-broker@127.0.0.1:1/"
+
+    def refused(*args: str, code: int = 2) -> str:
+        done = project.fleet(*args)
+        assert done.returncode == code, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and "s3cr3t-broker" not in done.stdout + done.stderr
+        return done.stderr.strip()
+
+    run = ("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
+    assert "BROKER_URL must hold an amqp:// or redis:// URL" in refused(*run)
+    assert "BROKER_URL must hold an amqp:// or redis:// URL" in refused("worker", "fleet.toml")
+    fleet_file.write_text(text.replace('broker_env = "BROKER_URL"\n', ""))
+    assert 'kind = "celery" needs broker_env' in refused(*run)
+    fleet_file.write_text(project.targets_toml())
+    assert "needs [engine] kind = \"celery\"" in refused("worker", "fleet.toml")
+    assert project.runs("c0") == []
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys; from orchestrator.cli import app;"
+         " sys.argv = ['window', 'fleet', '--help'];"
+         " import contextlib\nwith contextlib.suppress(SystemExit): app.main()\n"
+         "print('celery' in sys.modules)"], capture_output=True, text=True, check=True,
+        env=project.env)
+    assert loaded.stdout.strip().endswith("False"), loaded.stdout + loaded.stderr
