@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
@@ -54,6 +55,7 @@ from orchestrator.store import blobs
 TASK = "window.target_window"
 TAIL_LINES = 40  # a finished task brings back its window's last lines for the submitter
 MARGIN_SECONDS = 3600.0
+RESEND_AFTER = 15.0  # an unfinished window no process holds this long is sent again
 
 
 def ack_timeout(fleet: Fleet) -> float:
@@ -187,9 +189,10 @@ class CeleryRunner(FleetRunner):
         self.sent: dict[str, AsyncResult[Any]] = {}
         self.answered: set[str] = set()
         self.quiet: set[str] = set()  # answered without a window of theirs: nothing to settle
+        self.unheld_since: dict[str, float] = {}
 
     def _claim(self, name: str) -> None:
-        if name in self.sent:
+        if name in self.sent and not self._orphaned(name):
             return
         if name not in self.targets:
             raise ConfigError(f"{self.fleet.path}: target {name!r} of fleet run"
@@ -204,6 +207,23 @@ class CeleryRunner(FleetRunner):
         self.sent[name] = result
         self.children.say(f"[{name}] sent to the broker: task {TASK} {result.id}")
         self.log.info("fleet_target_sent", target=name, task=result.id)
+
+    def _orphaned(self, name: str) -> bool:
+        """A target sent, started and unfinished, that no live process has held for
+        ``RESEND_AFTER``: its worker died and the broker keeps the task (Redis does until
+        its visibility timeout). Sent again; a copy that finds the window held waits."""
+        if name in self.answered or held(self.settings.for_target(name)):
+            self.unheld_since.pop(name, None)
+            return False
+        view = read_view(self.settings, self.record, name)
+        if not view.started or view.finished:
+            return False
+        since = self.unheld_since.setdefault(name, time.monotonic())
+        if time.monotonic() - since < RESEND_AFTER:
+            return False
+        self.unheld_since.pop(name)
+        self.log.warning("fleet_target_orphaned", target=name, resend_after_s=RESEND_AFTER)
+        return True
 
     def _ended(self) -> Any:
         for name, result in list(self.sent.items()):

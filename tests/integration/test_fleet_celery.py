@@ -156,11 +156,15 @@ def applied(project: FleetProject, name: str) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.parametrize("broker", ["amqp", "redis"])
 def test_a_worker_killed_mid_migrate_is_resumed_by_another_applied_once(
-        make_fleet: Any, queues: Any) -> None:
-    project = celery_project(make_fleet("c0", "t1"), "amqp", concurrency=1,
+        make_fleet: Any, queues: Any, broker: str) -> None:
+    """RabbitMQ gives the dead worker's task to the other at once (its connection closed);
+    Redis would only after its visibility timeout (hours): the submitter sends the task
+    again once no live process has held the unfinished window for 15 s."""
+    project = celery_project(make_fleet("c0", "t1"), broker, concurrency=1,
                              migrate=MIGRATE_ONCE)
-    queues.append(("amqp", project.queue))  # type: ignore[attr-defined]
+    queues.append((broker, project.queue))  # type: ignore[attr-defined]
     first = worker(project, "worker-a")
     submitter = submit(project)
     deadline = time.monotonic() + 60
@@ -181,6 +185,8 @@ def test_a_worker_killed_mid_migrate_is_resumed_by_another_applied_once(
         project.run_of("c0", fleet_run).run_id  # type: ignore[union-attr]
     assert applied(project, "c0") == 1 and applied(project, "t1") == 1
     assert "[c0] " in project.output("worker-b")  # the other worker finished it
+    resent = "fleet_target_orphaned" in project.output("submitter")
+    assert resent == (broker == "redis"), project.output("submitter")
     assert [r.state for r in project.runs("t1")] == ["completed"]
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=30) == 0
@@ -234,3 +240,41 @@ def test_celery_refusals_are_one_sentence_and_celery_stays_unloaded(
          "print('celery' in sys.modules)"], capture_output=True, text=True, check=True,
         env=project.env)
     assert loaded.stdout.strip().endswith("False"), loaded.stdout + loaded.stderr
+
+
+def test_status_and_abort_of_a_celery_fleet_mid_wave(make_fleet: Any, queues: Any) -> None:
+    """One worker taking one window at a time: t1 migrates, t2 waits in the queue. The abort
+    rolls t1 back; the worker then takes t2's task and leaves it: the fleet run is over."""
+    project = make_fleet("c0", "t1", "t2", "t3")
+    hold = (' && db=$(psql -X -At -c "SELECT current_database()" "$DATABASE_URL")'
+            f' && if [ "$db" != "{project.db("c0")}" ]; then touch "migrating.$db"'
+            " && sleep 60; fi")
+    celery_project(project, "redis", migrate='psql -X -q -v ON_ERROR_STOP=1 -f migration.sql'
+                   ' "$DATABASE_URL"' + hold)
+    queues.append(("redis", project.queue))  # type: ignore[attr-defined]
+    before = demo.fingerprint(project.url("t1"))
+    worker(project, "worker-a")
+    submitter = submit(project)
+    deadline = time.monotonic() + 60
+    while not (project.root / "project" / f"migrating.{project.db('t1')}").exists():
+        assert submitter.poll() is None and time.monotonic() < deadline, \
+            project.output("submitter")
+        time.sleep(0.1)
+
+    facts = project.status()
+
+    states = {t["name"]: t["state"] for t in facts["targets"]}
+    assert (facts["state"], facts["wave"]) == ("running", 1)
+    assert states == {"c0": "completed", "t1": "migrate", "t2": "pending", "t3": "pending"}
+
+    aborted = project.fleet("abort", "fleet.toml", "--confirm", demo.PHRASE)
+
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    assert finished(project, submitter, "submitter") == 1, project.output("submitter")
+    out = project.output("submitter")
+    assert "[t2] not run by the worker: the fleet run aborted" in out
+    assert "was aborted" in out and "[t3] sent" not in out
+    states = {t["name"]: t["state"] for t in project.status()["targets"]}
+    assert states == {"c0": "completed", "t1": "rolled_back", "t2": "pending", "t3": "pending"}
+    assert demo.fingerprint(project.url("t1")) == before
+    assert project.runs("t2") == [] and project.runs("t3") == []
