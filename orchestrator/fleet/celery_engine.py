@@ -95,10 +95,11 @@ def make_app(fleet: Fleet) -> Celery:
 
 
 def _task_for(fleet: Fleet) -> Any:
-    def target_window(task: Any, fleet_run: str, name: str,
-                      skip_staging: bool) -> dict[str, Any]:
+    def target_window(task: Any, fleet_run: str, name: str, skip_staging: bool,
+                      restarts: int = 0) -> dict[str, Any]:
         try:
-            return run_target(task, fleet, fleet_run, name, skip_staging=skip_staging)
+            return run_target(task, fleet, fleet_run, name, skip_staging=skip_staging,
+                              restarts=restarts)
         except WindowError as exc:  # a variable missing on this machine, the state unreachable
             return {"exit_code": int(exc.exit_code), "why": redact(exc.message), "lines": []}
 
@@ -106,7 +107,7 @@ def _task_for(fleet: Fleet) -> Any:
 
 
 def run_target(task: Any, fleet: Fleet, fleet_run: str, name: str, *,
-               skip_staging: bool) -> dict[str, Any]:
+               skip_staging: bool, restarts: int = 0) -> dict[str, Any]:
     """One delivery of a target's task: its window run (or resumed) here, unless the fleet
     run moved on, the window ended, or a live process holds it (then: again later)."""
     settings, log = fleet.settings, structlog.get_logger().bind(fleet_run=fleet_run, target=name)
@@ -132,9 +133,9 @@ def run_target(task: Any, fleet: Fleet, fleet_run: str, name: str, *,
     if code == ExitCode.BUSY:  # another process took it first: wait, never beside it
         raise task.retry(countdown=BUSY_PAUSE_SECONDS)
     view = read_view(settings, record, name)
-    if view.started and not view.finished and task.request.retries < MAX_RESTARTS:
-        log.warning("fleet_target_unfinished", exit_code=code)
-        raise task.retry(countdown=BUSY_PAUSE_SECONDS)
+    if view.started and not view.finished and restarts < MAX_RESTARTS:
+        log.warning("fleet_target_unfinished", exit_code=code)  # killed: resumed again
+        raise task.retry(countdown=BUSY_PAUSE_SECONDS, kwargs={"restarts": restarts + 1})
     return {"exit_code": code, "lines": lines, "worker": task.request.hostname}
 
 

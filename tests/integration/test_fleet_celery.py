@@ -86,6 +86,17 @@ def kill_tree(pid: int) -> None:
             os.kill(member, signal.SIGKILL)
 
 
+def windows(project: FleetProject) -> list[int]:
+    """The pids of the project's fleet windows (their -c names the project's config)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes()
+            if b"--fleet-run" in argv and str(project.root).encode() in argv:
+                found.append(int(proc.name))
+    return found
+
+
 @pytest.mark.parametrize("broker", ["amqp", "redis"])
 def test_celery_runs_the_canary_first_then_waves_of_two(make_fleet: Any, queues: Any,
                                                         broker: str) -> None:
@@ -278,3 +289,24 @@ def test_status_and_abort_of_a_celery_fleet_mid_wave(make_fleet: Any, queues: An
     assert states == {"c0": "completed", "t1": "rolled_back", "t2": "pending", "t3": "pending"}
     assert demo.fingerprint(project.url("t1")) == before
     assert project.runs("t2") == [] and project.runs("t3") == []
+
+
+def test_a_window_killed_under_its_worker_is_resumed_by_the_same_task(
+        make_fleet: Any, queues: Any) -> None:
+    project = celery_project(make_fleet("c0"), "amqp", concurrency=1, migrate=MIGRATE_ONCE)
+    queues.append(("amqp", project.queue))  # type: ignore[attr-defined]
+    alive = worker(project, "worker-a")
+    submitter = submit(project)
+    deadline = time.monotonic() + 60
+    while not (project.root / "project" / "waiting").exists():
+        assert alive.poll() is None and time.monotonic() < deadline, project.output("worker-a")
+        time.sleep(0.1)
+    [window] = windows(project)
+
+    os.kill(window, signal.SIGKILL)  # the window alone: its worker lives on
+    (project.root / "project" / "go").touch()
+
+    assert finished(project, submitter, "submitter") == 0, project.output("submitter")
+    assert "fleet_target_unfinished" in project.output("worker-a")
+    [canary] = project.runs("c0")
+    assert canary.state == "completed" and applied(project, "c0") == 1
