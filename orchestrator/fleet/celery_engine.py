@@ -91,6 +91,20 @@ def make_app(fleet: Fleet) -> Celery:
     return app
 
 
+def check_broker(fleet: Fleet) -> None:
+    """Refuse before the fleet run is recorded when the broker cannot be reached."""
+    app = make_app(fleet)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=1, timeout=10)
+    except OperationalError as exc:
+        raise GateRefused(redact(f"{fleet.path}: the Celery broker"
+                                 f" ({fleet.spec.engine.broker_env}) cannot be reached: {exc};"
+                                 " nothing was started.")) from exc
+    finally:
+        app.close()
+
+
 # the worker ---------------------------------------------------------------------------------
 
 

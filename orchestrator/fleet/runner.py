@@ -357,6 +357,8 @@ def run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
         config.require_contacts(fleet.settings.contacts)
         gates.confirm(fleet.settings, confirm, summary(fleet, found), stdin)
         gates.git_repo(fleet.settings)
+        if fleet.spec.engine.kind == "celery":
+            celery_engine().check_broker(fleet)  # before the fleet run is recorded
         names = [t.name for t in found]
         fresh = Record(new_fleet_id(), names, fleet.spec.canary or names[0],
                        fleet.spec.concurrency, skip_staging, time.time(), who(),

@@ -239,6 +239,9 @@ def test_celery_refusals_are_one_sentence_and_celery_stays_unloaded(
     run = ("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
     assert "BROKER_URL must hold an amqp:// or redis:// URL" in refused(*run)
     assert "BROKER_URL must hold an amqp:// or redis:// URL" in refused("worker", "fleet.toml")
+    project.env["BROKER_URL"] = "amqp://guest:s3cr3t-broker@127.0.0.1:1//"
+    assert "the Celery broker (BROKER_URL) cannot be reached" in refused(*run, code=3)
+    assert "no fleet has run" in refused("status", "fleet.toml")  # nothing recorded
     fleet_file.write_text(text.replace('broker_env = "BROKER_URL"\n', ""))
     assert 'kind = "celery" needs broker_env' in refused(*run)
     fleet_file.write_text(project.targets_toml())
