@@ -84,7 +84,7 @@ def worker(
         "--hostname", help="The worker's Celery node name (default: windowPID@host).")] = None,
     json_logs: JsonLogsOption = False,
 ) -> None:
-    """Run a Celery worker for a fleet with [engine] kind = "celery": it takes the targets'
+    """Run a Celery worker for a fleet whose engine is kind = "celery": it takes the targets'
     windows from the broker, on this machine, until stopped (Ctrl-C: after its windows)."""
     from orchestrator import log
     from orchestrator.errors import UsageError
