@@ -87,7 +87,7 @@ def make_app(fleet: Fleet) -> Celery:
         worker_hijack_root_logger=False, broker_connection_retry_on_startup=True,
         worker_pool="threads",  # a task only waits on its window's process
     )
-    app.task(name=TASK, bind=True, max_retries=None)(_task_for(fleet))
+    app.task(name=TASK, bind=True, max_retries=None, shared=False)(_task_for(fleet))
     return app
 
 
