@@ -63,7 +63,7 @@ def submit(project: FleetProject, log: str = "submitter") -> subprocess.Popen[st
 
 
 def finished(project: FleetProject, process: subprocess.Popen[str], log: str,
-             timeout: float = 120) -> int:
+             timeout: float = 150) -> int:
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -100,7 +100,7 @@ def windows(project: FleetProject) -> list[int]:
 @pytest.mark.parametrize("broker", ["amqp", "redis"])
 def test_celery_runs_the_canary_first_then_waves_of_two(make_fleet: Any, queues: Any,
                                                         broker: str) -> None:
-    names = ["c0", "t1", "t2", "t3", "t4"]
+    names = ["c0", "t1", "t2", "t3"]
     project = celery_project(make_fleet(*names), broker)
     queues.append((broker, project.queue))  # type: ignore[attr-defined]
     workers = [worker(project, "worker-a"), worker(project, "worker-b")]
@@ -110,12 +110,12 @@ def test_celery_runs_the_canary_first_then_waves_of_two(make_fleet: Any, queues:
     assert finished(project, submitter, "submitter") == 0, project.output("submitter")
     out = project.output("submitter")
     fleet_run = fleet_id(out)
-    assert f"fleet run {fleet_run} completed: all 5 targets." in out
-    assert out.count("sent to the broker: task window.target_window") == 5
-    assert "[t4] " in out and "guest:guest" not in out
+    assert f"fleet run {fleet_run} completed: all 4 targets." in out
+    assert out.count("sent to the broker: task window.target_window") == 4
+    assert "[t3] " in out and "guest:guest" not in out
     runs = {name: project.run_of(name, fleet_run) for name in names}
     assert all(run is not None and run.state == "completed" for run in runs.values())
-    waves = [names[:1], names[1:3], names[3:5]]
+    waves = [names[:1], names[1:3], names[3:]]
     for earlier, later in itertools.pairwise(waves):
         last_finish = max(runs[n].finished_at or 0 for n in earlier)  # type: ignore[union-attr]
         assert all(runs[n].created_at > last_finish for n in later)  # type: ignore[union-attr]
@@ -123,7 +123,7 @@ def test_celery_runs_the_canary_first_then_waves_of_two(make_fleet: Any, queues:
     facts = project.status()
     assert (facts["state"], facts["exit_code"]) == ("completed", 0)
     logs = "".join(project.output(f"worker-{w}") for w in "ab")
-    assert logs.count("Task window.target_window[") >= 5  # the engine's own log names them
+    assert logs.count("Task window.target_window[") >= 4  # the engine's own log names them
     assert "guest:guest" not in logs
     for process in workers:
         process.send_signal(signal.SIGTERM)  # a warm shutdown: nothing in flight
