@@ -388,7 +388,7 @@ def celery_engine() -> ModuleType:
         from orchestrator.fleet import celery_engine as engine  # noqa: PLC0415
     except ImportError as exc:
         raise ConfigError('[engine] kind = "celery" needs Celery installed:'
-                          " pip install 'window[celery]'.") from exc
+                          " pip install 'pgwindow[celery]'.") from exc
     return engine
 
 
