@@ -17,10 +17,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import crash
-from orchestrator.config import Command
 from orchestrator.errors import PhaseFailed, PhaseTimeout
+
+if TYPE_CHECKING:
+    from orchestrator.config import Command
 
 OUTPUT_LIMIT = 128 * 1024  # kept per stream; the journal keeps less, after redaction
 POLL_SECONDS = 0.1

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.config import Settings
 from orchestrator.engine import eta, holding, proc
 from orchestrator.engine.facts import (
     BACKUP,
@@ -29,6 +28,9 @@ from orchestrator.engine.machine import FORWARD, TERMINAL, State
 from orchestrator.engine.rows import PhaseRow, PhaseStatus, Run
 from orchestrator.errors import UsageError, WindowError
 from orchestrator.store import lease
+
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
 
 
 def _iso(ts: float | None) -> str | None:
