@@ -92,10 +92,12 @@ def _code(code: object) -> int:
 
 def leave(code: int) -> None:
     """Exit with ``code``: at once once output is flushed and exit handlers ran, unless a
-    thread of this process (not a daemon) still runs, which the normal exit waits for."""
-    if any(thread.is_alive() and not thread.daemon and thread is not threading.main_thread()
-           for thread in threading.enumerate()):
-        raise SystemExit(code)
+    thread of this process (not a daemon) still runs, which the normal exit waits for, or a
+    profiler or debugger watches the process."""
+    if sys.getprofile() is not None or sys.gettrace() is not None or any(
+            thread.is_alive() and not thread.daemon and thread is not threading.main_thread()
+            for thread in threading.enumerate()):
+        raise SystemExit(code)  # a profiler or debugger writes its findings after main
     atexit._run_exitfuncs()  # the log's audit file, temporary folders, logging.shutdown
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to say there
