@@ -19,7 +19,6 @@ import atexit
 import contextlib
 import os
 import sys
-import threading
 
 from orchestrator.cli import helptext
 
@@ -94,9 +93,10 @@ def leave(code: int) -> None:
     """Exit with ``code``: at once once output is flushed and exit handlers ran, unless a
     thread of this process (not a daemon) still runs, which the normal exit waits for, or a
     profiler or debugger watches the process."""
-    if sys.getprofile() is not None or sys.gettrace() is not None or any(
+    threading = sys.modules.get("threading")  # never imported: no thread ever started
+    if sys.getprofile() is not None or sys.gettrace() is not None or (threading and any(
             thread.is_alive() and not thread.daemon and thread is not threading.main_thread()
-            for thread in threading.enumerate()):
+            for thread in threading.enumerate())):
         raise SystemExit(code)  # a profiler or debugger writes its findings after main
     atexit._run_exitfuncs()  # the log's audit file, temporary folders, logging.shutdown
     for stream in (sys.stdout, sys.stderr):

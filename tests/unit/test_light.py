@@ -231,6 +231,27 @@ def test_exit_code_kept_and_rich_kept_out_off_a_terminal(tmp_path: Path) -> None
     assert "rich" not in {m.split(".")[0] for m in modules}
 
 
+def test_leave_keeps_the_code_and_waits_for_a_running_thread(tmp_path: Path) -> None:
+    """The quick exit runs the exit handlers and keeps the code; a thread still at work (not a
+    daemon) gets the normal exit, which waits for it."""
+    script = ("import atexit, sys, threading, time\n"
+              "from pathlib import Path\n"
+              "from orchestrator.cli.light import leave\n"
+              "folder = Path(sys.argv[1])\n"
+              "atexit.register(lambda: (folder / 'handled').write_text('yes'))\n"
+              "if sys.argv[2] == 'thread':\n"
+              "    threading.Thread(target=lambda: (time.sleep(0.3),"
+              " (folder / 'thread').write_text('done'))).start()\n"
+              "print('said', flush=False)\n"
+              "leave(4)\n")
+    for mode in ("alone", "thread"):
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path), mode],
+                              capture_output=True, text=True, check=False, timeout=60)
+        assert (done.returncode, done.stdout) == (4, "said\n"), done.stderr
+        assert (tmp_path / "handled").read_text() == "yes"
+        assert (tmp_path / "thread").exists() == (mode == "thread")
+
+
 def write_helptext() -> None:
     """``orchestrator/cli/helptext.py`` from typer's own ``--help``, 80 columns wide."""
     body = typer_help().removesuffix("\n").replace("\\", "\\\\")
