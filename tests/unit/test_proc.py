@@ -79,6 +79,6 @@ def test_poll_is_asked_while_the_child_runs_and_can_stop_it(tmp_path: Path) -> N
             raise Interrupted("stop")
 
     with pytest.raises(Interrupted):
-        run("sleep 30", tmp_path, hooks=proc.Hooks(poll=poll))
+        run("exec sleep 30", tmp_path, hooks=proc.Hooks(poll=poll))
     assert len(asked) == 3
     assert asked[2] - asked[0] >= 2 * proc.POLL_SECONDS * 0.9
