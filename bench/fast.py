@@ -13,6 +13,7 @@ import os
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from orchestrator.postgres.cluster import Cluster
 
 SECTION = "Start-up and overhead"
 HEADER = ["Figure", "Floor", "window", "Ratio", "Goal", "Result"]
-STARTUP_GOAL_S = 0.3
-OVERHEAD_GOAL_S = 1.0
+# Issue 16: --help and status at most 0.2 s here, at most 5x `python -c pass` in the same run.
+STARTUP_GOAL_S = 0.2
+STARTUP_GOAL_RATIO = 5.0
+OVERHEAD_GOAL_S = 0.6
 DOWNTIME_GOAL_S = 0.5
 
 
@@ -51,8 +54,8 @@ def run_windows(workdir: Path, count: int, env: dict[str, str]) -> list[overhead
         config = overhead.write(workdir / f"noop-{number}")
         window = overhead.run(config, startup.entry_point(), env)
         print(f"  window {number}: exit {window.exit_code}, wall {window.wall_s:.2f} s,"
-              f" children {window.children_s:.2f} s, overhead {window.overhead_s:.2f} s",
-              flush=True)
+              f" children {window.children_s:.2f} s, overhead {window.overhead_s:.2f} s,"
+              f" CPU {window.cpu_s:.2f} s (load {load_average()})", flush=True)
         if window.exit_code != 0:
             print("  unexpected exit; the window's last lines:\n"
                   + "\n".join("    " + line for line in window.output_tail.splitlines()))
@@ -60,22 +63,44 @@ def run_windows(workdir: Path, count: int, env: dict[str, str]) -> list[overhead
     return done
 
 
+@dataclass(frozen=True)
+class StartupRow(report.Row):
+    """A start-up goal: judged by the ratio to the floor measured in the same loop (what
+    "this machine" means when other work shares it); the seconds against STARTUP_GOAL_S are
+    said beside the verdict, never hidden."""
+
+    @property
+    def verdict(self) -> str:
+        judged = super().verdict
+        if self.window_s is not None and self.window_s > STARTUP_GOAL_S:
+            return f"{judged} (over {STARTUP_GOAL_S:g} s: the floor is {self.raw_s:.2f} s)"
+        return judged
+
+
 def startup_rows(found: startup.Startup) -> list[report.Row]:
+    """The goals as ratios to the floor, with the seconds; CPU time beside them."""
     floor = found.floor.median
-    return [
-        report.Row("`python -c pass` (the interpreter's floor)", floor, floor, "-"),
-        report.Row("`window --help` start-up", floor, found.help.median,
-                   f"< {STARTUP_GOAL_S} s", max_seconds=STARTUP_GOAL_S),
-        report.Row("`window status` start-up (a finished window)", floor,
-                   found.status.median, f"< {STARTUP_GOAL_S} s", max_seconds=STARTUP_GOAL_S),
-    ]
+    goal = f"<= {STARTUP_GOAL_RATIO:g}x ({STARTUP_GOAL_S:g} s)"
+    rows: list[report.Row] = [
+        report.Row("`python -c pass` (the interpreter's floor)", floor, floor, "-")]
+    for label, timing in (("`window --help`", found.help),
+                          ("`window status` (a finished window)", found.status)):
+        rows.append(StartupRow(f"{label} start-up", floor, timing.median, goal,
+                               max_ratio=STARTUP_GOAL_RATIO))
+    for label, timing in (("`python -c pass`", found.floor), ("`window --help`", found.help),
+                          ("`window status`", found.status)):
+        rows.append(report.Row(f"{label} CPU time (user + system; floor: python -c pass)",
+                               found.floor.cpu, timing.cpu, "-"))
+    return rows
 
 
-def overhead_rows(windows: list[overhead.Window], direct: dict[str, float]) -> list[report.Row]:
+def overhead_rows(windows: list[overhead.Window], direct: dict[str, float],
+                  direct_cpu: float | None = None) -> list[report.Row]:
     ok = [w for w in windows if w.exit_code == 0]
     problem = "" if len(ok) == len(windows) else f"{len(windows) - len(ok)} window(s) failed"
     if not ok:
-        return [report.Row("orchestration overhead per window", None, None, "< 1 s")]
+        return [report.Row("orchestration overhead per window", None, None,
+                           f"< {OVERHEAD_GOAL_S:g} s")]
     by_hand = sum(direct.values()) if direct else None
     rows = [
         report.Row("whole window: wall time (floor: time inside its child processes)",
@@ -92,6 +117,12 @@ def overhead_rows(windows: list[overhead.Window], direct: dict[str, float]) -> l
             report.Row("overhead counting the exit poll (wall minus the programs by hand)",
                        None, statistics.median(w.wall_s - by_hand for w in ok), "-"),
         ]
+    rows.append(report.Row("CPU time of the window's process tree (floor: the backup's"
+                           " programs by hand)", direct_cpu,
+                           statistics.median(w.cpu_s for w in ok), "-"))
+    if direct_cpu is not None:
+        rows.append(report.Row("CPU overhead (the tree's CPU minus the programs' by hand)",
+                               None, statistics.median(w.cpu_s - direct_cpu for w in ok), "-"))
     downtimes = [d for d in map(overhead.downtime, ok) if d is not None]
     if not downtimes:
         return [*rows, report.Row("added downtime (banner clocks missing)", None, None,
@@ -155,11 +186,20 @@ def facts(found: startup.Startup | None, windows: list[overhead.Window],
           machine: str) -> list[str]:
     lines = [machine]
     if found is not None:
-        lines += [f"start-up: `{found.entry_point} ...` (the installed entry point), median of"
+        lines += [f"start-up: `{found.entry_point} ...` (the installed entry point,"
+                  " byte-compiled first), median of"
                   f" {len(found.help.runs)} runs each after {startup.WARMUPS} warm-ups,"
                   " the three commands taken in turn;"
                   f" {found.floor.label}: {found.floor.spread};"
-                  f" --help: {found.help.spread}; status: {found.status.spread}"]
+                  f" --help: {found.help.spread}; status: {found.status.spread};"
+                  f" load average when timed {found.load}"]
+        counts = [t.instructions for t in (found.floor, found.help, found.status)]
+        lines += [("instructions (user space, perf stat, median of"
+                   f" {startup.INSTRUCTION_RUNS}): python -c pass {counts[0]:,},"
+                   f" --help {counts[1]:,}, status {counts[2]:,}")
+                  if None not in counts else
+                  "instructions: not counted (perf stat cannot read the counter on this"
+                  " machine)"]
     if windows:
         exits = ", ".join(str(w.exit_code) for w in windows)
         lines += [f"windows: {len(windows)} `window run` on the demo's small shop, every"
@@ -184,22 +224,28 @@ HOW_TO_READ = (
     " minus the time inside its child processes (pg_dump, pg_restore, the migrate and banner"
     " commands: the `children` table of `.window/journal.sqlite`); it therefore includes the"
     " window's own database work (snapshot checksums, the standby copy, the built-in checks)."
-    " A child's end is journaled when window's 0.1 s poll notices it, so the journaled child"
-    " time holds some of window's latency too: the rows against the programs run by hand"
+    " A child's end is journaled when window notices its exit (a pidfd wakes it at once), so"
+    " the journaled child time holds some of window's own latency: the rows against the"
+    " programs run by hand"
     " (same options, same database; `true` and `date` taken as zero) show how much."
     " Added downtime is banner up to banner down as the banner commands' `date +%s.%N`"
     " recorded them, minus the migrate command's child row and the `post_check` phase (the"
     " checks). Pieces come from the journal's phase rows and the audit log's timestamps"
-    " (millisecond resolution). The machine is shared: the load average is recorded above.")
+    " (millisecond resolution). The machine is shared: the load average is recorded above;"
+    " CPU time (user + system of the process and the children it waited for, from wait4)"
+    " moves less with the load than wall time does, and the server's own work is in none of"
+    " it. A start-up figure passes when it is at most 5x the floor measured in the same loop;"
+    " one over 0.2 s says so beside its verdict, with the floor of that run.")
 REPRODUCE = ("Reproduce with `make bench-fast` (`BENCH_ONLY=startup,overhead`; `BENCH_WINDOWS`"
              " and `BENCH_STARTUP_RUNS` set the counts); `make bench` runs these and the"
              " 1 GB backup and rollback. A miss is reported, not failed.")
 
 
 def publish(found: startup.Startup | None, windows: list[overhead.Window],
-            direct: dict[str, float], machine: str, path: Path) -> None:
+            direct: dict[str, float], direct_cpu: float | None, *, machine: str,
+            path: Path) -> None:
     table = startup_rows(found) if found else []
-    table += overhead_rows(windows, direct) if windows else []
+    table += overhead_rows(windows, direct, direct_cpu) if windows else []
     tables = breakdowns(windows, direct)
     lines = facts(found, windows, f"{machine}, at the end {load_average()}")
     print("\n" + "\n".join(lines) + "\n")
@@ -219,14 +265,16 @@ def benchmark(chosen: set[str], workdir: Path, path: Path) -> None:
     count = windows_wanted() if "overhead" in chosen else 1
     runs = startup.runs_wanted()
     cluster = Cluster()
-    found, direct = None, {}
+    found: startup.Startup | None = None
+    direct: dict[str, float] = {}
+    direct_cpu: float | None = None
     try:
         print(f"Starting a throwaway PostgreSQL in {cluster.root} ...", flush=True)
         cluster.init().start()
         env = shop_env(cluster)
         windows = run_windows(workdir, count, env)
         if "overhead" in chosen:
-            direct = overhead.direct_tools(cluster, "shop", workdir)
+            direct, direct_cpu = overhead.direct_tools(cluster, "shop", workdir)
             print("the backup's programs by hand: " + ", ".join(
                 f"{label.removeprefix('backup: ')} {took:.3f} s"
                 for label, took in direct.items()), flush=True)
@@ -235,4 +283,5 @@ def benchmark(chosen: set[str], workdir: Path, path: Path) -> None:
             found = startup.measure(workdir / "noop-1" / "window.toml", env, runs)
     finally:
         cluster.destroy()
-    publish(found, windows if "overhead" in chosen else [], direct, machine, path)
+    publish(found, windows if "overhead" in chosen else [], direct, direct_cpu,
+            machine=machine, path=path)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -77,6 +79,7 @@ class Window:
     banner_up: float | None = None
     banner_down: float | None = None
     output_tail: str = ""
+    cpu_s: float = 0.0  # user + system of the window process and every child it waited for
 
     @property
     def wall_s(self) -> float:
@@ -122,18 +125,36 @@ def run(config: Path, window: list[str], env: dict[str, str]) -> Window:
     log = config.parent / "window.log"
     with log.open("w") as out:
         spawned = time.time()
-        done = subprocess.run([*window, "run", "--config", str(config), "--confirm",
+        with subprocess.Popen([*window, "run", "--config", str(config), "--confirm",
                                demo.PHRASE], cwd=config.parent, env=env, stdout=out,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              timeout=WINDOW_TIMEOUT_S, check=False)
-        exited = time.time()
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) as child:
+            try:
+                _, status, usage = wait4(child.pid, WINDOW_TIMEOUT_S)
+            except TimeoutError:
+                child.kill()
+                raise
+            exited = time.time()
+            child.returncode = os.waitstatus_to_exitcode(status)
     state = config.parent / ".window"
-    result = read_journal(state / "journal.sqlite", done.returncode, spawned, exited)
+    result = read_journal(state / "journal.sqlite", child.returncode, spawned, exited)
+    result.cpu_s = usage.ru_utime + usage.ru_stime
     result.marks = read_audit(state / "audit.jsonl")
     result.banner_up = read_clock(config.parent / "banner-on.at")
     result.banner_down = read_clock(config.parent / "banner-off.at")
     result.output_tail = "\n".join(log.read_text().splitlines()[-15:])
     return result
+
+
+def wait4(pid: int, timeout_s: float) -> tuple[int, int, resource.struct_rusage]:
+    """``os.wait4`` with a deadline: the exit status and resource usage of ``pid``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = os.wait4(pid, os.WNOHANG)
+        if found[0] == pid:
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"window run (pid {pid}) still running after {timeout_s:.0f} s")
+        time.sleep(0.01)
 
 
 def read_journal(path: Path, exit_code: int, spawned: float, exited: float) -> Window:
@@ -251,24 +272,36 @@ def downtime(w: Window) -> Downtime | None:
     return Downtime(down - up, w.child_s("migrate"), check.seconds, pieces)
 
 
-def direct_tools(cluster: Cluster, dbname: str, workdir: Path) -> dict[str, float]:
+def direct_tools(cluster: Cluster, dbname: str, workdir: Path
+                 ) -> tuple[dict[str, float], float]:
     """The backup's three programs run by hand on ``dbname`` with bench.raw's options (the
-    backup's own): pg_dump the median of three, then pg_restore --list and pg_restore once."""
+    backup's own): pg_dump the median of three, then pg_restore --list and pg_restore once.
+    Their wall seconds, and the CPU seconds of one of each (user + system, as the window's
+    process tree counts them; the server's work is in neither)."""
     major = int(cluster.psql("SHOW server_version_num")) // 10000
     archive, scratch = workdir / "direct-dump", f"{dbname}_directrestore"
-    dumps = []
+    dumps, dump_cpu = [], []
     try:
         for _ in range(raw.DUMP_RUNS):
             shutil.rmtree(archive, ignore_errors=True)
+            before = children_cpu()
             dumps.append(raw.dump(cluster, dbname, archive, major))
+            dump_cpu.append(children_cpu() - before)
+        before = children_cpu()
         listed = raw.timed([str(tools.find("pg_restore", major)), "--list", str(archive)],
                            raw.libpq_env(cluster, dbname))
         restored = raw.restore(cluster, archive, scratch, major)
+        rest_cpu = children_cpu() - before  # (psql's CREATE DATABASE included: tiny)
     finally:
         cluster.psql(f"DROP DATABASE IF EXISTS {scratch}")
         shutil.rmtree(archive, ignore_errors=True)
-    return {"backup: pg_dump": statistics.median(dumps), "backup: pg_restore --list": listed,
-            "backup: pg_restore": restored}
+    return ({"backup: pg_dump": statistics.median(dumps), "backup: pg_restore --list": listed,
+             "backup: pg_restore": restored}, statistics.median(dump_cpu) + rest_cpu)
+
+
+def children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def child_times(windows: list[Window]) -> dict[str, float]:

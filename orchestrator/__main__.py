@@ -1,7 +1,7 @@
-"""Allow ``python -m orchestrator``."""
+"""Allow ``python -m orchestrator``: the same entry point as the ``window`` script."""
 
 from __future__ import annotations
 
-from orchestrator.cli.app import main
+from orchestrator.cli.light import main
 
 main()

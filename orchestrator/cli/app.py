@@ -22,6 +22,7 @@ from orchestrator.cli.options import (
     ConfirmOption,
     JsonLogsOption,
     TargetOption,
+    whole_sentences,
 )
 from orchestrator.errors import Interrupted, UsageError, WindowError
 
@@ -33,6 +34,24 @@ app = typer.Typer(
     help="Run a production PostgreSQL maintenance window as a durable state machine.",
     **APP_SETTINGS,
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from orchestrator import __version__
+
+        typer.echo(f"window {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    _version_shown: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_version, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """The options before the command (``--version``); ``light`` answers it without typer."""
+
 
 def _settings(path: Path, *, json_logs: bool = False, target: str | None = None,
               logs: bool = True) -> Settings:
@@ -302,7 +321,9 @@ def demo(
     _exit(showcase.main(keep=keep))
 
 
-app.add_typer(fleet.app, name="fleet")
+app.add_typer(fleet.app, name="fleet", short_help=fleet.app.info.help)
+whole_sentences(app)
+whole_sentences(fleet.app)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ database URLs)."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,9 @@ APP_SETTINGS: dict[str, Any] = {
     "add_completion": False,
     "pretty_exceptions_enable": False,
     "pretty_exceptions_show_locals": False,
+    # click's plain help: rich's panels would import rich (~0.1 s) for every --help.
+    "rich_markup_mode": None,
+    "context_settings": {"help_option_names": ["-h", "--help"]},
 }
 
 ConfigOption = Annotated[
@@ -26,3 +30,11 @@ JsonLogsOption = Annotated[bool, typer.Option(
 # One target of a fleet (`window fleet` passes it to the windows it starts).
 TargetOption = Annotated[str | None, typer.Option(
     "--target", help="A fleet target's own window (its state under targets/NAME).")]
+
+
+def whole_sentences(app: typer.Typer) -> None:
+    """List each command by its whole first sentence: plain click help would cut it at the
+    width left beside the names ("... reuses a...")."""
+    for info in app.registered_commands:
+        if info.short_help is None and info.callback is not None and info.callback.__doc__:
+            info.short_help = inspect.cleandoc(info.callback.__doc__).split("\n\n")[0]

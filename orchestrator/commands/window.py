@@ -143,7 +143,7 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
             journal.put(run_id, FLEET, FleetTag(id=fleet_run))
         _plan_rehearsal(journal, run_id, skip=skip_staging, reused=reused)
         return drive(settings, journal, run_id, target=target, staging=staging,
-                      registry=registry, event="window_started")
+                      registry=registry, event="window_started", distinct_checked=True)
 
 
 def _claimed(settings: Settings, journal: Journal, run: Run, *, target: pg.Db,
@@ -193,7 +193,8 @@ def rehearse(settings: Settings, registry: Registry | None = None) -> int:
             with structlog.contextvars.bound_contextvars(run_id=rehearsal_id):
                 error = _rehearse(Context(settings=settings, journal=journal,
                                           run_id=rehearsal_id, target=target,
-                                          staging=staging), registry or default_registry())
+                                          staging=staging, distinct_checked=True),
+                                  registry or default_registry())
             if error is None:
                 print(f"rehearsal {rehearsal_id} succeeded; `window run` reuses it for"
                       f" {settings.staging.max_age / 3600:g}h unless the files change.")
@@ -312,7 +313,8 @@ def same_target(run: Run, target: pg.Db) -> None:
 
 
 def drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
-           staging: pg.Db, registry: Registry | None, event: str) -> int:
+           staging: pg.Db, registry: Registry | None, event: str,
+           distinct_checked: bool = False) -> int:
     signals = Signals()
     signals.install()
     journal.claim(run_id, os.getpid(), start_ticks(os.getpid()))
@@ -322,7 +324,7 @@ def drive(settings: Settings, journal: Journal, run_id: str, *, target: pg.Db,
         logger = structlog.get_logger()
         logger.info(event, window=settings.window.name, target=str(target), state=run.state)
         ctx = Context(settings=settings, journal=journal, run_id=run_id, target=target,
-                      staging=staging)
+                      staging=staging, distinct_checked=distinct_checked)
         notices = Notices(settings, run_id)
         if event in ("window_started", "window_resumed"):
             notices.started(resumed=event == "window_resumed")

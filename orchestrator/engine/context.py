@@ -37,6 +37,9 @@ class Context:
     deadline: float = 0.0
     poll: Callable[[], None] = field(default=_never)
     log: Logger = field(default_factory=get_logger)
+    # This process asked the servers whether staging is production moments before (the
+    # gate of `window run`): preflight need not ask again. A resume always asks.
+    distinct_checked: bool = False
 
     def for_phase(self, phase: str, deadline: float, poll: Callable[[], None]) -> Context:
         return replace(self, phase=phase, deadline=deadline, poll=poll,

@@ -12,10 +12,12 @@ still ends inside that length.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.config import Settings
 from orchestrator.engine.machine import FORWARD, forward
+
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
 
 # The runbook's timeline (config/defaults.toml names its ranges), lower bounds in seconds:
 # staging dry-run 10-15 min, backup 5-10, production execution 2-5, post-validation 5.

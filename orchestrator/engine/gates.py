@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import psycopg
 import structlog
@@ -64,7 +64,7 @@ def distinct(settings: Settings, target: pg.Db, staging: pg.Db,
     advisory lock taken on staging, looked for from production), never read from the URLs.
     Where the servers cannot say, refuse rather than guess. Skipped only where the rehearsal
     never touches staging: a clone beside production (``clone_on = "production"``)."""
-    if not settings.staging.needs_url:
+    if not distinct_needed(settings):
         return
     deadline = time.time() + settings.target.connect_timeout
     try:
@@ -73,13 +73,39 @@ def distinct(settings: Settings, target: pg.Db, staging: pg.Db,
             same = identity.same_database(holder, looker)
     except (PhaseFailed, psycopg.Error) as exc:
         why = exc.message if isinstance(exc, PhaseFailed) else redact(str(exc).strip())
-        raise refusal(f"cannot tell whether staging ({staging}) and production ({target}) are"
-                      f" different databases: {why}; nothing was done.") from exc
+        raise refusal(_cannot_tell(target, staging, why)) from exc
     if same:
-        raise refusal(f"staging ({staging}, from ${settings.staging.url_env}) reaches"
-                      f" production ({target}, from ${settings.target.url_env}): one database"
-                      " under two names. Nothing was done; point the staging variable at"
-                      ' another database, or rehearse on a copy ([staging] mode = "clone").')
+        raise refusal(_one_database(settings, target, staging))
+
+
+def distinct_needed(settings: Settings) -> bool:
+    """Whether staging is a database of its own, to be told apart from production."""
+    return settings.staging.needs_url
+
+
+def distinct_on(settings: Settings, holder: psycopg.Connection[Any],
+                looker: psycopg.Connection[Any], *, target: pg.Db, staging: pg.Db,
+                refusal: type[WindowError] = GateRefused) -> None:
+    """``distinct`` on connections already open (preflight asks them more): ``holder`` on
+    staging, ``looker`` on production."""
+    try:
+        same = identity.same_database(holder, looker)
+    except psycopg.Error as exc:
+        raise refusal(_cannot_tell(target, staging, redact(str(exc).strip()))) from exc
+    if same:
+        raise refusal(_one_database(settings, target, staging))
+
+
+def _cannot_tell(target: pg.Db, staging: pg.Db, why: str) -> str:
+    return (f"cannot tell whether staging ({staging}) and production ({target}) are different"
+            f" databases: {why}; nothing was done.")
+
+
+def _one_database(settings: Settings, target: pg.Db, staging: pg.Db) -> str:
+    return (f"staging ({staging}, from ${settings.staging.url_env}) reaches production"
+            f" ({target}, from ${settings.target.url_env}): one database under two names."
+            " Nothing was done; point the staging variable at another database, or rehearse"
+            ' on a copy ([staging] mode = "clone").')
 
 
 def waiting_for(role: str, db: pg.Db) -> Callable[[int, int, str], None]:

@@ -4,12 +4,18 @@ Each child starts a new session (so its process group is its own and a terminal'
 reaches only the window); its pid, group and kernel start time go into the journal before we
 wait on it, so a later ``resume`` or ``abort`` can find it if the window process dies. Past the
 deadline, or on abort or interrupt, the whole group is terminated, then killed.
+
+The child's exit wakes the window at once: it waits on the child's pidfd (Linux 5.3+), which
+becomes readable when the child exits, for at most ``POLL_SECONDS`` between two looks at
+``hooks.poll``; where there is no pidfd, ``Popen.wait`` polls instead (up to 50 ms late).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -17,10 +23,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import crash
-from orchestrator.config import Command
 from orchestrator.errors import PhaseFailed, PhaseTimeout
+
+if TYPE_CHECKING:
+    from orchestrator.config import Command
 
 OUTPUT_LIMIT = 128 * 1024  # kept per stream; the journal keeps less, after redaction
 POLL_SECONDS = 0.1
@@ -89,7 +98,7 @@ def run(command: Command, *, env: Mapping[str, str], cwd: Path, deadline: float,
     try:
         _wait(child, deadline, hooks.poll, label or describe(command))
     except BaseException:
-        stop_group(child.pid)
+        stop_group(child.pid, leader=child)
         with contextlib.suppress(subprocess.TimeoutExpired):  # unkillable: do not hang on it
             child.wait(timeout=GRACE_SECONDS)
         hooks.ended(child_id, child.returncode, stdout.text() + stderr.text())
@@ -102,23 +111,63 @@ def run(command: Command, *, env: Mapping[str, str], cwd: Path, deadline: float,
 
 def _wait(child: subprocess.Popen[bytes], deadline: float, poll: Callable[[], None],
           label: str) -> None:
-    while child.poll() is None:
-        poll()
-        if time.time() >= deadline:
-            raise PhaseTimeout(f"`{label}` was still running at its deadline and was killed.")
-        with contextlib.suppress(subprocess.TimeoutExpired):  # returns as soon as it exits
-            child.wait(timeout=POLL_SECONDS)
+    with ExitWatch(child) as watch:
+        while child.poll() is None:
+            poll()
+            left = deadline - time.time()
+            if left <= 0:
+                raise PhaseTimeout(f"`{label}` was still running at its deadline and was"
+                                   " killed.")
+            watch.wait(min(POLL_SECONDS, left))
 
 
-def stop_group(pgid: int, grace: float = GRACE_SECONDS) -> None:
-    """SIGTERM the group, give it ``grace`` seconds, then SIGKILL what is left."""
+class ExitWatch:
+    """Waits for a child's exit: on its pidfd where the kernel has them, so the wait ends the
+    moment the child exits; else through ``Popen.wait``'s own polling."""
+
+    def __init__(self, child: subprocess.Popen[bytes]) -> None:
+        self._child = child
+        self.pidfd: int | None = None
+        self._poller: select.poll | None = None
+        with contextlib.suppress(AttributeError, OSError):  # no pidfd_open, or an old kernel
+            self.pidfd = os.pidfd_open(child.pid)
+            self._poller = select.poll()
+            self._poller.register(self.pidfd, select.POLLIN)
+
+    def wait(self, seconds: float) -> None:
+        """Until the child exits or ``seconds`` pass; the caller asks ``poll()`` which."""
+        if self._poller is not None:
+            self._poller.poll(max(1, math.ceil(seconds * 1000)))
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._child.wait(timeout=seconds)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd, self._poller = None, None
+
+    def __enter__(self) -> ExitWatch:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def stop_group(pgid: int, grace: float = GRACE_SECONDS,
+               leader: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM the group, give it ``grace`` seconds, then SIGKILL what is left. ``leader``, our
+    own child that leads the group, is reaped as it exits: unreaped, it would keep the group
+    alive to the end of the grace."""
     if not _signal_group(pgid, signal.SIGTERM):
         return
     end = time.monotonic() + grace
     while time.monotonic() < end:
+        if leader is not None:
+            leader.poll()
         if not _signal_group(pgid, 0):
             return
-        time.sleep(POLL_SECONDS)
+        time.sleep(0.01 if leader is not None else POLL_SECONDS)
     _signal_group(pgid, signal.SIGKILL)
 
 
@@ -145,6 +194,7 @@ class _Collector:
         self._chunks: list[bytes] = []
         self._size = 0
         self._cut = False
+        self._pipe = pipe
         self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
         self._thread.start()
 
@@ -164,6 +214,8 @@ class _Collector:
     def text(self) -> str:
         # A grandchild that kept the pipe open must not hold the window: wait briefly only.
         self._thread.join(timeout=1.0)
+        if not self._thread.is_alive():  # read to its end: closed (else its reader owns it)
+            self._pipe.close()  # type: ignore[attr-defined]
         return _shown(b"".join(self._chunks), cut=self._cut)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.config import Settings
-from orchestrator.engine import eta, holding, proc
+from orchestrator.engine import eta
 from orchestrator.engine.facts import (
     BACKUP,
     BASELINE,
@@ -28,7 +27,9 @@ from orchestrator.engine.journal import Journal
 from orchestrator.engine.machine import FORWARD, TERMINAL, State
 from orchestrator.engine.rows import PhaseRow, PhaseStatus, Run
 from orchestrator.errors import UsageError, WindowError
-from orchestrator.store import lease
+
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
 
 
 def _iso(ts: float | None) -> str | None:
@@ -38,6 +39,9 @@ def _iso(ts: float | None) -> str | None:
 def show(settings: Settings, as_json: bool) -> str:
     """``window status``: kept to what it needs, so it answers at once mid-window. With the
     S3 state backend, the shared journal and lease: the same answer on every machine."""
+    from orchestrator.engine import holding  # the state's stores: not for a finished window
+    from orchestrator.store import lease
+
     journal = holding.reader(settings)
     run = journal.latest_run() if journal else None
     if journal is None or run is None:
@@ -78,6 +82,8 @@ def _production_missing(settings: Settings, run: Run) -> str | None:
 
 
 def process_alive(run: Run) -> bool:
+    from orchestrator.engine import proc  # subprocess and threads: only for a running window
+
     return bool(run.pid) and proc.start_ticks(run.pid or 0) == run.pid_start
 
 
@@ -85,7 +91,8 @@ def status(journal: Journal, run: Run, settings: Settings | None = None, *,
            alive: bool | None = None) -> dict[str, Any]:
     """``settings`` (the window's config) adds the ETA; ``alive`` says whether a process
     drives the run (from the lease, when it may run on another machine)."""
-    alive = process_alive(run) if alive is None else alive
+    if alive is None:  # an ended window is driven by nobody, whatever its pid says now
+        alive = run.state not in TERMINAL and process_alive(run)
     crashed = run.state not in TERMINAL and not alive
     rows = journal.phases(run.run_id)
     phases = [_phase(p, crashed) for p in rows]

@@ -10,6 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -36,9 +37,11 @@ def run_all(ctx: Context, db: pg.Db, migrate_phase: str) -> list[Outcome]:
     that did not pass. ``migrate_phase`` names the phase whose migrate command's sessions
     must all be gone by now."""
     outcomes = [run_one(ctx, check, db) for check in ctx.settings.checks]
-    for name in ctx.settings.builtin_checks:
-        outcomes.append(_tool_state(ctx, db) if name == "migration-tool-state"
-                        else _builtin(ctx, name, BUILTIN_QUERIES[name], db, migrate_phase))
+    if builtin := ctx.settings.builtin_checks:
+        with ctx.connect(db) as conn:  # one session asks them all
+            outcomes += [_tool_state(ctx, conn, db) if name == "migration-tool-state"
+                         else _builtin(ctx, conn, name, BUILTIN_QUERIES[name], migrate_phase)
+                         for name in builtin]
     failed = [o for o in outcomes if not o.passed]
     if failed:
         reasons = "; ".join(f"{o.name}: {o.detail}" for o in failed)
@@ -100,26 +103,24 @@ BUILTIN_QUERIES = {
 }
 
 
-def _builtin(ctx: Context, name: str, query: str, db: pg.Db, migrate_phase: str) -> Outcome:
+def _builtin(ctx: Context, conn: psycopg.Connection[Any], name: str, query: str,
+             migrate_phase: str) -> Outcome:
     # A backend leaves pg_stat_activity a moment after its client has gone: look again
     # for a short while before calling a finding real.
     settle = time.monotonic() + BUILTIN_SETTLE_SECONDS
-    with ctx.connect(db) as conn:
-        while True:
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            row = conn.execute(query, {"app": f"window/{ctx.run_id}/{migrate_phase}"}
-                               ).fetchone()
-            found = str(row[0]) if row else ""
-            if not found or time.monotonic() >= settle:
-                break
-            time.sleep(0.2)
+    while True:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(query, {"app": f"window/{ctx.run_id}/{migrate_phase}"}).fetchone()
+        found = str(row[0]) if row else ""
+        if not found or time.monotonic() >= settle:
+            break
+        time.sleep(0.2)
     return _builtin_outcome(ctx, name, f"found: {found}" if found else "")
 
 
-def _tool_state(ctx: Context, db: pg.Db) -> Outcome:
+def _tool_state(ctx: Context, conn: psycopg.Connection[Any], db: pg.Db) -> Outcome:
     """The migration tool's own table: no failed migration, nothing left pending."""
-    with ctx.connect(db) as conn:
-        state = migrations.read_configured(conn, ctx.settings, db.schema)
+    state = migrations.read_configured(conn, ctx.settings, db.schema)
     return _builtin_outcome(ctx, "migration-tool-state", "; ".join(state.problems()),
                             f"{state.table}: no failed migration"
                             + (", nothing pending" if state.pending is not None else ""))

@@ -413,7 +413,7 @@ def test_the_install_step_installs_exactly_this_tool_pinned(tmp_path: Path) -> N
     # The pin is this checkout's version, under the name it is distributed by.
     assert importlib.metadata.version("pgwindow") == __version__
     assert importlib.metadata.distribution("pgwindow").entry_points.select(
-        group="console_scripts")["window"].value == "orchestrator.cli.app:main"
+        group="console_scripts")["window"].value == "orchestrator.cli.light:main"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert pyproject["project"]["name"] == "pgwindow"
     assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {

@@ -16,7 +16,7 @@ from orchestrator import config, log
 from orchestrator.engine import machine
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.rows import PhaseStatus
-from orchestrator.reporting import live
+from orchestrator.reporting import live, panel
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until
 
@@ -40,8 +40,8 @@ def journal(settings: config.Settings) -> Journal:
 
 def screen(journal: Journal, settings: config.Settings, after: float) -> str:
     out = io.StringIO()
-    terminal = live.Console(file=out, force_terminal=True, width=120, color_system=None)
-    terminal.print(live.render(journal, RUN, settings, now=time.time() + after))
+    terminal = panel.Console(file=out, force_terminal=True, width=120, color_system=None)
+    terminal.print(panel.render(journal, RUN, settings, now=time.time() + after))
     return out.getvalue()
 
 
@@ -82,7 +82,7 @@ def test_no_panel_off_a_terminal(journal: Journal, settings: config.Settings,
 def test_panel_keeps_log_lines_above_itself(journal: Journal,
                                             settings: config.Settings) -> None:
     out = io.StringIO()
-    terminal = live.Console(file=out, force_terminal=True, width=120, color_system=None)
+    terminal = panel.Console(file=out, force_terminal=True, width=120, color_system=None)
     with live.live_view(journal, RUN, settings, console=terminal):
         print("phase_started phase=backup")
         wait_until(lambda: "staging_dry_run" in out.getvalue(), "the panel drawn", seconds=30)
@@ -123,7 +123,7 @@ def test_json_lines_are_redacted_audit_events(out: io.StringIO) -> None:
 def test_the_last_frame_shows_how_the_window_ended(journal: Journal,
                                                   settings: config.Settings) -> None:
     out = io.StringIO()
-    terminal = live.Console(file=out, force_terminal=True, width=120, color_system=None)
+    terminal = panel.Console(file=out, force_terminal=True, width=120, color_system=None)
     with live.live_view(journal, RUN, settings, console=terminal):
         wait_until(lambda: "staging_dry_run" in out.getvalue(), "the panel drawn", seconds=30)
         journal.conclude_phase(RUN, "staging_dry_run", PhaseStatus.FAILED, "staging broke",
