@@ -21,6 +21,7 @@ COMPLETES = [
     "journal.record_rehearsal#1",
     "journal.conclude_phase.staging_dry_run#1",
     "journal.start_phase.backup#1",
+    "journal.put.follow#1",  # the mode: off here (the shop's role may not replicate)
     "journal.child_started.backup#1",
     "process.exited.pg_dump#1",
     "journal.child_ended#3",
