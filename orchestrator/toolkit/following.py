@@ -218,6 +218,9 @@ def _wait_applied(ctx: Context, facts: FollowFacts) -> str:
     live = sys.stderr.isatty()
     with ctx.connect(ctx.target) as production:
         _check_schema(production, facts)
+        if follow.subscription_database(production, ctx.run_id) is None:
+            raise _FallBack("the standby no longer follows production (its subscription is"
+                            " gone: the window was interrupted while it let go)")
         target = follow.current_lsn(production)
         while True:
             lag = follow.lag_bytes(production, slot, target)

@@ -11,7 +11,7 @@ import time
 import psycopg
 
 from orchestrator.commands import demo
-from orchestrator.postgres.cluster import Cluster
+from tests.support.following import left_on_server
 from tests.support.shop import Shop
 
 PASSWORD = "f0llow-pw"  # a throwaway cluster's role
@@ -66,19 +66,6 @@ def configure(shop: Shop, *, failing: bool = True, banner_sql: str = AFTER_SNAPS
         shop.config.write_text(shop.config.read_text().replace("jobs = 2\n",
                                                                f"jobs = 2\n{backup}\n", 1))
     (shop.folder / "after.sql").write_text(banner_sql)
-
-
-def left_on_server(cluster: Cluster) -> list[str]:
-    """The window's slots, subscriptions and publications, anywhere on the cluster."""
-    found = cluster.psql("SELECT string_agg(slot_name, ' ') FROM pg_replication_slots"
-                         " WHERE slot_name LIKE 'window\\_%'").split()
-    found += cluster.psql("SELECT string_agg(subname, ' ') FROM pg_subscription"
-                          " WHERE subname LIKE 'window\\_%'").split()
-    for db in cluster.psql("SELECT string_agg(datname, ' ') FROM pg_database"
-                           " WHERE datallowconn").split():
-        found += cluster.psql("SELECT string_agg(pubname, ' ') FROM pg_publication WHERE"
-                              " pubname LIKE 'window\\_%'", dbname=db).split()
-    return found
 
 
 def test_writes_after_the_snapshot_survive_a_rollback(shop: Shop) -> None:
