@@ -89,7 +89,7 @@ def test_writes_after_the_snapshot_survive_a_rollback(shop: Shop) -> None:
     assert not shop.has_column("orders", "status"), "the migration was rolled back"
     assert "a rollback loses no write" in said, said
     assert "writes_discarded" not in said
-    assert left_on_server(shop.cluster) == []
+    assert left_on_server(shop.cluster, shop.prod_db) == []
 
 
 def test_a_completed_window_leaves_nothing_and_production_keeps_updating(shop: Shop) -> None:
@@ -101,7 +101,7 @@ def test_a_completed_window_leaves_nothing_and_production_keeps_updating(shop: S
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert shop.has_column("orders", "status")
-    assert left_on_server(shop.cluster) == []
+    assert left_on_server(shop.cluster, shop.prod_db) == []
     shop.cluster.psql(UNREPLICABLE, dbname=shop.prod_db)  # no replica identity: still works
 
 
@@ -117,7 +117,7 @@ def test_an_update_without_a_replica_identity_works_and_is_reported_lost(shop: S
     assert "the standby differs from production in public.visits" in said, said
     assert "writes_discarded" in said and "public.visits" in said, said
     assert shop.sql("SELECT count(*) FROM visits WHERE page = '/home'") == 0
-    assert left_on_server(shop.cluster) == []
+    assert left_on_server(shop.cluster, shop.prod_db) == []
 
 
 def test_without_replication_the_window_says_so_and_reports_the_gap(shop: Shop) -> None:
@@ -133,7 +133,7 @@ def test_without_replication_the_window_says_so_and_reports_the_gap(shop: Shop) 
     assert reason in said and done.returncode == 1, said
     assert "writes_discarded" in said, said
     assert shop.sql("SELECT count(*) FROM orders WHERE customer = 'after the snapshot'") == 0
-    assert left_on_server(shop.cluster) == []
+    assert left_on_server(shop.cluster, shop.prod_db) == []
 
 
 def test_follow_off_is_named_by_plan(shop: Shop) -> None:
@@ -155,7 +155,7 @@ def test_ddl_after_the_snapshot_falls_back(shop: Shop) -> None:
     said = done.stdout + done.stderr
     assert "production's tables changed (DDL) during the backup" in said, said
     assert done.returncode == 1 and "writes_discarded" in said, said
-    assert left_on_server(shop.cluster) == []
+    assert left_on_server(shop.cluster, shop.prod_db) == []
 
 
 def test_a_catch_up_past_its_limit_falls_back(shop: Shop) -> None:
@@ -176,7 +176,7 @@ def test_a_catch_up_past_its_limit_falls_back(shop: Shop) -> None:
     said = done.stdout + done.stderr
     assert "follow_catch_up" in said and "bytes behind" in said, said
     assert done.returncode == 1 and "writes_discarded" in said, said
-    assert left_on_server(shop.cluster) == []
+    assert left_on_server(shop.cluster, shop.prod_db) == []
 
 
 def test_no_loss_under_load_during_the_backup(shop: Shop) -> None:
@@ -218,4 +218,21 @@ def test_no_loss_under_load_during_the_backup(shop: Shop) -> None:
                 f" FROM {table}"
         assert shop.cluster.psql(query, dbname=retained) == \
             shop.cluster.psql(query, dbname=shop.prod_db), table
-    assert left_on_server(shop.cluster) == []
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
+def test_what_an_earlier_window_left_is_named_by_plan_and_status(shop: Shop) -> None:
+    left = "window_20200101_000000_abcd"
+    with psycopg.connect(shop.prod_url, autocommit=True) as conn:  # as the shop's owner
+        conn.execute(f"CREATE PUBLICATION {left} FOR TABLE orders")  # type: ignore[arg-type]
+    configure(shop, failing=False, banner_sql="SELECT 1;")
+    done = shop.run_window()
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    plan, status = shop.window("plan"), shop.window("status")
+
+    drop = f'in {shop.prod_db}, DROP PUBLICATION "{left}"'
+    assert f"left by an earlier window: publication {left}" in plan.stdout, plan.stdout
+    assert drop in plan.stdout and drop in status.stdout, status.stdout
+    shop.cluster.psql(f'DROP PUBLICATION "{left}"', dbname=shop.prod_db)
+    assert left not in shop.window("status").stdout
