@@ -170,7 +170,8 @@ def _assert_nothing_left(shop: Shop) -> None:
     assert sessions == "0", "a session of the window is still open"
     left = shop.databases(f"{shop.prod_db}_window_%") + shop.databases("%_rehearsal_%")
     assert not left, f"scratch databases left: {left}"
-    assert left_on_server(shop.cluster, shop.prod_db) == [], "a slot, subscription or publication is left"
+    assert left_on_server(shop.cluster, shop.prod_db) == [], "a slot, subscription or" \
+        " publication is left"
 
 
 def _schema(cluster: Cluster, dbname: str) -> str:
