@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 
 from orchestrator.commands import demo
+from orchestrator.postgres.cluster import Cluster
 from tests.support.following import left_on_server
 from tests.support.shop import Shop
 
@@ -236,3 +238,28 @@ def test_what_an_earlier_window_left_is_named_by_plan_and_status(shop: Shop) -> 
     assert drop in plan.stdout and drop in status.stdout, status.stdout
     shop.cluster.psql(f'DROP PUBLICATION "{left}"', dbname=shop.prod_db)
     assert left not in shop.window("status").stdout
+
+
+def test_wal_level_below_logical_is_named_by_plan_and_the_run(tmp_path: Path) -> None:
+    """A server of its own (wal_level is set at start): the window goes on as before, and
+    says why the standby does not follow."""
+    server = Cluster().init()  # in a folder the postgres user may reach
+    with (server.data / "postgresql.conf").open("a") as conf:
+        conf.write("wal_level = replica\n")
+    server.start()
+    try:
+        shop = Shop(server, tmp_path / "project", "shop", "shop_staging",
+                    demo.create_shop(server, "shop"), demo.create_shop(server, "shop_staging"))
+        following_role(shop)
+        configure(shop, banner_sql="INSERT INTO orders (customer) VALUES ('lost');")
+
+        plan, done = shop.window("plan"), shop.run_window()
+
+        said = done.stdout + done.stderr
+        reason = "wal_level is replica on production, not logical"
+        assert reason in plan.stdout, plan.stdout + plan.stderr
+        assert reason in said and done.returncode == 1, said
+        assert "writes_discarded" in said
+        assert shop.sql("SELECT count(*) FROM orders WHERE customer = 'lost'") == 0
+    finally:
+        server.destroy()
