@@ -198,9 +198,12 @@ def subscribe(conn: psycopg.Connection[Any], run_id: str, source: str,
     """In the standby ``conn`` is on: this run's subscription to the slot created with the
     dump (dropped first: a step entered again)."""
     unsubscribe(conn, run_id)
+    # synchronous_commit on: the position the subscriber confirms is what it has applied,
+    # at once; off (a subscription's default), it lags by up to a second of its wake-ups,
+    # which users would wait through behind the banner.
     conn.execute(sql.SQL(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false,"
-        " slot_name = {}, copy_data = false)").format(
+        " slot_name = {}, copy_data = false, synchronous_commit = on)").format(
             sql.Identifier(names(run_id).subscription), sql.Literal(source),
             sql.SQL(", ").join(map(sql.Identifier, publications)),
             sql.Literal(names(run_id).slot)))

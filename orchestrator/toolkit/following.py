@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -185,7 +186,8 @@ def _reseal(ctx: Context, facts: FollowFacts) -> None:
 def catch_up(ctx: Context) -> str:
     """Behind the banner, production drained: the standby applies the rest, bounded by
     ``[backup] follow_catch_up``; then it is detached and sealed, sequences copied and the
-    tables that took writes compared. What happened, in words (empty when not following)."""
+    tables that took writes compared. What happened, in words (empty when not following).
+    Users wait through it: one connection to each side does it all but the comparison."""
     facts = ctx.journal.get(ctx.run_id, FOLLOW)
     if facts is None or facts.get("mode") != "follow":
         return ""
@@ -194,76 +196,100 @@ def catch_up(ctx: Context) -> str:
             fall_back(ctx, "the standby never subscribed")
         return str(facts.get("reason", ""))
     started = time.monotonic()
+    standby = str(facts.get("standby"))
+    took: dict[str, float] = {}
+
+    def step(name: str, since: float) -> float:
+        took[name] = round(time.monotonic() - since, 3)
+        return time.monotonic()
+
     try:
-        applied = _wait_applied(ctx, facts)
-        stop(ctx)
-        sequences = _copy_sequences(ctx, str(facts.get("standby")))
-        compared = _compare_written(ctx, str(facts.get("standby")))
-    except (psycopg.Error, _FallBack) as exc:
+        with ctx.connect(ctx.target) as production, \
+                ctx.connect(ctx.target.on(standby)) as copy:
+            applied = _wait_applied(ctx, facts, production)
+            since = step("applied_s", started)
+            _let_go(ctx, production, copy)
+            since = step("let_go_s", since)
+            follow.set_sequences(copy, values := follow.sequence_values(production))
+            written = _written(ctx, production)
+        since = step("sequences_s", since)
+        compared = _compare(ctx, standby, written)
+        since = step("compared_s", since)
+    except (psycopg.Error, PhaseFailed, _FallBack) as exc:
         fall_back(ctx, _message(exc) if isinstance(exc, psycopg.Error) else str(exc))
         return str((ctx.journal.get(ctx.run_id, FOLLOW) or {}).get("reason", ""))
     _reseal(ctx, facts)
+    step("sealed_s", since)
     facts.update(FollowFacts(state="caught_up", catch_up_s=round(time.monotonic() - started, 3),
-                             applied_lsn=applied, sequences=sequences, compared=compared))
+                             applied_lsn=applied, sequences=len(values), compared=compared))
     _put(ctx, facts)
     ctx.log.info("standby_caught_up", catch_up_s=facts["catch_up_s"], applied_lsn=applied,
-                 sequences=sequences, compared=len(compared))
+                 sequences=len(values), compared=len(compared), **took)
     return ""
 
 
-def _wait_applied(ctx: Context, facts: FollowFacts) -> str:
+def _wait_applied(ctx: Context, facts: FollowFacts, production: psycopg.Connection[Any]
+                  ) -> str:
     """Production's current position, once the slot's subscriber has applied it."""
     limit = time.monotonic() + min(ctx.settings.backup.follow_catch_up, ctx.remaining())
     slot = str(facts.get("slot"))
     live = sys.stderr.isatty()
-    with ctx.connect(ctx.target) as production:
-        _check_schema(production, facts)
-        if follow.subscription_database(production, ctx.run_id) is None:
-            raise _FallBack("the standby no longer follows production (its subscription is"
-                            " gone: the window was interrupted while it let go)")
-        target = follow.current_lsn(production)
-        while True:
-            lag = follow.lag_bytes(production, slot, target)
-            if lag is None:
-                raise _FallBack(f"the slot {slot} is gone")
+    _check_schema(production, facts)
+    if follow.subscription_database(production, ctx.run_id) is None:
+        raise _FallBack("the standby no longer follows production (its subscription is"
+                        " gone: the window was interrupted while it let go)")
+    target = follow.current_lsn(production)
+    while True:
+        lag = follow.lag_bytes(production, slot, target)
+        if lag is None:
+            raise _FallBack(f"the slot {slot} is gone")
+        if live:
+            sys.stderr.write(f"\r  standby catching up: {lag} bytes behind   ")
+            sys.stderr.flush()
+        if lag == 0:
             if live:
-                sys.stderr.write(f"\r  standby catching up: {lag} bytes behind   ")
-                sys.stderr.flush()
-            if lag == 0:
-                if live:
-                    sys.stderr.write("\n")
-                return target
-            if time.monotonic() >= limit:
-                ctx.log.warning("follow_catch_up_exceeded", lag_bytes=lag,
-                                limit_s=ctx.settings.backup.follow_catch_up)
-                raise _FallBack(f"the standby was still {lag} bytes behind after"
-                                f" {ctx.settings.backup.follow_catch_up:g} s ([backup]"
-                                " follow_catch_up)")
-            ctx.poll()
-            time.sleep(POLL_SECONDS)
+                sys.stderr.write("\n")
+            return target
+        if time.monotonic() >= limit:
+            ctx.log.warning("follow_catch_up_exceeded", lag_bytes=lag,
+                            limit_s=ctx.settings.backup.follow_catch_up)
+            raise _FallBack(f"the standby was still {lag} bytes behind after"
+                            f" {ctx.settings.backup.follow_catch_up:g} s ([backup]"
+                            " follow_catch_up)")
+        ctx.poll()
+        time.sleep(POLL_SECONDS)
 
 
-def _copy_sequences(ctx: Context, standby: str) -> int:
-    with ctx.connect(ctx.target) as production:
-        values = follow.sequence_values(production)
-    with ctx.connect(ctx.target.on(standby)) as copy:
-        follow.set_sequences(copy, values)
-    return len(values)
+def _let_go(ctx: Context, production: psycopg.Connection[Any],
+            copy: psycopg.Connection[Any]) -> None:
+    """The subscription detached and dropped, then the slot and the publications."""
+    names = follow.names(ctx.run_id)
+    follow.unsubscribe(copy, ctx.run_id)
+    crash.point("pg.follow.unsubscribed")
+    follow.drop_slot(production, names.slot)
+    crash.point("pg.follow.slot_dropped")
+    follow.drop_publications(production, ctx.run_id)
+    ctx.log.info("follow_dropped", slot=names.slot, subscription=names.subscription)
 
 
-def _compare_written(ctx: Context, standby: str) -> list[str]:
-    """The tables that took writes since the snapshot (the write counters), equal on both
-    sides (rows and checksums), or a fall-back naming those that differ."""
+def _written(ctx: Context, production: psycopg.Connection[Any]) -> list[pg.Table]:
+    """The tables that took writes since the snapshot, by the write counters."""
     backup = ctx.journal.get(ctx.run_id, BACKUP)
     if backup is None:
         raise _FallBack("no backup was recorded")
     before = backup["writes"]["tables"]
-    with ctx.connect(ctx.target) as production:
-        now = write_counters(production)["tables"]
-        tables = [t for t in pg.user_tables(production)
-                  if now.get(t.qualified, 0) != before.get(t.qualified, 0)]
-    here = describe(ctx, ctx.target, tables)
-    there = describe(ctx, ctx.target.on(standby), tables)
+    now = write_counters(production)["tables"]
+    return [t for t in pg.user_tables(production)
+            if now.get(t.qualified, 0) != before.get(t.qualified, 0)]
+
+
+def _compare(ctx: Context, standby: str, tables: list[pg.Table]) -> list[str]:
+    """``tables`` equal on both sides (rows and checksums, both sides at once), or a
+    fall-back naming those that differ."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sides = [pool.submit(describe, ctx, db, tables)
+                 for db in (ctx.target, ctx.target.on(standby))]
+        here, there = (side.result() for side in sides)
     if wrong := sorted(t for t in here if here[t] != there.get(t)):
         raise _FallBack(f"the standby differs from production in {', '.join(wrong[:5])}"
                         " (an UPDATE or DELETE on a table without a replica identity is not"
