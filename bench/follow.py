@@ -1,8 +1,9 @@
 """``python -m bench.follow``: what a rollback loses under load, with the standby following
 production (``[backup] follow = "auto"``) and without (``"off"``), side by side.
 
-On a throwaway cluster, the demo shop takes inserts, updates and deletes from a writer at
-``BENCH_WRITES`` per second (default 300) from before the window starts until its banner
+On a throwaway cluster, the demo shop (its orders grown to ``BENCH_GB`` GiB when given)
+takes inserts, updates and deletes from a writer at ``BENCH_WRITES`` per second (default 300)
+from before the window starts until its banner
 goes up; the window's migration fails on production, so it rolls back by swap. Then every
 table of production is compared with the retained database (production as it was at the
 banner, the migration's own table aside), rows and checksums: the rows lost are counted,
@@ -63,6 +64,8 @@ class Writer(threading.Thread):
 def one_window(cluster: Cluster, mode: str, rate: float, folder: Path) -> dict[str, Any]:
     dbname = f"shop_{mode}"
     prod = demo.create_shop(cluster, dbname)
+    if gigabytes := float(os.environ.get("BENCH_GB", "0")):
+        grow(prod, gigabytes)
     staging = demo.create_shop(cluster, f"{dbname}_staging")
     config = windows.write(folder, "swap")
     config.write_text(config.read_text().replace(
@@ -92,11 +95,20 @@ def one_window(cluster: Cluster, mode: str, rate: float, folder: Path) -> dict[s
             "gap": (status.get("rollback") or {}).get("write_gap")}
 
 
+def grow(url: str, gigabytes: float) -> None:
+    """The shop's orders grown to about ``gigabytes`` GiB (rows of ~450 bytes)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders (customer, placed_at) SELECT 'bulk ' || i ||"
+                     " repeat('x', 400), now() FROM generate_series(1, %s) i",
+                     (int(gigabytes * 2_200_000),))
+        conn.execute("VACUUM (ANALYZE)")
+
+
 def _rows_missing(cluster: Cluster, retained: str, production: str, table: str) -> int:
     """Rows of the retained database (production at the banner) that production, rolled
     back, does not hold as they were: inserted, updated or deleted rows lost."""
     columns = COLUMNS[table]
-    query = f"SELECT ({columns})::text FROM {table}"
+    query = f"SELECT md5(({columns})::text) FROM {table}"
     at_banner = set(cluster.psql(query, dbname=retained).splitlines())
     now = set(cluster.psql(query, dbname=production).splitlines())
     return len(at_banner ^ now)
