@@ -51,7 +51,8 @@ def show(settings: Settings, as_json: bool) -> str:
                     alive=holder.live() if holder else None)
     if holder is not None:
         report["lease"] = holder.as_status()
-    report["left_on_server"] = _left_on_server(settings, run)
+    # Mid-window status answers from the journal alone: the running window cleans up itself.
+    report["left_on_server"] = _left_on_server(settings, run) if report["pid"] is None else []
     if run.state in (State.ROLLBACK, State.NEEDS_ATTENTION) and (
             missing := _production_missing(settings, run)):
         report["production_missing"] = missing
