@@ -144,7 +144,23 @@ def subscribe(ctx: Context) -> None:
         return
     facts["state"] = "following"
     _put(ctx, facts)
-    ctx.log.info("standby_following", standby=standby, subscription=facts.get("subscription"))
+    ctx.log.info("standby_following", standby=standby, subscription=facts.get("subscription"),
+                 **_replay_backlog(ctx, str(facts.get("slot"))))
+
+
+def _replay_backlog(ctx: Context, slot: str) -> dict[str, Any]:
+    """What production wrote during the dump and the proof, applied before the banner goes
+    up (users do not wait for it), within ``follow_catch_up`` at most: whatever is left is
+    the catch-up's."""
+    started = time.monotonic()
+    limit = started + min(ctx.settings.backup.follow_catch_up, ctx.remaining() / 2)
+    with ctx.connect(ctx.target) as production:
+        target = follow.current_lsn(production)
+        while (lag := follow.lag_bytes(production, slot, target)) and \
+                time.monotonic() < limit:
+            ctx.poll()
+            time.sleep(POLL_SECONDS * 4)
+    return {"backlog_lag_bytes": lag, "backlog_s": round(time.monotonic() - started, 3)}
 
 
 class _FallBack(Exception):  # a reason to fall back, never raised out of this module
