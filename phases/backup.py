@@ -18,17 +18,26 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from psycopg import IsolationLevel
 
 from orchestrator.engine import proc
 from orchestrator.engine.context import Context
-from orchestrator.engine.facts import BACKUP, BackupFacts, RecomputedView, recomputed_words
+from orchestrator.engine.facts import (
+    BACKUP,
+    FOLLOW,
+    BackupFacts,
+    RecomputedView,
+    follow_words,
+    recomputed_words,
+)
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import archive, databases, pg, tools
 from orchestrator.postgres.figures import write_counters
+from orchestrator.toolkit import following
 from orchestrator.toolkit.dumps import (
     archive_path,
     compare_with_backup,
@@ -51,14 +60,14 @@ class Backup:
             return self._snapshot(ctx)
         path = archive_path(ctx)
         self._start_over(ctx, path)
-        with ctx.connect(ctx.target, autocommit=False) as conn:
+        with ctx.connect(ctx.target, autocommit=False) as conn, ExitStack() as held:
             # Counters first: a commit between the two is reported as lost when it is not,
             # never the other way round.
             writes = write_counters(conn)
             conn.commit()
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
-            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-            snapshot = str(row[0]) if row else ""
+            # This run's slot's snapshot where the standby will follow production.
+            snapshot = held.enter_context(following.snapshot(ctx, conn))
             tables, views = pg.user_tables(conn), pg.populated_matviews(conn)
             major = pg.server_major(conn)
             started = time.monotonic()
@@ -87,13 +96,15 @@ class Backup:
             facts["standby"], facts["recomputed_views"] = self._prove(ctx, path, facts)
             facts["verified"] = True
             ctx.journal.put(ctx.run_id, BACKUP, facts)
+            following.subscribe(ctx)
         if ctx.settings.backup_s3_uri:
             facts["s3_uri"] = self._upload(ctx, path, manifest)
             ctx.journal.put(ctx.run_id, BACKUP, facts)
         rows = sum(t["rows"] for t in figures.values())
         return PhaseResult(f"{len(figures)} tables, {rows} rows, {facts['size_bytes']} bytes in"
                            f" {path}" + (", verified by restore" if facts["verified"] else "")
-                           + recomputed_summary(facts.get("recomputed_views", [])))
+                           + recomputed_summary(facts.get("recomputed_views", []))
+                           + _said(follow_words(ctx.journal.get(ctx.run_id, FOLLOW))))
 
     @staticmethod
     def _upload(ctx: Context, path: Path, manifest: Path) -> str:
@@ -123,7 +134,9 @@ class Backup:
 
     def finish(self, ctx: Context, state: str) -> None:
         """After a completed or aborted window the standby copy has served its purpose; after
-        a rollback it is production, and after needs_attention a person may want it."""
+        a rollback it is production, and after needs_attention a person may want it. This
+        run's slot, subscription and publications go at every end."""
+        following.finish(ctx)
         if state not in ("completed", "aborted"):
             return
         name = standby_name(ctx.target.dbname, ctx.run_id)
@@ -178,6 +191,10 @@ class Backup:
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise PhaseFailed(f"the archive lacks data for {len(missing)} of {len(tables)}"
                               f" tables: {', '.join(missing[:10])}{more}")
+
+
+def _said(words: str) -> str:
+    return f"; {words}" if words else ""
 
 
 def recomputed_summary(views: list[RecomputedView]) -> str:

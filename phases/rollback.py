@@ -13,7 +13,9 @@ as an archive instead, empties it and restores the archive into it, compared wit
 backup's checksums: slower, the banner up through a dump and a restore.
 
 Writes that reached production after the backup's snapshot are lost by any restore; the
-rollback says which tables took them (they stay in the retained database).
+rollback says which tables took them (they stay in the retained database). Where the standby
+followed production (``[backup] follow``) up to the banner, a swap loses none; a standby
+still following when the rollback begins catches up first.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from orchestrator.engine.facts import (
     BACKUP,
     CLUSTER_BEFORE,
     DATA_LOSS_ACCEPTED,
+    FOLLOW,
     ROLLBACK,
     ROLLBACK_PAUSED,
     WRITES_AT_BANNER,
@@ -36,11 +39,13 @@ from orchestrator.engine.facts import (
     ClusterChange,
     RollbackFacts,
     WriteGap,
+    follow_words,
     rollback_words,
 )
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import cluster_state, databases, pg, replication
+from orchestrator.toolkit import following
 from orchestrator.toolkit.dumps import (
     compare_with_backup,
     dump_into,
@@ -63,6 +68,8 @@ def write_gap(ctx: Context, backup: BackupFacts) -> dict[str, int] | None:
     """Rows written per table between the backup's snapshot and the banner going up; None
     when that is unknown (the banner never came up cleanly enough to measure, or a counter
     went down: statistics reset or lost in a crash)."""
+    if (ctx.journal.get(ctx.run_id, FOLLOW) or {}).get("state") == "caught_up":
+        return {}  # the standby followed production up to the banner
     after = ctx.journal.get(ctx.run_id, WRITES_AT_BANNER)
     if after is None:
         return None
@@ -81,7 +88,8 @@ class Rollback:
         if backup is None:
             raise PhaseFailed("no backup was recorded for this window: nothing to restore from")
         started = time.monotonic()
-        gap = write_gap(ctx, backup)
+        # A standby still following catches up first; nothing of this run's stays behind.
+        gap = {} if following.rolling_back(ctx) else write_gap(ctx, backup)
         self._pause_for_gap(ctx, gap)
         if backup.get("method") == "rds_snapshot":
             self._from_snapshot(ctx, backup, gap, started)
@@ -106,8 +114,10 @@ class Rollback:
             ctx.log.warning("left_on_retained_database", what=what)
         for change in changes:
             ctx.log.warning("cluster_change_not_undone", what=change["what"], undo=change["undo"])
+        lost = "; " + follow_words(ctx.journal.get(ctx.run_id, FOLLOW)) \
+            if gap == {} and method == "swap" else ""
         return PhaseResult(f"production restored {rollback_words(method)}; failed database"
-                           f" kept as {retained}", dict(facts))
+                           f" kept as {retained}{lost}", dict(facts))
 
     @staticmethod
     def _in_place(ctx: Context, backup: BackupFacts) -> str:

@@ -16,9 +16,10 @@ from orchestrator.engine import banners, eta, gates, notify, proc, rehearsals
 from orchestrator.engine.machine import RECOVERY, forward
 from orchestrator.engine.notify import Notifier, render
 from orchestrator.errors import ConfigError, ExitCode, GateRefused, PhaseFailed, UsageError
-from orchestrator.postgres import migrations, pg, privileges, tools
+from orchestrator.postgres import follow, migrations, pg, privileges, tools
 from orchestrator.postgres.migrations import named
 from orchestrator.redact import redact
+from orchestrator.toolkit import following
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class LookedUp:
     programs: str
     pending: list[str]
     rollback: list[str]
+    follow: list[str]
 
 
 def describe(settings: Settings) -> str:
@@ -72,6 +74,7 @@ def plan_text(settings: Settings, target: pg.Db, staging: pg.Db, found: LookedUp
         f"  migrate     {redact(proc.describe(settings.migrate.command))}",
         *found.pending,
         *found.rollback,
+        *found.follow,
         *([f"  tool        {settings.migrate.tool}, its table against"
            f" {settings.migrate.files or '(no files: failures only)'}"]
           if settings.migrate.tool != "none" else []),
@@ -112,6 +115,7 @@ def _looked_up(settings: Settings, target: pg.Db, staging: pg.Db) -> LookedUp:
         path = privileges.rollback_path(
             conn, creates_databases=settings.backup.creates_databases)
         production = _tool_state(settings, conn, target)
+        follows = _follow(settings, conn)
     try:
         programs = ", ".join(f"{name} {tools.find(name, major)}"
                              for name in ("pg_dump", "pg_restore"))
@@ -125,7 +129,21 @@ def _looked_up(settings: Settings, target: pg.Db, staging: pg.Db) -> LookedUp:
     rollback = _rollback(settings, path)
     if path.lacks and settings.backup.method != "rds_snapshot":  # run's preflight stops there
         raise GateRefused(path.refusal())
-    return LookedUp(major, programs, _pending_lines(production, staged), rollback)
+    return LookedUp(major, programs, _pending_lines(production, staged), rollback, follows)
+
+
+def _follow(settings: Settings, conn: psycopg.Connection[Any]) -> list[str]:
+    """Whether the standby will follow production (and why not), and what earlier windows
+    left on the server, with the statements that drop it."""
+    reason = following.why_not(settings, conn)
+    lines = [f"  follow      the standby follows production from the backup's snapshot until"
+             f" the banner (logical replication): a rollback loses no write; up to"
+             f" {settings.backup.follow_catch_up:g}s behind the banner to catch up"
+             if reason is None else
+             f"  follow      off ({reason}): a rollback loses the writes made between the"
+             " backup's snapshot and the banner (reported, kept in the retained database)"]
+    return lines + [f"  warning: left by an earlier window: {left.words()}"
+                    for left in follow.leftovers(conn)]
 
 
 def _tool_state(settings: Settings, conn: psycopg.Connection[Any], db: pg.Db

@@ -134,6 +134,13 @@ class BackupSection(Section):
     # "after_banner" raises the banner before the backup: no write is lost by a rollback, but
     # users wait through the backup and its proof too.
     when: Literal["before_banner", "after_banner"] = "before_banner"
+    # "auto": where production runs wal_level = logical and this role may replicate, the
+    # standby follows production (logical replication) until the banner is up, so a rollback
+    # loses no write; "off": the standby holds the backup's snapshot (the write gap reported).
+    follow: Literal["auto", "off"] = "auto"
+    # How long the standby may take, behind the banner, to apply what production committed
+    # since the snapshot; past it the window goes on as with follow = "off".
+    follow_catch_up: Duration = 30.0
     # The server's write statistics lag behind commits by about a second.
     write_stats_settle: Duration = 1.0
     # Also keep the archive and its manifest off the machine (verified after upload).

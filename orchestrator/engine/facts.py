@@ -88,6 +88,39 @@ class RollbackFacts(TypedDict, total=False):
     cluster_changes: list[ClusterChange]  # what no restore undoes, since preflight
 
 
+class FollowFacts(TypedDict, total=False):
+    """The standby following production (``[backup] follow``): the names of this run's slot,
+    subscription and publications (journaled before any is made, so every end can drop
+    them), how far it went, and why it did not, in words."""
+
+    mode: str  # "follow", or "off" (the reason says why)
+    reason: str
+    state: str  # starting, slot, following, caught_up, fell_back, dropped
+    slot: str
+    subscription: str
+    publications: list[str]
+    standby: str | None
+    snapshot_lsn: str
+    schema: str  # production's tables and columns at the snapshot (a digest)
+    catch_up_s: float  # behind the banner: applied, sequences copied, tables compared
+    applied_lsn: str
+    sequences: int
+    compared: list[str]  # the tables that took writes since the snapshot, equal on both sides
+
+
+def follow_words(facts: FollowFacts | None) -> str:
+    """Whether a rollback loses writes, in the words plan, the summary and status use."""
+    if facts is None:
+        return ""
+    if facts.get("state") == "caught_up":
+        return (f"the standby followed production up to the banner ({facts.get('catch_up_s')}"
+                " s behind it): a rollback loses no write")
+    if facts.get("mode") == "follow" and facts.get("state") in ("slot", "following",
+                                                                "starting"):
+        return "the standby follows production (logical replication)"
+    return f"the standby holds the backup's snapshot ({facts.get('reason', 'not followed')})"
+
+
 class MigrationFacts(TypedDict):
     """What production's migration applied (from the tool's table before and after; None
     with ``tool = "none"``: nothing can tell), and the tail of its output, redacted."""
@@ -129,6 +162,7 @@ class By(TypedDict):
 BACKUP: Fact[BackupFacts] = Fact("backup")
 CLUSTER_BEFORE: Fact[ClusterState] = Fact("cluster_before")  # roles, settings..., at preflight
 ROLLBACK: Fact[RollbackFacts] = Fact("rollback")
+FOLLOW: Fact[FollowFacts] = Fact("follow")  # the standby following production, by name
 MIGRATION: Fact[MigrationFacts] = Fact("migration")
 # The write counters when the banner went up: the rollback's write gap is measured from them.
 WRITES_AT_BANNER: Fact[WriteCounters] = Fact("writes_at_banner")

@@ -110,7 +110,9 @@ class Cluster:
                        "synchronous_commit = off\nfull_page_writes = off\n"
                        "max_connections = 100\nshared_buffers = 128MB\n"
                        # Logical replication on production: CDC consumers, subscriptions.
-                       "wal_level = logical\n")
+                       "wal_level = logical\nmax_replication_slots = 40\n"
+                       "max_wal_senders = 40\nmax_logical_replication_workers = 16\n"
+                       "max_worker_processes = 24\n")
             if ships_extension(self.bin, "pg_stat_statements"):
                 # What the performance baseline reads for production's busiest statements.
                 conf.write("shared_preload_libraries = 'pg_stat_statements'\n")

@@ -12,6 +12,7 @@ from orchestrator.engine.facts import (
     BACKUP,
     BASELINE,
     DRAIN,
+    FOLLOW,
     LINT,
     MIGRATION,
     REHEARSAL,
@@ -20,6 +21,7 @@ from orchestrator.engine.facts import (
     ROLLBACK_PAUSED,
     BackupFacts,
     Warnings,
+    follow_words,
     recomputed_words,
     rollback_words,
 )
@@ -53,6 +55,8 @@ def show(settings: Settings, as_json: bool) -> str:
                     alive=holder.live() if holder else None)
     if holder is not None:
         report["lease"] = holder.as_status()
+    # Mid-window status answers from the journal alone: the running window cleans up itself.
+    report["left_on_server"] = _left_on_server(settings, run) if report["pid"] is None else []
     if run.state in (State.ROLLBACK, State.NEEDS_ATTENTION) and (
             missing := _production_missing(settings, run)):
         report["production_missing"] = missing
@@ -79,6 +83,26 @@ def _production_missing(settings: Settings, run: Run) -> str | None:
     return (f"PRODUCTION IS MISSING: no database is named {target.dbname} on its server"
             f" ({target}). Run `window resume` to finish window {run.run_id}'s rollback (it"
             " swaps the verified copy in), or follow the steps below by hand.")
+
+
+def _left_on_server(settings: Settings, run: Run) -> list[str]:
+    """Slots, subscriptions and publications an earlier window left on production's server
+    (one connection, for at most 3 s), each with the statement that drops it; the running
+    window's own are not. Empty when the server cannot say now."""
+    import psycopg  # status stays light: only here
+
+    from orchestrator.engine import gates
+    from orchestrator.postgres import follow, pg
+
+    keep = run.run_id if run.state not in TERMINAL else None
+    try:
+        target = gates.database(settings, settings.target.url_env, "target", UsageError)
+        with pg.connect(target, time.time() + 3) as conn:
+            found = follow.leftovers(conn, keep=keep)
+    except (WindowError, psycopg.Error):
+        return []
+    own = set(follow.names(keep)) if keep else set()
+    return [left.words() for left in found if left.name not in own]
 
 
 def process_alive(run: Run) -> bool:
@@ -111,6 +135,7 @@ def status(journal: Journal, run: Run, settings: Settings | None = None, *,
         "backup": _backup(journal.get(run.run_id, BACKUP)),
         "migration": journal.get(run.run_id, MIGRATION),
         "rollback": journal.get(run.run_id, ROLLBACK),
+        "follow": journal.get(run.run_id, FOLLOW),
         "baseline": journal.get(run.run_id, BASELINE) or {},
         "drain": journal.get(run.run_id, DRAIN),
         "lint": (journal.get(run.run_id, LINT) or Warnings(warnings=[]))["warnings"],
@@ -204,6 +229,10 @@ def table(report: dict[str, Any]) -> str:
                       f" {backup['size_bytes']} bytes, {proof}"]
         lines += [f"  materialized view stale at the backup, recomputed by the restore (so after"
                   f" a rollback): {recomputed_words(view)}" for view in backup["recomputed_views"]]
+    if said := follow_words(report.get("follow")):
+        lines.append(f"  follow {said}")
+    lines += [f"  WARNING: left on the server by an earlier window: {left}"
+              for left in report.get("left_on_server") or []]
     if (migration := report.get("migration")) and migration["applied"]:
         lines.append(f"  migrations applied: {', '.join(migration['applied'])}")
     if rollback := report["rollback"]:

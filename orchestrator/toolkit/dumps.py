@@ -28,7 +28,7 @@ from orchestrator.engine import proc
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import BACKUP, BackupFacts, RecomputedView
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import archive, databases, figures, pg, tools
+from orchestrator.postgres import archive, databases, figures, follow, pg, tools
 from orchestrator.postgres.figures import TableFigures
 from orchestrator.toolkit.progress import TableProgress
 
@@ -148,6 +148,7 @@ def restore_into(ctx: Context, source: Path, target: pg.Db, major: int, tables: 
     # to it would plan every query blind.
     with ctx.connect(target) as restored:
         restored.execute("ANALYZE")
+        follow.drop_publications(restored, ctx.run_id)  # the dump holds this run's own
     return time.monotonic() - started
 
 

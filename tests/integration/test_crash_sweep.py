@@ -2,7 +2,9 @@
 resumed, or separately aborted, always ends whole.
 
 Every point a window passes is listed in ``crash_points.py``, for the path that completes, the
-path that rolls back (a post-check fails) and the same with an in-place rollback;
+path that rolls back (a post-check fails), the same with an in-place rollback, and the path
+that rolls back while the standby follows production (``[backup] follow``, a role that may
+replicate);
 ``test_the_listed_points_are_the_real_ones`` records a real run of each and fails when the list
 goes stale. The sweep then runs one window
 per point and per ending command, crashing it there with ``os._exit`` as kill -9 would, and
@@ -14,7 +16,8 @@ checks the invariants:
 - the banner is down, unless the window needs attention;
 - the migration ran to completion at most once (the migrate command, like Prisma or Flyway,
   applies only what its own table says is pending, and logs each time it applied);
-- no process the window started and no session it opened is left, and no scratch database.
+- no process the window started and no session it opened is left, and no scratch database;
+- no replication slot, subscription or publication of the window is left.
 
 A handful of points run in ``make test``; every one runs in ``make test-crash`` (marker
 ``sweep``), which ``.ci/run`` calls too.
@@ -36,6 +39,7 @@ from orchestrator.crash import CRASH_EXIT_CODE
 from orchestrator.engine.machine import TERMINAL
 from orchestrator.postgres.cluster import Cluster
 from tests.integration import crash_points
+from tests.support.following import left_on_server
 from tests.support.processes import pid_alive
 from tests.support.shop import Shop
 
@@ -54,12 +58,19 @@ kind = "sql"
 query = "SELECT current_database() NOT LIKE 'shop%' OR current_database() LIKE '%staging'"
 """
 PATHS = {"completes": crash_points.COMPLETES, "rolls_back": crash_points.ROLLS_BACK,
-         "in_place": crash_points.IN_PLACE}
+         "in_place": crash_points.IN_PLACE, "follows": crash_points.FOLLOWS}
+FOLLOWER_PASSWORD = "f0llow-pw"  # a throwaway cluster's role
 
 
 def configure(shop: Shop, path: str) -> None:
     shop.configure(migrate=MIGRATE,
                    checks=demo.DEMO_CHECKS + ("" if path == "completes" else FAILING_CHECK))
+    if path == "follows":  # a role that may follow production: the standby follows it
+        role = f"{shop.prod_db}_follow"
+        shop.cluster.psql(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN SUPERUSER"
+                          f" REPLICATION PASSWORD '{FOLLOWER_PASSWORD}'")
+        shop.env["DATABASE_URL"] = shop.cluster.url(shop.prod_db, user=role,
+                                                    password=FOLLOWER_PASSWORD)
     if path == "in_place":  # for a role that may not create databases: no standby, no swap
         shop.config.write_text(shop.config.read_text().replace(
             "jobs = 2\n", 'jobs = 2\nverify = "list"\nrollback = "in_place"\n', 1))
@@ -88,7 +99,9 @@ def cases() -> list[Any]:
     fewer steps). A few run in `make test`, all under `-m sweep`."""
     made = []
     for path, points in sorted(PATHS.items()):
-        start = 0 if path == "completes" else points.index("journal.start_phase.rollback#1")
+        start = 0 if path == "completes" else points.index("journal.start_phase.backup#1") \
+            if path == "follows" else \
+            points.index("journal.start_phase.rollback#1")
         for point in points[start:]:
             for ending in ("resume", "abort"):
                 marks = () if (path, point, ending) in crash_points.SAMPLE else (pytest.mark.sweep,)
@@ -157,6 +170,8 @@ def _assert_nothing_left(shop: Shop) -> None:
     assert sessions == "0", "a session of the window is still open"
     left = shop.databases(f"{shop.prod_db}_window_%") + shop.databases("%_rehearsal_%")
     assert not left, f"scratch databases left: {left}"
+    assert left_on_server(shop.cluster, shop.prod_db) == [], "a slot, subscription or" \
+        " publication is left"
 
 
 def _schema(cluster: Cluster, dbname: str) -> str:

@@ -312,7 +312,9 @@ def with_found(test: Any, name: str, found: list[Any]) -> Any:
 # What plan learns from the servers, as a server of the suite's version would say it.
 SERVERS_SAID = plan.LookedUp(15, "pg_dump /usr/bin/pg_dump, pg_restore /usr/bin/pg_restore",
                              ["  pending     on production: nothing"],
-                             ["  rollback    swap in the standby proven at the backup"])
+                             ["  rollback    swap in the standby proven at the backup"],
+                             ["  follow      off (wal_level is replica on production, not"
+                              " logical)"])
 
 
 def test_hostile_mappings_are_refused_with_a_sentence_naming_the_key(
