@@ -139,7 +139,7 @@ def markdown_section(heading: str, facts: list[str], table: list[Row],
         " (pg_dump three times, the median kept; pg_restore once); on this 2-core machine a"
         " 1 GB dump or restore varies by about 10-15% from run to run. `backup_dumped` is"
         " pg_dump alone; the backup phase also checksums the snapshot"
-        " (after the dump, in `[backup] jobs` workers importing the same snapshot), writes the"
+        " (alongside the dump, in `[backup] jobs` workers importing the same snapshot), writes the"
         " manifest, and proves the archive by restoring it into the standby copy and comparing"
         " checksums. Rollback by restore compares row counts only when the archive was already"
         " proven by restore (its manifest shows it unchanged), full checksums otherwise.", "",

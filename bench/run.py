@@ -13,6 +13,10 @@
   3. runs two real windows that fail on production and roll back, one by swapping in the
      verified standby copy and one by restoring the archive, and reads their audit logs.
 
+- ``wide``, ``wide10k`` (``bench.wide``): the backup phase on 3,000 small tables against raw
+  pg_dump and pg_restore, and a whole window on 10,000 tables;
+- ``fleet`` (``bench.fleet``): 200 small databases, four at a time, against one window.
+
 Each part prints its table and replaces its own section of BENCHMARKS.md (``BENCH_REPORT``
 names another file). ``BENCH_KEEP=1`` keeps the windows' project folders (audit logs,
 journals, window output) for a look; the clusters are always removed.
@@ -33,14 +37,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import data, fast, raw, report, windows
+from bench import data, fast, fleet, raw, report, wide, windows
 from orchestrator.postgres.cluster import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTION = "shop"
 STAGING = "shop_staging"
 STAGING_GB = 0.001  # a rehearsal database: the schema and a few thousand rows
-FIGURES = ("startup", "overhead", "backup")
+FIGURES = ("startup", "overhead", "backup", "wide", "wide10k", "fleet")
 
 
 @dataclass
@@ -209,6 +213,12 @@ def main() -> int:
         in_workdir("fast", lambda workdir: fast.benchmark(chosen, workdir, report_path()))
     if "backup" in chosen:
         in_workdir("backup", lambda workdir: backup_part(gigabytes, workdir))
+    for case in (wide.WIDE, wide.WIDE10K):
+        if case.selector in chosen:
+            in_workdir(case.selector, lambda workdir, c=case: wide.benchmark(
+                c, workdir, report_path()))
+    if "fleet" in chosen:
+        in_workdir("fleet", lambda workdir: fleet.benchmark(workdir, report_path()))
     return 0
 
 

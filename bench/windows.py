@@ -50,11 +50,13 @@ if [ "$WINDOW_PHASE" = migrate ]; then
 fi
 """
 
-# The maintenance database's URL is production's with the last path segment replaced.
+# The maintenance database's URL is production's with the last path segment replaced. The
+# migrate command's URL carries the window's timeouts in ``?options=...``: cut off first.
 DROP_STANDBY_COPY = """
 if [ "$WINDOW_PHASE" = migrate ]; then
-  db="${DATABASE_URL##*/}"
-  psql -X -q -v ON_ERROR_STOP=1 "${DATABASE_URL%/*}/postgres" \\
+  base="${DATABASE_URL%%\\?*}"
+  db="${base##*/}"
+  psql -X -q -v ON_ERROR_STOP=1 "${base%/*}/postgres" \\
     -c "DROP DATABASE IF EXISTS \\"${db}_window_${WINDOW_RUN_ID}\\" WITH (FORCE)"
 fi
 """

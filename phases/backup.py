@@ -1,8 +1,8 @@
 """Backup: a parallel dump of production, proven restorable before the banner goes up.
 
 A REPEATABLE READ transaction exports its snapshot and stays open while ``pg_dump --snapshot``
-dumps exactly that snapshot; then workers that import the same snapshot count and checksum
-every table, so the figures describe exactly what the archive holds. A sha256
+dumps exactly that snapshot; alongside it, workers that import the same snapshot count and
+checksum every table, so the figures describe exactly what the archive holds. A sha256
 manifest is written beside the archive. Then (``verify = "restore"``) the archive is restored
 into a standby copy, ``<db>_window_<run_id>``, whose checksums must equal the snapshot's; the
 copy is marked verified and closed to connections, and kept until the window ends: rollback
@@ -41,8 +41,7 @@ from orchestrator.toolkit import following
 from orchestrator.toolkit.dumps import (
     archive_path,
     compare_with_backup,
-    describe,
-    dump_into,
+    dump_described,
     manifest_digest,
     marker,
     restore_into_new_database,
@@ -70,19 +69,12 @@ class Backup:
             snapshot = held.enter_context(following.snapshot(ctx, conn))
             tables, views = pg.user_tables(conn), pg.populated_matviews(conn)
             major = pg.server_major(conn)
-            started = time.monotonic()
-            compress = dump_into(ctx, path, major, len(tables), snapshot=snapshot)
-            ctx.log.info("backup_dumped", duration_s=round(time.monotonic() - started, 3),
-                         size_bytes=archive.size_bytes(path), compress=compress)
-            # The snapshot stays exported while this transaction is open: the figures describe
-            # exactly what pg_dump read, computed after it so the two never share the CPU.
-            started = time.monotonic()
-            described = describe(ctx, ctx.target, tables + views, snapshot=snapshot)
+            # The snapshot stays exported while this transaction is open: the figures,
+            # computed alongside the dump, describe exactly what pg_dump read.
+            compress, described = dump_described(ctx, path, major, tables, views=views,
+                                                  snapshot=snapshot)
             figures = {t.qualified: described[t.qualified] for t in tables}
             view_figures = {v.qualified: described[v.qualified] for v in views}
-            ctx.log.info("snapshot_described", tables=len(figures),
-                         materialized_views=len(view_figures),
-                         duration_s=round(time.monotonic() - started, 3))
             conn.rollback()
         self._check_contents(ctx, path, tables, major)
         manifest = archive.write_manifest(path, ctx.settings.backup.jobs)

@@ -210,6 +210,7 @@ class _Collector:
             while self._size > OUTPUT_LIMIT and len(self._chunks) > 1:
                 self._size -= len(self._chunks.pop(0))
                 self._cut = True
+        pipe.close()  # type: ignore[attr-defined]  # at its end: a caller in-process leaks none
 
     def text(self) -> str:
         # A grandchild that kept the pipe open must not hold the window: wait briefly only.

@@ -243,6 +243,12 @@ def user_tables(conn: psycopg.Connection[Any]) -> list[Table]:
     return _relations(conn, "c.relkind = 'r'")
 
 
+def partitioned_tables(conn: psycopg.Connection[Any]) -> list[Table]:
+    """Partitioned parents, chosen as ``user_tables`` chooses tables: no rows of their own,
+    but statistics of their own (ANALYZE samples their partitions)."""
+    return _relations(conn, "c.relkind = 'p'")
+
+
 def populated_matviews(conn: psycopg.Connection[Any]) -> list[Table]:
     """Materialized views that can be read, chosen as ``user_tables`` chooses tables. One made
     ``WITH NO DATA`` cannot be read, and a restore leaves it so."""

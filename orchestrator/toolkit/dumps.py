@@ -16,6 +16,7 @@ import json
 import queue
 import resource
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +29,7 @@ from orchestrator.engine import proc
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import BACKUP, BackupFacts, RecomputedView
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import archive, databases, figures, follow, pg, tools
+from orchestrator.postgres import archive, databases, figures, follow, lock_slots, pg, tools
 from orchestrator.postgres.figures import TableFigures
 from orchestrator.toolkit.progress import TableProgress
 
@@ -85,13 +86,30 @@ def run_tool(ctx: Context, command: list[str], *, db: pg.Db, label: str, failing
              progress: TableProgress | None = None, room: Path | None = None) -> proc.Result:
     """One of PostgreSQL's programs (pg_dump, pg_restore), journaled like any command, with
     libpq's variables and its progress on a terminal; a non-zero exit is ``PhaseFailed``
-    naming ``failing`` (and, with ``room``, what may have cut a dump short)."""
+    naming ``failing`` (and, with ``room``, what may have cut a dump short; when the server's
+    lock table was full, what to raise: ``lock_slots``)."""
     result = ctx.run_command(command, db=db, env=tool_env(ctx, db), label=label,
                              progress=progress if progress and progress.enabled else None)
     if result.exit_code != 0:
-        raise PhaseFailed(f"{failing} exited {result.exit_code}: {proc.tail(result.output)}"
+        raise PhaseFailed(out_of_locks(ctx, db, label, result.output, progress)
+                          + f"{failing} exited {result.exit_code}: {proc.tail(result.output)}"
                           + (out_of_room(room) if room else ""))
     return result
+
+
+def out_of_locks(ctx: Context, db: pg.Db, program: str, output: str,
+                 progress: TableProgress | None) -> str:
+    """``lock_slots.explain`` and a space when ``output`` says the lock table was full, the
+    tables counted by ``progress``; else nothing."""
+    if not lock_slots.ran_out(output):
+        return ""
+    try:
+        with ctx.connect(db) as conn:
+            settings = lock_slots.read(conn)
+            tables = progress.total if progress and progress.total else len(pg.user_tables(conn))
+    except (psycopg.Error, PhaseFailed):
+        return ""
+    return lock_slots.explain(program, tables, settings) + " "
 
 
 def dump_into(ctx: Context, path: Path, major: int, tables: int, *,
@@ -122,7 +140,7 @@ def is_marked(conn: psycopg.Connection[Any], name: str, expected: str) -> bool:
 
 def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], source: Path,
                               name: str, *, like: str, tables: int = 0) -> float:
-    """A fresh database ``name`` holding the archive, analyzed; the seconds that took. The caller
+    """A fresh database ``name`` holding the archive; the seconds that took. The caller
     vouches for the archive: the backup phase has just written it and its manifest, and a
     rollback takes it from ``trusted_archive``, which checks the manifest once."""
     databases.drop(conn, name)  # a restore interrupted mid-way starts over
@@ -135,8 +153,8 @@ def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], sourc
 
 def restore_into(ctx: Context, source: Path, target: pg.Db, major: int, tables: int = 0
                  ) -> float:
-    """The archive restored into the database ``target`` (new, or emptied), then analyzed;
-    the seconds that took."""
+    """The archive restored into the database ``target`` (new, or emptied); the seconds that
+    took."""
     progress = TableProgress(f"restoring into {target.dbname}", tables, TableProgress.RESTORED)
     command = [str(tools.find("pg_restore", major)),
                f"--jobs={ctx.settings.backup.jobs}", "--exit-on-error",
@@ -144,10 +162,9 @@ def restore_into(ctx: Context, source: Path, target: pg.Db, major: int, tables: 
     started = time.monotonic()
     run_tool(ctx, command, db=target, label="pg_restore",
              failing=f"pg_restore into {target.dbname}", progress=progress)
-    # A restore brings no planner statistics: a database that serves before autovacuum gets
-    # to it would plan every query blind.
+    # No planner statistics yet: ``compare_with_backup``, which every restore is followed by,
+    # analyzes the copy batch by batch as it reads it.
     with ctx.connect(target) as restored:
-        restored.execute("ANALYZE")
         follow.drop_publications(restored, ctx.run_id)  # the dump holds this run's own
     return time.monotonic() - started
 
@@ -166,10 +183,14 @@ def manifest_digest(path: Path) -> str:
 
 
 def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str | None = None,
-             checksums: bool = True) -> dict[str, TableFigures]:
+             checksums: bool = True, analyze: bool = False,
+             stop: threading.Event | None = None) -> dict[str, TableFigures]:
     """The figures of ``tables`` (``figures.describe_batch``), from ``[backup] jobs``
-    connections at most, each taking the next batch until none is left; with ``snapshot``,
-    each connection imports that exported snapshot once."""
+    connections at most, each taking the next batch until none is left (or ``stop`` is set).
+    Each batch is its own transaction, so a connection holds the locks of one batch at a time
+    (a schema of 10,000 tables does not fill the server's lock table); with ``snapshot``, each
+    of those transactions imports that exported snapshot. With ``analyze``, each batch is
+    analyzed first (a restored copy has no planner statistics; its pages are read once)."""
     if not tables:
         return {}
     with ctx.connect(db) as conn:
@@ -181,20 +202,52 @@ def describe(ctx: Context, db: pg.Db, tables: list[pg.Table], *, snapshot: str |
 
     def worker() -> dict[str, TableFigures]:
         found: dict[str, TableFigures] = {}
-        with ctx.connect(db, autocommit=snapshot is None) as conn:
+        with ctx.connect(db) as conn:
             if snapshot is not None:
                 conn.isolation_level = IsolationLevel.REPEATABLE_READ
-                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
-                    sql.Literal(snapshot)))
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    found.update(figures.describe_batch(conn, work.get_nowait(),
-                                                        checksums=checksums, by_text=by_text))
+            while stop is None or not stop.is_set():
+                try:
+                    batch = work.get_nowait()
+                except queue.Empty:
+                    break
+                with conn.transaction():
+                    if snapshot is not None:
+                        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                            sql.Literal(snapshot)))
+                    if analyze:
+                        conn.execute(sql.SQL("ANALYZE {}").format(
+                            sql.SQL(", ").join(t.sql() for t in batch)))
+                    found.update(figures.describe_batch(conn, batch, checksums=checksums,
+                                                        by_text=by_text))
         return found
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         running = [pool.submit(worker) for _ in range(workers)]
         return {key: found for done in running for key, found in done.result().items()}
+
+
+def dump_described(ctx: Context, path: Path, major: int, tables: list[pg.Table], *,
+                   views: list[pg.Table], snapshot: str) -> tuple[str, dict[str, TableFigures]]:
+    """``dump_into`` of the exported ``snapshot`` and, alongside it, the figures of ``tables``
+    and ``views`` in that same snapshot (``describe``): the compression, and the figures.
+    The two share the snapshot, not the time: on a wide schema each takes seconds. When the
+    dump fails, the figures stop at their next batch."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        described = pool.submit(describe, ctx, ctx.target, tables + views, snapshot=snapshot,
+                                stop=stop)
+        started = time.monotonic()
+        try:
+            compress = dump_into(ctx, path, major, len(tables), snapshot=snapshot)
+        except BaseException:
+            stop.set()
+            raise
+        ctx.log.info("backup_dumped", duration_s=round(time.monotonic() - started, 3),
+                     size_bytes=archive.size_bytes(path), compress=compress)
+        found = described.result()
+    ctx.log.info("snapshot_described", tables=len(tables), materialized_views=len(views),
+                 duration_s=round(time.monotonic() - started, 3))
+    return compress, found
 
 
 def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, TableFigures], *,
@@ -208,7 +261,12 @@ def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, TableFigure
     is logged (``materialized_view_recomputed``) and returned."""
     with ctx.connect(db) as conn:
         tables, matviews = pg.user_tables(conn), pg.populated_matviews(conn)
-    actual = describe(ctx, db, tables + matviews, checksums=checksums)
+    # A restore brings no planner statistics: a database that serves before autovacuum gets
+    # to it would plan every query blind. Each batch is analyzed as it is read; partitioned
+    # parents, which hold no rows of their own, after.
+    actual = describe(ctx, db, tables + matviews, checksums=checksums, analyze=True)
+    with ctx.connect(db) as conn:
+        analyze_partitioned(conn)
     in_copy = {view.qualified: actual.pop(view.qualified) for view in matviews}
     if not checksums:
         expected = {t: {"rows": v["rows"]} for t, v in expected.items()}
@@ -225,6 +283,12 @@ def compare_with_backup(ctx: Context, db: pg.Db, expected: dict[str, TableFigure
     for view in recomputed:
         ctx.log.warning("materialized_view_recomputed", database=db.dbname, **view)
     return recomputed
+
+
+def analyze_partitioned(conn: psycopg.Connection[Any]) -> None:
+    parents = pg.partitioned_tables(conn)
+    if parents:
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(t.sql() for t in parents)))
 
 
 def recomputed_views(at_backup: dict[str, TableFigures], in_copy: dict[str, TableFigures], *,
