@@ -28,7 +28,6 @@ def status(args: list[str]) -> str | None:
     if state_dir is None:
         return None
     from orchestrator.engine.journal import Journal
-    from orchestrator.engine.machine import TERMINAL, State
     from orchestrator.reporting import status as reporting
 
     journal = Journal.existing(state_dir)
@@ -36,8 +35,8 @@ def status(args: list[str]) -> str | None:
         return None
     try:
         run = journal.latest_run()
-        # needs_attention may ask the server whether production still exists: the full path.
-        if run is None or run.state not in TERMINAL or run.state == State.NEEDS_ATTENTION:
+        # Where status asks the server (production missing, what a window left): the full path.
+        if run is None or reporting.asks_server(journal, run):
             return None
         report = reporting.status(journal, run)
     finally:

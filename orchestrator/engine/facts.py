@@ -106,6 +106,13 @@ class FollowFacts(TypedDict, total=False):
     applied_lsn: str
     sequences: int
     compared: list[str]  # the tables that took writes since the snapshot, equal on both sides
+    cleared: bool  # the window's end dropped whatever of its own was on the server
+
+
+def follow_left(facts: FollowFacts | None) -> bool:
+    """Whether a run's slot, subscription or publications may still be on the server: it
+    followed production and its end has not recorded them dropped."""
+    return facts is not None and facts.get("mode") == "follow" and not facts.get("cleared")
 
 
 def follow_words(facts: FollowFacts | None) -> str:

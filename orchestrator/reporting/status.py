@@ -21,6 +21,7 @@ from orchestrator.engine.facts import (
     ROLLBACK_PAUSED,
     BackupFacts,
     Warnings,
+    follow_left,
     follow_words,
     recomputed_words,
     rollback_words,
@@ -56,7 +57,8 @@ def show(settings: Settings, as_json: bool) -> str:
     if holder is not None:
         report["lease"] = holder.as_status()
     # Mid-window status answers from the journal alone: the running window cleans up itself.
-    report["left_on_server"] = _left_on_server(settings, run) if report["pid"] is None else []
+    if report["pid"] is None and asks_server(journal, run):
+        report["left_on_server"] = _left_on_server(settings, run)
     if run.state in (State.ROLLBACK, State.NEEDS_ATTENTION) and (
             missing := _production_missing(settings, run)):
         report["production_missing"] = missing
@@ -83,6 +85,15 @@ def _production_missing(settings: Settings, run: Run) -> str | None:
     return (f"PRODUCTION IS MISSING: no database is named {target.dbname} on its server"
             f" ({target}). Run `window resume` to finish window {run.run_id}'s rollback (it"
             " swaps the verified copy in), or follow the steps below by hand.")
+
+
+def asks_server(journal: Journal, run: Run) -> bool:
+    """Whether ``window status`` asks production's server what is left on it: where the window
+    has not ended (interrupted, or needing attention), or ended without recording its slot,
+    subscription and publications dropped. A window that ended whole is told from the journal
+    alone (``plan`` still asks the server about every window's leftovers)."""
+    return (run.state not in TERMINAL or run.state == State.NEEDS_ATTENTION
+            or follow_left(journal.get(run.run_id, FOLLOW)))
 
 
 def _left_on_server(settings: Settings, run: Run) -> list[str]:
@@ -145,6 +156,7 @@ def status(journal: Journal, run: Run, settings: Settings | None = None, *,
         # An ended window has no ETA: it took what the phases say.
         "eta": _eta(settings, run, rows, rehearsal)
         if settings and run.state not in TERMINAL else None,
+        "left_on_server": [],  # ``show`` asks the server where a window may have left some
     }
 
 

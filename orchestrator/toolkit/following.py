@@ -356,7 +356,8 @@ def finish(ctx: Context) -> None:
     if facts.get("state") in LIVE:
         facts.update(FollowFacts(state="fell_back",
                                  reason=facts.get("reason", "the window ended first")))
-        _put(ctx, facts)
+    facts["cleared"] = True  # status answers from the journal alone from now on
+    _put(ctx, facts)
 
 
 def rolling_back(ctx: Context) -> bool:

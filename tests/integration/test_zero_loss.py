@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 
 from orchestrator.commands import demo
+from orchestrator.crash import CRASH_EXIT_CODE
 from orchestrator.postgres.cluster import Cluster
 from tests.support.following import left_on_server
 from tests.support.shop import Shop
@@ -231,11 +232,17 @@ def test_what_an_earlier_window_left_is_named_by_plan_and_status(shop: Shop) -> 
     done = shop.run_window()
     assert done.returncode == 0, done.stdout + done.stderr
 
-    plan, status = shop.window("plan"), shop.window("status")
-
+    plan = shop.window("plan")
     drop = f'in {shop.prod_db}, DROP PUBLICATION "{left}"'
     assert f"left by an earlier window: publication {left}" in plan.stdout, plan.stdout
-    assert drop in plan.stdout and drop in status.stdout, status.stdout
+    assert drop in plan.stdout, plan.stdout
+    # A window that ended whole is told from the journal alone; one that did not end asks.
+    assert left not in shop.window("status").stdout
+    shop.env["WINDOW_CRASH_AT"] = "journal.conclude_phase.preflight#1"
+    crashed = shop.run_window()
+    del shop.env["WINDOW_CRASH_AT"]
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stdout + crashed.stderr
+    assert drop in shop.window("status").stdout
     shop.cluster.psql(f'DROP PUBLICATION "{left}"', dbname=shop.prod_db)
     assert left not in shop.window("status").stdout
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from orchestrator import __version__
 from orchestrator.cli import app, fleet, helptext, light
 from orchestrator.engine import machine
+from orchestrator.engine.facts import FOLLOW, FollowFacts
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.rows import PhaseStatus
 from orchestrator.reporting import status as reporting
@@ -191,8 +192,28 @@ def test_status_survives_a_broken_unrelated_key(tmp_path: Path) -> None:
     assert "monitor" in refused.stderr
 
 
+def followed(folder: Path, *, cleared: bool) -> None:
+    """The finished window's standby followed production; its end dropped what it made on
+    the server, or did not record so."""
+    journal = Journal.open(folder / ".window")
+    try:
+        journal.put(RUN, FOLLOW, FollowFacts(mode="follow", state="caught_up",
+                                             **({"cleared": True} if cleared else {})))
+    finally:
+        journal.close()
+
+
+def test_status_of_a_window_that_cleared_what_it_made_is_light(tmp_path: Path) -> None:
+    finished_window(tmp_path)
+    followed(tmp_path, cleared=True)
+    assert light.quick(["status", "--config", str(tmp_path / "window.toml")]) is not None
+    done, modules = window("status", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert heavy(modules) == set()
+
+
 @pytest.mark.parametrize("case", ["running", "needs_attention", "target", "typo", "help",
-                                  "s3", "no journal", "bad toml"])
+                                  "s3", "no journal", "bad toml", "left on the server"])
 def test_status_it_cannot_answer_goes_to_the_full_command(tmp_path: Path, case: str) -> None:
     config = finished_window(tmp_path, state="needs_attention" if case == "needs_attention"
                              else "completed")
@@ -207,6 +228,8 @@ def test_status_it_cannot_answer_goes_to_the_full_command(tmp_path: Path, case: 
         (tmp_path / ".window" / "journal.sqlite").unlink()
     elif case == "bad toml":
         config.write_text("[window\n")
+    elif case == "left on the server":  # status asks the server what the window left
+        followed(tmp_path, cleared=False)
     assert light.quick(["status", *args]) is None or case == "help"
     done, modules = window("status", *args, cwd=tmp_path)
     assert "typer" in {m.split(".")[0] for m in modules}, case
