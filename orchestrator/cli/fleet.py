@@ -130,10 +130,15 @@ def worker(
 def init_workflow(fleet_file: Path, pg_version: int | None, *, force: bool) -> None:
     """``window init --fleet``: the GitHub Actions workflow that runs this fleet."""
     from orchestrator.commands import init as starter
-    from orchestrator.errors import ConfigError
+    from orchestrator.errors import ConfigError, UsageError
     from orchestrator.fleet import spec
 
     folder = Path.cwd()
+    try:  # the workflow runs from the repository's root: the fleet file must be in it
+        relative = fleet_file.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        raise UsageError(f"--fleet {fleet_file} must be a .toml file inside this folder (the"
+                         " repository's root), such as fleet.toml or ops/fleet.toml.") from None
     fleet = spec.load(fleet_file)
     if fleet.settings.state.backend != "s3":
         raise ConfigError(f"{fleet.config_path}: a fleet run from GitHub Actions needs"
@@ -142,10 +147,6 @@ def init_workflow(fleet_file: Path, pg_version: int | None, *, force: bool) -> N
     if fleet.spec.engine.kind != "builtin":
         raise ConfigError(f"{fleet_file}: GitHub Actions is the engine of this workflow;"
                           " remove [engine] (or kind = \"builtin\").")
-    try:
-        relative = fleet_file.resolve().relative_to(folder.resolve()).as_posix()
-    except ValueError:
-        relative = str(fleet_file)  # refused by FleetOptions: it must be inside this folder
     settings = fleet.settings
     options, found = starter.options(
         folder, name=settings.window.name, phrase=settings.window.confirm_phrase,
