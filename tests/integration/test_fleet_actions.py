@@ -18,7 +18,7 @@ import boto3
 
 from orchestrator.commands import demo
 from tests.integration.moto import aws_env, moto_server  # noqa: F401
-from tests.integration.test_fleet import BUCKET, make_fleet  # noqa: F401
+from tests.integration.test_fleet import BUCKET, fails_only_on, make_fleet  # noqa: F401
 from tests.support import workflow_steps
 from tests.support.workflow_steps import FLEET_WORKFLOW
 
@@ -57,14 +57,14 @@ class Workflow:
         return done, outputs(output)
 
 
-def test_the_fleet_workflow_runs_its_jobs_in_order_every_target_once(
-        make_fleet: Any, aws_env: dict[str, str]) -> None:  # noqa: F811
-    project = make_fleet(*NAMES)
+def through_the_canary(project: Any, migration_sql: str = demo.GOOD_MIGRATION
+                       ) -> tuple[Workflow, dict[str, str], list[list[str]], str]:
+    """The state bucket, the project, `window init --fleet`, then the targets job and the
+    canary job: the workflow, the targets job's outputs, the waves it listed, the fleet run."""
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     project.env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
-    project.env["AWS_SECRET_ACCESS_KEY"] = project.env.get("AWS_SECRET_ACCESS_KEY", "x")
     state = f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
-    fleet_file = project.write(window_extra=state,
+    fleet_file = project.write(window_extra=state, migration_sql=migration_sql,
                                fleet_toml=project.targets_toml(concurrency=CONCURRENCY))
     folder = fleet_file.parent
     init = subprocess.run([sys.executable, "-m", "orchestrator", "init", "--fleet", "fleet.toml",
@@ -81,24 +81,36 @@ def test_the_fleet_workflow_runs_its_jobs_in_order_every_target_once(
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert "postgresql://" not in listed.stdout + listed.stderr  # names, never URLs
     waves = json.loads(listed.stdout[listed.stdout.index("{"):])["waves"]
-    assert plan["canary"] == "c0" and waves == [["c0"], ["t1", "t2"], ["t3", "t4"]]
-    assert json.loads(plan["waves"]) == ["t1", "t2", "t3", "t4"]
+    assert json.loads(plan["waves"]) == [n for wave in waves[1:] for n in wave]
 
     canary, started = run.job("canary", "Run the canary's window",
                               TARGET=plan["canary"], CONFIRM=demo.PHRASE)
     assert canary.returncode == 0, canary.stdout + canary.stderr
-    fleet_run = started["fleet_run"]
-    assert production(project) == [project.db("c0")]
+    assert production(project) == [project.db(plan["canary"])]
+    return run, plan, waves, started["fleet_run"]
 
+
+def matrix(run: Workflow, plan: dict[str, str], fleet_run: str
+           ) -> dict[str, subprocess.CompletedProcess[str]]:
+    """The waves job's matrix as GitHub runs it: its entries in order, max-parallel at once."""
     def wave_job(name: str) -> subprocess.CompletedProcess[str]:
         return run.job("waves", "Run the target's window", TARGET=name, FLEET_RUN=fleet_run)[0]
 
-    # The matrix as GitHub runs it: its entries in order, max-parallel at a time.
-    with ThreadPoolExecutor(max_workers=CONCURRENCY) as matrix:
-        done = list(matrix.map(wave_job, json.loads(plan["waves"])))
-    for job in done:
-        assert job.returncode == 0, job.stdout + job.stderr
+    names = json.loads(plan["waves"])
+    with ThreadPoolExecutor(max_workers=CONCURRENCY) as slots:
+        return dict(zip(names, slots.map(wave_job, names), strict=True))
 
+
+def test_the_fleet_workflow_runs_its_jobs_in_order_every_target_once(
+        make_fleet: Any, aws_env: dict[str, str]) -> None:  # noqa: F811
+    project = make_fleet(*NAMES)
+
+    run, plan, waves, fleet_run = through_the_canary(project)
+    done = matrix(run, plan, fleet_run)
+
+    assert waves == [["c0"], ["t1", "t2"], ["t3", "t4"]]
+    for job in done.values():
+        assert job.returncode == 0, job.stdout + job.stderr
     assert sorted(production(project)) == sorted(project.db(n) for n in NAMES)  # once each
     for name in NAMES:
         assert [r.state for r in project.runs(name)] == ["completed"], name
@@ -109,8 +121,27 @@ def test_the_fleet_workflow_runs_its_jobs_in_order_every_target_once(
     status = project.status()
     assert status["fleet_run"] == fleet_run and status["state"] == "completed"
 
-    rerun = wave_job("t3")  # a re-run of a job whose target completed runs nothing again
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    rerun = run.job("waves", "Run the target's window", TARGET="t3", FLEET_RUN=fleet_run)[0]
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr  # a re-run runs nothing again
     stale = run.job("waves", "Run the target's window", TARGET="t1", FLEET_RUN="fleet_other")[0]
     assert stale.returncode == 3 and "not fleet_other" in stale.stdout + stale.stderr
     assert sorted(production(project)) == sorted(project.db(n) for n in NAMES)
+
+
+def test_a_failing_target_fails_its_job_and_the_later_waves_start_nothing(
+        make_fleet: Any, aws_env: dict[str, str]) -> None:  # noqa: F811
+    project = make_fleet("c0", "t1", "bad", "t3", "t4")
+
+    run, plan, _, fleet_run = through_the_canary(project, fails_only_on(project.db("bad")))
+    done = matrix(run, plan, fleet_run)
+
+    assert done["bad"].returncode == 1, done["bad"].stdout + done["bad"].stderr
+    assert done["t1"].returncode == 0, done["t1"].stdout + done["t1"].stderr
+    for name in ("t3", "t4"):  # failed (fail-fast cancels them on GitHub), nothing started
+        assert done[name].returncode == 3, done[name].stdout + done[name].stderr
+        assert project.runs(name) == [] and not project.has_status_column(name)
+    assert sorted(production(project)) == sorted(project.db(n) for n in ("c0", "t1"))
+    assert [r.state for r in project.runs("bad")] == ["rolled_back"]
+    facts = project.status()
+    assert (facts["fleet_run"], facts["state"], facts["stopped_by"]) == (fleet_run, "stopped",
+                                                                         "bad")
