@@ -480,6 +480,9 @@ def test_init_fleet_writes_a_valid_workflow_of_targets_canary_and_waves(tmp_path
     assert waves["strategy"]["max-parallel"] == 3 and waves["strategy"]["fail-fast"] is True
     assert waves["strategy"]["matrix"]["target"] == "${{ fromJSON(needs.targets.outputs.waves) }}"
     assert flow["jobs"]["canary"]["needs"] == "targets"
+    clients = {job: any(s.get("name", "").startswith("Install the PostgreSQL 16 client")
+                        for s in flow["jobs"][job]["steps"]) for job in flow["jobs"]}
+    assert clients == {"targets": False, "canary": True, "waves": True}  # names need none
     for job in flow["jobs"].values():  # the same phrase gate as the single window's
         gate = job["steps"][0]
         assert gate["name"] == "Check the confirmation phrase"

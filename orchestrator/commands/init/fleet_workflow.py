@@ -19,6 +19,7 @@ from orchestrator.commands.init.options import AWS_SECRETS, FleetOptions
 from orchestrator.commands.init.workflow import STEP_INDENT, _node, _script, _secret, _setup
 
 FLEET_WORKFLOW = ".github/workflows/fleet-window.yml"
+CLIENT = "- name: Install the PostgreSQL"  # the client tools' step: the windows' jobs only
 
 
 def _header(fleet: FleetOptions) -> str:
@@ -77,7 +78,8 @@ def workflow(fleet: FleetOptions) -> str:
         outputs:
           canary: ${{ steps.plan.outputs.canary }}
           waves: ${{ steps.plan.outputs.waves }}
-        """), [*setup, _script("List the targets", steps.FLEET_PLAN,
+        """), [*(part for part in setup if not part.startswith(CLIENT)),  # names only
+               _script("List the targets", steps.FLEET_PLAN,
                                _env(fleet)).replace("\n", "\n  id: plan\n", 1)])
     canary = _job("canary", textwrap.dedent("""\
         needs: targets

@@ -106,7 +106,7 @@ FLEET_PLAN = """\
 window fleet plan "$FLEET_FILE" --json > fleet-plan.json
 python3 -c 'import json, sys; p = json.load(open(sys.argv[1]))
 print("canary=" + p["canary"])
-print("waves=" + json.dumps([n for wave in p["waves"][1:] for n in wave]))' fleet-plan.json \
+print("waves=" + json.dumps([n for wave in p["waves"][1:] for n in wave]))' fleet-plan.json \\
   >> "$GITHUB_OUTPUT"
 cat fleet-plan.json
 rm -f fleet-plan.json
@@ -119,7 +119,7 @@ code=0
 window fleet run "$FLEET_FILE" --target "$TARGET" --confirm "$CONFIRM" || code=$?
 if window fleet status "$FLEET_FILE" --json > fleet-status.json; then
   python3 -c 'import json, sys
-print("fleet_run=" + json.load(open(sys.argv[1]))["fleet_run"])' fleet-status.json \
+print("fleet_run=" + json.load(open(sys.argv[1]))["fleet_run"])' fleet-status.json \\
     >> "$GITHUB_OUTPUT"
 fi
 rm -f fleet-status.json
