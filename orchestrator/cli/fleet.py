@@ -22,8 +22,9 @@ FleetArgument = Annotated[Path, typer.Argument(
     help="fleet.toml: the targets (or a catalog query) and the shared window.toml.")]
 
 TargetsOption = Annotated[list[str] | None, typer.Option(
-    "--target", help="Only this target (again for more): wait for its wave, run its window,"
-                     " end when it ended; a CI job per target.")]
+    "--target", metavar="NAME",
+    help="Only this target (again for more): wait for its wave, run its window, end when it"
+         " ended; a CI job per target.")]
 
 
 def _only(names: list[str] | None) -> frozenset[str] | None:
@@ -68,7 +69,8 @@ def run(
 @app.command()
 def resume(fleet_file: FleetArgument = Path("fleet.toml"), target: TargetsOption = None,
            fleet_run: Annotated[str | None, typer.Option(
-               "--fleet-run", help="Only if this is the fleet run under way.")] = None,
+               "--fleet-run", metavar="ID",
+               help="Only if this is the fleet run under way.")] = None,
            json_logs: JsonLogsOption = False) -> None:
     """Work the current fleet run again: interrupted targets resume, waves go on."""
     from orchestrator import log

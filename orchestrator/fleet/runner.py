@@ -54,6 +54,7 @@ from orchestrator.redact import redact
 from orchestrator.store import blobs
 
 POLL_SECONDS = 0.5
+WAIT_SECONDS = 2.0  # a runner of some targets (--target) waiting for their wave looks this often
 BUSY_PAUSE_SECONDS = 2.0  # a target another runner holds is looked at again after this
 MAX_RESTARTS = 3  # a target whose window keeps stopping unfinished then stops the fleet
 ABORT_SETTLE_SECONDS = 5.0  # a runner may have started a target just before the abort mark
@@ -190,7 +191,8 @@ class FleetRunner:
                     if time.monotonic() - reached > STATE_OUTAGE_SECONDS:
                         raise
                     self.log.warning("fleet_state_unreachable", error=exc.message)
-                time.sleep(POLL_SECONDS)
+                time.sleep(POLL_SECONDS if self.only is None or self._in_flight()
+                           else WAIT_SECONDS)
         return self._conclude()
 
     def _step(self) -> bool:
