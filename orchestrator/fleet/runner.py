@@ -370,6 +370,11 @@ def run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
     with audited(fleet.settings, "fleet run"):
         found = targets(fleet)
         _known(fleet, found, only)
+        canary = fleet.spec.canary or found[0].name
+        if only is not None and canary not in only:  # it alone would never see its wave
+            raise UsageError(f"`window fleet run --target` starts with the canary ({canary});"
+                             " the other targets' jobs join with `window fleet resume"
+                             " --target NAME`.")
         check_staging(fleet, found, skip_staging=skip_staging)
         config.require_contacts(fleet.settings.contacts)
         gates.confirm(fleet.settings, confirm, summary(fleet, found), stdin)

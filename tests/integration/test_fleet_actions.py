@@ -123,6 +123,11 @@ def test_the_fleet_workflow_runs_its_jobs_in_order_every_target_once(
 
     rerun = run.job("waves", "Run the target's window", TARGET="t3", FLEET_RUN=fleet_run)[0]
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr  # a re-run runs nothing again
+    alone = subprocess.run([sys.executable, "-m", "orchestrator", "fleet", "run", "fleet.toml",
+                            "--target", "t1", "--confirm", demo.PHRASE], cwd=run.folder,
+                           env=project.env, text=True, capture_output=True, timeout=60,
+                           check=False)
+    assert alone.returncode == 2 and "starts with the canary (c0)" in alone.stderr
     stale = run.job("waves", "Run the target's window", TARGET="t1", FLEET_RUN="fleet_other")[0]
     assert stale.returncode == 3 and "not fleet_other" in stale.stdout + stale.stderr
     assert sorted(production(project)) == sorted(project.db(n) for n in NAMES)
