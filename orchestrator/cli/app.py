@@ -290,9 +290,16 @@ def init(  # every option is a flag: keyword-only
         help="file: a page on this machine; ssh: a command on the web server; http: an"
              " endpoint.")] = BannerChoice.FILE,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    fleet_file: Annotated[Path | None, typer.Option(
+        "--fleet", help="Write .github/workflows/fleet-window.yml instead, running this"
+                        " fleet.toml from GitHub Actions (its config in S3).")] = None,
 ) -> None:
     """Write an annotated window.toml and .github/workflows/maintenance-window.yml here."""
     from orchestrator.commands import init as starter
+
+    if fleet_file is not None:
+        fleet.init_workflow(fleet_file, pg_version, force=force)
+        return
 
     managers = [m for m, chosen in zip(PackageManagerChoice, (pnpm, npm, yarn), strict=True)
                 if chosen]

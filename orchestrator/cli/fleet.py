@@ -21,10 +21,37 @@ app = typer.Typer(
 FleetArgument = Annotated[Path, typer.Argument(
     help="fleet.toml: the targets (or a catalog query) and the shared window.toml.")]
 
+TargetsOption = Annotated[list[str] | None, typer.Option(
+    "--target", metavar="NAME",
+    help="Only this target (again for more): wait for its wave, run its window, end when it"
+         " ended; a CI job per target.")]
+
+
+def _only(names: list[str] | None) -> frozenset[str] | None:
+    return frozenset(names) if names else None
+
+
+@app.command()
+def plan(
+    fleet_file: FleetArgument = Path("fleet.toml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """The targets by name (never their URLs), the canary and the waves; nothing is run."""
+    import json
+
+    from orchestrator import log
+    from orchestrator.fleet import spec
+
+    log.configure()
+    facts = spec.plan(spec.load(fleet_file))
+    typer.echo(json.dumps(facts, indent=2) if as_json else spec.plan_text(facts))
+
+
 @app.command()
 def run(
     fleet_file: FleetArgument = Path("fleet.toml"),
     confirm: ConfirmOption = None,
+    target: TargetsOption = None,
     skip_staging: Annotated[bool, typer.Option(
         "--skip-staging",
         help="Skip every target's rehearsal (also needs [staging] skip = true).")] = False,
@@ -36,18 +63,21 @@ def run(
 
     log.configure(json_lines=json_logs)
     raise typer.Exit(runner.run(spec.load(fleet_file), confirm,
-                                      skip_staging=skip_staging))
+                                skip_staging=skip_staging, only=_only(target)))
 
 
 @app.command()
-def resume(fleet_file: FleetArgument = Path("fleet.toml"),
+def resume(fleet_file: FleetArgument = Path("fleet.toml"), target: TargetsOption = None,
+           fleet_run: Annotated[str | None, typer.Option(
+               "--fleet-run", metavar="ID",
+               help="Only if this is the fleet run under way.")] = None,
            json_logs: JsonLogsOption = False) -> None:
     """Work the current fleet run again: interrupted targets resume, waves go on."""
     from orchestrator import log
     from orchestrator.fleet import runner, spec
 
     log.configure(json_lines=json_logs)
-    raise typer.Exit(runner.resume(spec.load(fleet_file)))
+    raise typer.Exit(runner.resume(spec.load(fleet_file), _only(target), fleet_run))
 
 
 @app.command()
@@ -97,3 +127,37 @@ def worker(
                          " (the built-in runner needs no worker).")
     celery_engine = runner.celery_engine()
     raise typer.Exit(celery_engine.work(fleet, concurrency or fleet.spec.concurrency, hostname))
+
+
+def init_workflow(fleet_file: Path, pg_version: int | None, *, force: bool) -> None:
+    """``window init --fleet``: the GitHub Actions workflow that runs this fleet."""
+    from orchestrator.commands import init as starter
+    from orchestrator.errors import ConfigError, UsageError
+    from orchestrator.fleet import spec
+
+    folder = Path.cwd()
+    try:  # the workflow runs from the repository's root: the fleet file must be in it
+        relative = fleet_file.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        raise UsageError(f"--fleet {fleet_file} must be a .toml file inside this folder (the"
+                         " repository's root), such as fleet.toml or ops/fleet.toml.") from None
+    fleet = spec.load(fleet_file)
+    if fleet.settings.state.backend != "s3":
+        raise ConfigError(f"{fleet.config_path}: a fleet run from GitHub Actions needs"
+                          ' [state] backend = "s3": each job\'s runner vanishes with it, the'
+                          " journals must not.")
+    if fleet.spec.engine.kind != "builtin":
+        raise ConfigError(f"{fleet_file}: GitHub Actions is the engine of this workflow;"
+                          " remove [engine] (or kind = \"builtin\").")
+    settings = fleet.settings
+    options, found = starter.options(
+        folder, name=settings.window.name, phrase=settings.window.confirm_phrase,
+        pg_version=pg_version, production_env=settings.target.url_env)
+    chosen = starter.FleetOptions(options, relative, tuple(spec.secret_names(fleet)),
+                                  fleet.spec.concurrency)
+    for line in found:
+        typer.echo(f"found: {line}")
+    for path in starter.write_fleet(folder, chosen, force=force):
+        typer.echo(f"wrote {path}")
+    typer.echo(f"next: set the {', '.join(chosen.secrets)} secrets (and the AWS_REGION"
+               " variable) for the workflow.")

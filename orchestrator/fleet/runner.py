@@ -28,7 +28,7 @@ from orchestrator.config import Settings
 from orchestrator.engine import gates
 from orchestrator.engine.audit import audited
 from orchestrator.engine.identity import who
-from orchestrator.errors import ConfigError, ExitCode, GateRefused
+from orchestrator.errors import ConfigError, ExitCode, GateRefused, UsageError
 from orchestrator.fleet.record import (
     PENDING,
     SEVERITY,
@@ -54,6 +54,7 @@ from orchestrator.redact import redact
 from orchestrator.store import blobs
 
 POLL_SECONDS = 0.5
+WAIT_SECONDS = 2.0  # a runner of some targets (--target) waiting for their wave looks this often
 BUSY_PAUSE_SECONDS = 2.0  # a target another runner holds is looked at again after this
 MAX_RESTARTS = 3  # a target whose window keeps stopping unfinished then stops the fleet
 ABORT_SETTLE_SECONDS = 5.0  # a runner may have started a target just before the abort mark
@@ -160,11 +161,13 @@ def window_argv(fleet: Fleet, command: str, name: str, *extra: str) -> list[str]
 
 class FleetRunner:
     """One runner of a fleet run: claims targets through children until nothing is left
-    for any runner to drive."""
+    for any runner to drive; with ``only`` (a CI job's targets), claims those alone, once
+    their wave is due, and ends once they ended or can no longer start."""
 
     def __init__(self, fleet: Fleet, record: Record, found: list[Target], phrase: str,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, *, only: frozenset[str] | None = None) -> None:
         self.fleet, self.settings, self.record = fleet, fleet.settings, record
+        self.only = only
         self.store = blobs.store_for(fleet.settings)
         self.targets = {t.name: t for t in found}
         self.phrase = phrase
@@ -188,7 +191,8 @@ class FleetRunner:
                     if time.monotonic() - reached > STATE_OUTAGE_SECONDS:
                         raise
                     self.log.warning("fleet_state_unreachable", error=exc.message)
-                time.sleep(POLL_SECONDS)
+                time.sleep(POLL_SECONDS if self.only is None or self._in_flight()
+                           else WAIT_SECONDS)
         return self._conclude()
 
     def _step(self) -> bool:
@@ -197,12 +201,22 @@ class FleetRunner:
         for name, code, last_line in self._ended():
             self._settle(name, code, last_line)
         self._change(lambda r: r)  # read: an abort, an outcome, a stop
-        step = next_step(self.record.waves(), self._views(), aborted=self.record.ended == "aborted")
+        views = self._views()
+        step = next_step(self.record.waves(), views, aborted=self.record.ended == "aborted")
         self._mark(step)
         if not self.signals:
             for name in step.drive:
-                self._claim(name)
-        return not self._in_flight() and (step.over or bool(self.signals))
+                if self.only is None or name in self.only:
+                    self._claim(name)
+        return not self._in_flight() and (step.over or bool(self.signals)
+                                          or self._own_settled(step, views))
+
+    def _own_settled(self, step: Step, views: dict[str, View]) -> bool:
+        """With ``only``: none of its targets is to drive now, and each ended, or the
+        fleet stopped before it could start (a stopped fleet starts nothing new)."""
+        if self.only is None or any(name in self.only for name in step.drive):
+            return False
+        return step.failed is not None or all(views[name].finished for name in self.only)
 
     def _ended(self) -> Iterator[tuple[str, int, str]]:
         """The targets this runner started whose window process exited since the last look."""
@@ -311,7 +325,8 @@ class FleetRunner:
         step = next_step(self.record.waves(), {v.name: v for v in views},
                     aborted=self.record.ended == "aborted")
         interrupted = bool(self.signals) and not step.over
-        code = exit_code(views, interrupted=interrupted)
+        own = [v for v in views if self.only is None or v.name in self.only]
+        code = exit_code(own, interrupted=interrupted)
         self.children.say(table(report(self.record, views)))
         self.children.say(conclusion(self.record, views, step, interrupted=interrupted))
         self.log.info("fleet_runner_finished", exit_code=code,
@@ -349,10 +364,17 @@ def summary(fleet: Fleet, found: list[Target]) -> str:
 
 
 def run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
-        stdin: TextIO | None = None) -> int:
-    """``window fleet run``: start a fleet run (or join the one under way) and work it."""
+        stdin: TextIO | None = None, only: frozenset[str] | None = None) -> int:
+    """``window fleet run``: start a fleet run (or join the one under way) and work it (with
+    ``only``: those targets of it, as a CI job does)."""
     with audited(fleet.settings, "fleet run"):
         found = targets(fleet)
+        _known(fleet, found, only)
+        canary = fleet.spec.canary or found[0].name
+        if only is not None and canary not in only:  # it alone would never see its wave
+            raise UsageError(f"`window fleet run --target` starts with the canary ({canary});"
+                             " the other targets' jobs join with `window fleet resume"
+                             " --target NAME`.")
         check_staging(fleet, found, skip_staging=skip_staging)
         config.require_contacts(fleet.settings.contacts)
         gates.confirm(fleet.settings, confirm, summary(fleet, found), stdin)
@@ -371,15 +393,28 @@ def run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
         structlog.get_logger().info("fleet_joined" if joined else "fleet_started",
                                     fleet_run=record.id, targets=len(record.targets),
                                     canary=record.canary, concurrency=record.concurrency)
-        return _runner(fleet, record, found).drive()
+        return _runner(fleet, record, found, only).drive()
 
 
-def _runner(fleet: Fleet, record: Record, found: list[Target]) -> FleetRunner:
+def _runner(fleet: Fleet, record: Record, found: list[Target],
+            only: frozenset[str] | None = None) -> FleetRunner:
     """The built-in runner, or the one that sends the targets to Celery workers (celery is
     imported only then)."""
     if fleet.spec.engine.kind == "celery":
         return celery_engine().CeleryRunner(fleet, record, found)  # type: ignore[no-any-return]
-    return FleetRunner(fleet, record, found, fleet.settings.window.confirm_phrase)
+    return FleetRunner(fleet, record, found, fleet.settings.window.confirm_phrase, only=only)
+
+
+def _known(fleet: Fleet, found: list[Target], only: frozenset[str] | None) -> None:
+    """``--target``: targets of this fleet, on the built-in engine (a CI job is the engine)."""
+    if only is None:
+        return
+    if fleet.spec.engine.kind != "builtin":
+        raise UsageError(f"{fleet.path}: --target is for the built-in engine (a CI job per"
+                         f" target); the {fleet.spec.engine.kind} engine places targets itself.")
+    names = {t.name for t in found}
+    if unknown := sorted(only - names):
+        raise UsageError(f"{fleet.path}: {unknown[0]!r} is not one of the fleet's targets.")
 
 
 def celery_engine() -> ModuleType:
@@ -400,17 +435,23 @@ def _same_targets(fleet: Fleet, record: Record, names: list[str]) -> None:
                           " `window fleet abort` it first.")
 
 
-def resume(fleet: Fleet) -> int:
+def resume(fleet: Fleet, only: frozenset[str] | None = None, fleet_run: str | None = None
+           ) -> int:
     """``window fleet resume``: work the existing fleet run again (it was confirmed when it
-    started): interrupted targets resume, and the waves go on only if nothing failed."""
+    started): interrupted targets resume, and the waves go on only if nothing failed. With
+    ``fleet_run``, only if that is the fleet run under way (a CI job of that run)."""
     with audited(fleet.settings, "fleet resume"):
         _, record = existing(fleet)
+        if fleet_run is not None and record.id != fleet_run:
+            raise GateRefused(f"the fleet run in the state is {record.id}, not {fleet_run}:"
+                              " nothing was run.")
         found = targets(fleet)
+        _known(fleet, found, only)
         if missing := sorted(set(record.targets) - {t.name for t in found}):
             raise ConfigError(f"{fleet.path}: target {missing[0]!r} of fleet run {record.id}"
                               " is no longer listed.")
         structlog.get_logger().info("fleet_resumed", fleet_run=record.id)
-        return _runner(fleet, record, found).drive()
+        return _runner(fleet, record, found, only).drive()
 
 
 def abort(fleet: Fleet, confirm: str | None, stdin: TextIO | None = None) -> int:

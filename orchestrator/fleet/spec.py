@@ -261,3 +261,36 @@ def waves(names: Sequence[str], canary: str, concurrency: int) -> list[list[str]
     """The canary alone, then the others in order, ``concurrency`` at a time."""
     rest = [n for n in names if n != canary]
     return [[canary], *(rest[i:i + concurrency] for i in range(0, len(rest), concurrency))]
+
+
+def plan(fleet: Fleet) -> dict[str, Any]:
+    """``window fleet plan``: the targets by name (never a URL), the canary and the waves."""
+    names = [t.name for t in targets(fleet)]
+    canary = fleet.spec.canary or names[0]
+    return {"fleet": fleet.path.name, "window": fleet.settings.window.name,
+            "engine": fleet.spec.engine.kind, "concurrency": fleet.spec.concurrency,
+            "targets": names, "canary": canary,
+            "waves": waves(names, canary, fleet.spec.concurrency)}
+
+
+def plan_text(facts: dict[str, Any]) -> str:
+    lines = [f"fleet {facts['fleet']}: window {facts['window']!r} on {len(facts['targets'])}"
+             f" targets, {facts['concurrency']} at a time ({facts['engine']} engine)"]
+    lines += [f"  wave {i}: {', '.join(wave)}" + (" (the canary)" if i == 0 else "")
+              for i, wave in enumerate(facts["waves"])]
+    return "\n".join(lines)
+
+
+def secret_names(fleet: Fleet) -> list[str]:
+    """Every variable the fleet reads a URL from, in order, each once: the targets' (or the
+    catalog's), their staging databases', the shared config's staging, the broker's."""
+    spec, settings = fleet.spec, fleet.settings
+    names = [v for t in spec.targets for v in (t.url_env, t.staging_url_env) if v]
+    if spec.catalog is not None:
+        names.append(spec.catalog.url_env)
+    if settings.staging.needs_url and (spec.catalog is not None
+                                       or any(t.staging_url_env is None for t in spec.targets)):
+        names.append(settings.staging.url_env)
+    if spec.engine.broker_env:
+        names.append(spec.engine.broker_env)
+    return list(dict.fromkeys(names))

@@ -15,13 +15,17 @@ from ruamel.yaml import YAML
 WORKFLOW = Path(".github/workflows/maintenance-window.yml")
 
 
-def load(folder: Path) -> dict[str, Any]:
-    return YAML(typ="safe").load((folder / WORKFLOW).read_text())  # type: ignore[no-any-return]
+FLEET_WORKFLOW = Path(".github/workflows/fleet-window.yml")
 
 
-def step(folder: Path, name: str) -> dict[str, Any]:
-    """The step whose name starts with ``name``."""
-    found = [s for s in load(folder)["jobs"]["window"]["steps"]
+def load(folder: Path, workflow: Path = WORKFLOW) -> dict[str, Any]:
+    return YAML(typ="safe").load((folder / workflow).read_text())  # type: ignore[no-any-return]
+
+
+def step(folder: Path, name: str, *, workflow: Path = WORKFLOW, job: str = "window"
+         ) -> dict[str, Any]:
+    """The step of ``job`` whose name starts with ``name``."""
+    found = [s for s in load(folder, workflow)["jobs"][job]["steps"]
              if s.get("name", "").startswith(name)]
     assert len(found) == 1, f"one step named {name!r}: {found}"
     return found[0]  # type: ignore[no-any-return]
@@ -29,14 +33,14 @@ def step(folder: Path, name: str) -> dict[str, Any]:
 
 def run_step(folder: Path, name: str, given: dict[str, str], *, path: str | None = None,
              home: Path | None = None, base: dict[str, str] | None = None,
-             timeout: float = 240) -> subprocess.CompletedProcess[str]:
+             timeout: float = 240, workflow: Path = WORKFLOW, job: str = "window"
+             ) -> subprocess.CompletedProcess[str]:
     """Run the step's script in ``folder`` with bash; ``given`` replaces every ``${{ }}``
     value of its env (a value not given is refused: the test must say what GitHub passes);
     the environment is ``base`` (default: this process's) with the workflow's own env."""
-    workflow, found = load(folder), step(folder, name)
+    loaded, found = load(folder, workflow), step(folder, name, workflow=workflow, job=job)
     env = dict(os.environ if base is None else base)
-    env |= {key: str(value) for key, value in workflow.get("env", {}).items()}
-    for key, value in (found.get("env") or {}).items():
+    for key, value in [*loaded.get("env", {}).items(), *(found.get("env") or {}).items()]:
         if isinstance(value, str) and "${{" in value:
             assert key in given, f"the test must give {key} ({value})"
             env[key] = given[key]

@@ -441,3 +441,86 @@ def test_a_workspace_pins_pnpm_at_the_root_and_keeps_the_app_two_levels_down(
     setup = next(s for s in steps if s.get("uses") == "actions/setup-node@v4")
     assert setup["with"]["node-version"] == "^20.11"
     assert_valid(tmp_path)
+
+
+FLEET_WORKFLOW = workflow_steps.FLEET_WORKFLOW
+S3_STATE = '\n[state]\nbackend = "s3"\nuri = "s3://fleet-state/shop"\n'
+
+
+def fleet_project(folder: Path, *, state: str = S3_STATE, concurrency: int = 3) -> Path:
+    """A project `window init` started, its config's state in S3, and a fleet of four."""
+    assert window(folder, "init", "--phrase", "SHOP-GO", "--pg-version", "17").returncode == 0
+    with (folder / "window.toml").open("a") as config_file:
+        config_file.write(state)
+    targets = "".join(f'\n[[targets]]\nname = "{n}"\nurl_env = "{n.upper()}_URL"\n'
+                      for n in ("eu", "us", "ap", "sa"))
+    (folder / "ops").mkdir()
+    (folder / "ops" / "fleet.toml").write_text(
+        f'config = "../window.toml"\nconcurrency = {concurrency}\ncanary = "us"\n{targets}')
+    return folder / "ops" / "fleet.toml"
+
+
+def test_init_fleet_writes_a_valid_workflow_of_targets_canary_and_waves(tmp_path: Path) -> None:
+    fleet_project(tmp_path)
+
+    done = window(tmp_path, "init", "--fleet", "ops/fleet.toml", "--pg-version", "16")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "AWS_SECRET_ACCESS_KEY" in done.stdout
+    valid = subprocess.run([check_jsonschema(), "--builtin-schema", "vendor.github-workflows",
+                            str(tmp_path / FLEET_WORKFLOW)],
+                           capture_output=True, text=True, check=False)
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    flow = workflow_steps.load(tmp_path, FLEET_WORKFLOW)
+    assert list(flow["jobs"]) == ["targets", "canary", "waves"]
+    assert flow["env"]["FLEET_FILE"] == "ops/fleet.toml"
+    assert flow["env"]["WINDOW_PHRASE"] == "SHOP-GO" and flow["env"]["PG_VERSION"] == "16"
+    waves = flow["jobs"]["waves"]
+    assert waves["needs"] == ["targets", "canary"]
+    assert waves["strategy"]["max-parallel"] == 3 and waves["strategy"]["fail-fast"] is True
+    assert waves["strategy"]["matrix"]["target"] == "${{ fromJSON(needs.targets.outputs.waves) }}"
+    assert flow["jobs"]["canary"]["needs"] == "targets"
+    clients = {job: any(s.get("name", "").startswith("Install the PostgreSQL 16 client")
+                        for s in flow["jobs"][job]["steps"]) for job in flow["jobs"]}
+    assert clients == {"targets": False, "canary": True, "waves": True}  # names need none
+    for job in flow["jobs"].values():  # the same phrase gate as the single window's
+        gate = job["steps"][0]
+        assert gate["name"] == "Check the confirmation phrase"
+        assert gate["env"] == {"CONFIRM": "${{ inputs.confirm }}"}
+        assert "${{" not in "".join(s.get("run", "") for s in job["steps"])  # through env
+    secrets = set(workflow_steps.step(tmp_path, "Run the target's window",
+                                      workflow=FLEET_WORKFLOW, job="waves")["env"])
+    assert secrets == {"EU_URL", "US_URL", "AP_URL", "SA_URL", "DATABASE_URL_STAGING",
+                       "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "TARGET", "FLEET_RUN"}
+
+
+def test_init_fleet_refuses_a_local_state_and_a_fleet_file_outside(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    fleet_project(local, state="")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    refused = window(local, "init", "--fleet", "ops/fleet.toml")
+    elsewhere = window(outside, "init", "--fleet", str(local / "ops" / "fleet.toml"))
+
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert '[state] backend = "s3"' in refused.stderr and "Traceback" not in refused.stderr
+    assert elsewhere.returncode == 2 and "inside this folder" in elsewhere.stderr
+    assert not (local / FLEET_WORKFLOW).exists() and not (outside / FLEET_WORKFLOW).exists()
+
+
+def test_fleet_plan_names_the_targets_canary_and_waves_never_a_url(tmp_path: Path) -> None:
+    fleet_project(tmp_path, concurrency=2)
+    env = {**ENV, **{f"{n}_URL": f"postgresql://app:s3cret@127.0.0.1:1/{n}"
+                     for n in ("EU", "US", "AP", "SA")}}
+
+    shown = window(tmp_path, "fleet", "plan", "ops/fleet.toml", env=env)
+    as_json = window(tmp_path, "fleet", "plan", "ops/fleet.toml", "--json", env=env)
+
+    assert shown.returncode == 0 and as_json.returncode == 0, shown.stderr + as_json.stderr
+    assert "wave 0: us (the canary)\n  wave 1: eu, ap\n  wave 2: sa" in shown.stdout
+    facts = json.loads(as_json.stdout)
+    assert facts["canary"] == "us" and facts["waves"] == [["us"], ["eu", "ap"], ["sa"]]
+    assert facts["targets"] == ["eu", "us", "ap", "sa"] and facts["concurrency"] == 2
+    assert "s3cret" not in shown.stdout + as_json.stdout + shown.stderr + as_json.stderr

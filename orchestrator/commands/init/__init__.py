@@ -7,20 +7,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from orchestrator.commands.init import detect
+from orchestrator.commands.init import detect, fleet_workflow
 from orchestrator.commands.init.config_file import window_toml
 from orchestrator.commands.init.options import (
     DEFAULT_PG_VERSION,
     PRODUCTION_ENV,
     Banner,
+    FleetOptions,
     Options,
     PackageManager,
 )
 from orchestrator.commands.init.workflow import WORKFLOW, workflow
 from orchestrator.errors import UsageError
 
-__all__ = ["CONFIG", "DEFAULT_PG_VERSION", "GITIGNORED", "WORKFLOW", "Options", "options",
-           "window_toml", "workflow", "write"]
+__all__ = ["CONFIG", "DEFAULT_PG_VERSION", "GITIGNORED", "WORKFLOW", "FleetOptions", "Options",
+           "options", "window_toml", "workflow", "write", "write_fleet"]
 
 CONFIG = Path("window.toml")
 # Dumps of customer data and the journal are one `git add -A` away from the repository.
@@ -83,6 +84,16 @@ def write(folder: Path, options: Options, *, force: bool = False) -> list[Path]:
     if ignore(folder):
         paths.append(folder / ".gitignore")
     return paths
+
+
+def write_fleet(folder: Path, fleet: FleetOptions, *, force: bool = False) -> list[Path]:
+    """The fleet's workflow (its fleet.toml and window.toml exist already), and .gitignore."""
+    path = folder / fleet_workflow.FLEET_WORKFLOW
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists; pass --force to overwrite it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(fleet_workflow.workflow(fleet), encoding="utf-8")
+    return [path, *([folder / ".gitignore"] if ignore(folder) else [])]
 
 
 def ignore(folder: Path) -> bool:

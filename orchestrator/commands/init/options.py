@@ -98,3 +98,33 @@ class Options:
 
 # The ssh banner's secrets: the private key, the host's line of known_hosts, user@host.
 SSH_SECRETS = ("BANNER_SSH_KEY", "BANNER_SSH_KNOWN_HOSTS", "BANNER_SSH_TARGET")
+
+
+# What the fleet's jobs read the S3 state with (the runner is gone after each job).
+AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+_FLEET_FILE = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*\.toml")
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """The fleet's workflow: ``options`` for what every job sets up (the phrase, Python, the
+    PostgreSQL client, Node), the fleet file from the repository root, the variables its
+    targets' URLs come from, and how many targets run at once."""
+
+    options: Options
+    fleet_file: str
+    target_secrets: tuple[str, ...]
+    concurrency: int
+
+    def __post_init__(self) -> None:
+        if not _FLEET_FILE.fullmatch(self.fleet_file) or ".." in self.fleet_file.split("/"):
+            raise UsageError(f"--fleet {self.fleet_file!r} must be a .toml file inside this"
+                             " folder, such as fleet.toml or ops/fleet.toml.")
+        for env in self.target_secrets:
+            if not _ENV.fullmatch(env) or env.upper().startswith("GITHUB_"):
+                raise UsageError(f"the fleet reads {env!r}, which GitHub cannot hold as a"
+                                 " secret (letters, digits and '_', not GITHUB_...).")
+
+    @property
+    def secrets(self) -> list[str]:
+        return [*self.target_secrets, *AWS_SECRETS]

@@ -7,7 +7,7 @@ runner would.
 
 from __future__ import annotations
 
-from orchestrator.commands.init.options import Options
+from collections.abc import Sequence
 
 CONFIG = "window.toml"
 # https://www.postgresql.org/download/linux/ubuntu/ (the repository's documented setup)
@@ -28,10 +28,10 @@ def has_variable(name: str) -> str:
     return f"HAS_{name}"
 
 
-def secrets_check(options: Options) -> str:
+def secrets_check(secrets: Sequence[str]) -> str:
     lines = ['missing=""']
     lines += [f'[ "${has_variable(name)}" = true ] || missing="$missing {name}"'
-              for name in options.secrets]
+              for name in secrets]
     lines += ['if [ -n "$missing" ]; then',
               '  echo "::error::Set these repository secrets (Settings > Secrets and variables'
               ' > Actions):$missing"',
@@ -98,4 +98,36 @@ print("interrupted" if s["interrupted"] else s["exit_code"])' window-status.json
 fi
 rm -f window-status.json
 exec window run --config {CONFIG} --confirm "$CONFIRM"
+"""
+
+
+# The fleet's workflow: its jobs hand values on through $GITHUB_OUTPUT, as GitHub reads it.
+FLEET_PLAN = """\
+window fleet plan "$FLEET_FILE" --json > fleet-plan.json
+python3 -c 'import json, sys; p = json.load(open(sys.argv[1]))
+print("canary=" + p["canary"])
+print("waves=" + json.dumps([n for wave in p["waves"][1:] for n in wave]))' fleet-plan.json \\
+  >> "$GITHUB_OUTPUT"
+cat fleet-plan.json
+rm -f fleet-plan.json
+"""
+
+# The canary starts the fleet run (or joins the unfinished one: a re-run resumes it) and
+# names it for the waves, whatever its window's end.
+FLEET_CANARY = """\
+code=0
+window fleet run "$FLEET_FILE" --target "$TARGET" --confirm "$CONFIRM" || code=$?
+if window fleet status "$FLEET_FILE" --json > fleet-status.json; then
+  python3 -c 'import json, sys
+print("fleet_run=" + json.load(open(sys.argv[1]))["fleet_run"])' fleet-status.json \\
+    >> "$GITHUB_OUTPUT"
+fi
+rm -f fleet-status.json
+exit "$code"
+"""
+
+# A wave's target: its window once its wave is due, in the canary's fleet run only; a
+# stopped fleet starts it never, a re-run resumes it from its journal.
+FLEET_WAVE = """\
+exec window fleet resume "$FLEET_FILE" --target "$TARGET" --fleet-run "$FLEET_RUN"
 """

@@ -69,13 +69,14 @@ def _header(options: Options) -> str:
         """)
 
 
-def _setup(options: Options) -> list[str]:
-    has = {steps.has_variable(name): f"${{{{ secrets.{name} != '' }}}}"
-           for name in options.secrets}
+def _setup(options: Options, secrets: list[str] | None = None) -> list[str]:
+    """The phrase, the secrets, Python, the PostgreSQL client and window: every job's start."""
+    secrets = options.secrets if secrets is None else secrets
+    has = {steps.has_variable(name): f"${{{{ secrets.{name} != '' }}}}" for name in secrets}
     return [
         _script("Check the confirmation phrase", steps.PHRASE,
                 {"CONFIRM": "${{ inputs.confirm }}"}),
-        _script("Check the secrets exist", steps.secrets_check(options), has),
+        _script("Check the secrets exist", steps.secrets_check(secrets), has),
         "- uses: actions/checkout@v4\n",
         '- uses: actions/setup-python@v5\n  with:\n    python-version: "3.12"\n',
         _script(f"Install the PostgreSQL {options.pg_version} client (from PostgreSQL's"
