@@ -28,7 +28,11 @@ BATCH = 50  # tables made per transaction: the small lock table holds a few hund
 def small_lock_table() -> Iterator[Cluster]:
     server = Cluster().init()
     with (server.data / "postgresql.conf").open("a") as conf:
-        conf.write("max_locks_per_transaction = 10\nmax_connections = 20\n")
+        # The lock table holds max_locks_per_transaction x (connections, workers and WAL
+        # senders): the suite's replication settings made small again too.
+        conf.write("max_locks_per_transaction = 10\nmax_connections = 20\n"
+                   "max_wal_senders = 0\nmax_replication_slots = 0\n"
+                   "max_worker_processes = 8\nmax_logical_replication_workers = 4\n")
     server.start()
     try:
         yield server
