@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import data, report
@@ -153,13 +152,6 @@ def rows(lone_s: float, small: FleetRun, whole: FleetRun) -> list[list[str]]:
     ]
 
 
-def section(facts: list[str], body: list[list[str]]) -> str:
-    heading = f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-    return "\n".join([f"## {SECTION}", "", f"### {heading}", "",
-                      *(f"- {fact}" for fact in facts), "",
-                      report.markdown_table(HEADER, body), "", HOW_TO_READ, ""])
-
-
 HOW_TO_READ = (
     "How to read it: every target is a copy of the demo's small shop and every command of the"
     ' window is `true`, so each window is almost all orchestration (start-up, gates, the '
@@ -206,5 +198,6 @@ def benchmark(workdir: Path, path: Path) -> None:
     body = rows(lone_s, runs[0], runs[1])
     print("\n" + "\n".join(facts) + "\n")
     print(report.text_table(HEADER, body))
-    report.write_section(path, section(facts, body), SECTION)
+    report.write_section(path, report.dated_section(SECTION, facts, HEADER, body, HOW_TO_READ),
+                         SECTION)
     print(f"\nwritten to {path}", flush=True)

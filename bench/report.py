@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.windows import WindowResult
@@ -146,6 +147,15 @@ def markdown_section(heading: str, facts: list[str], table: list[Row],
         "Reproduce with `make bench` (`.venv/bin/python -m bench.run`; `BENCH_GB` sets the"
         " size, default 1.0; `BENCH_ONLY=backup` runs this part alone). A miss is reported,"
         " not failed.", ""])
+
+
+def dated_section(name: str, facts: list[str], header: list[str], body: list[list[str]],
+                  how_to_read: str) -> str:
+    """A section of BENCHMARKS.md: this run's date, its facts, its table, how to read it."""
+    heading = f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    return "\n".join([f"## {name}", "", f"### {heading}", "",
+                      *(f"- {fact}" for fact in facts), "",
+                      markdown_table(header, body), "", how_to_read, ""])
 
 
 def write_section(path: Path, section: str, name: str = SECTION) -> None:

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -162,14 +161,6 @@ def rows(case: Case, window: windows.WindowResult, dump_s: float, restore_s: flo
     return [[label, *row.cells()[1:]] for label, row in table]
 
 
-def section(case: Case, facts: list[str], body: list[list[str]]) -> str:
-    heading = f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-    how = (HOW_WIDE if case is WIDE else HOW_WIDE10K)
-    return "\n".join([f"## {case.section}", "", f"### {heading}", "",
-                      *(f"- {fact}" for fact in facts), "",
-                      report.markdown_table(HEADER, body), "", how, ""])
-
-
 HOW_WIDE = (
     "How to read it: the raw tools run on the same database right before the window"
     " (pg_dump -Fd -j2 -Z1 three times, the median kept; pg_restore -j2 --exit-on-error once,"
@@ -196,7 +187,9 @@ def benchmark(case: Case, workdir: Path, path: Path) -> None:
     facts, body = measure(case, workdir)
     print("\n" + "\n".join(facts) + "\n")
     print(report.text_table(HEADER, body))
-    report.write_section(path, section(case, facts, body), case.section)
+    how = HOW_WIDE if case is WIDE else HOW_WIDE10K
+    report.write_section(path, report.dated_section(case.section, facts, HEADER, body, how),
+                         case.section)
     print(f"\nwritten to {path}", flush=True)
 
 
