@@ -39,7 +39,7 @@ class Preflight:
         deadline = min(ctx.deadline, time.time() + ctx.settings.target.connect_timeout)
         with self._reach(ctx, ctx.staging, "staging", deadline) as staging, \
                 self._reach(ctx, ctx.target, "production", deadline) as production:
-            if not ctx.distinct_checked and gates.distinct_needed(ctx.settings):
+            if not ctx.distinct_checked and ctx.settings.staging.needs_url:
                 gates.distinct_on(ctx.settings, staging, production, target=ctx.target,
                                   staging=ctx.staging, refusal=PhaseFailed)
             versions = {str(ctx.target): pg.server_major(production),

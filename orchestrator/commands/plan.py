@@ -58,9 +58,8 @@ def plan_text(settings: Settings, target: pg.Db, staging: pg.Db, found: LookedUp
     lines = [
         f"window {settings.window.name!r}",
         f"  production  {target}   (from ${settings.target.url_env})",
-        f"  staging     {staging}   (from ${settings.staging.url_env})"
-        if settings.staging.needs_url else
-        "  staging     none: rehearsed on a copy of production, restored beside it",
+        f"  staging     {settings.staging.shown(str(staging))}"
+        + (f"   (from ${settings.staging.url_env})" if settings.staging.needs_url else ""),
         f"  backup      {settings.path(settings.backup.dir)}/<run_id>  (pg_dump -Fd"
         f" -j{settings.backup.jobs}, compress {settings.backup.compress})",
         f"  state       {settings.state_dir}" + (

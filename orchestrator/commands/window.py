@@ -135,7 +135,7 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
         journal.create_run(run_id, [str(p) for p in machine.phases(settings.backup.when)], {
             "user": who(), "host": socket.gethostname(),
             "git_commit": gates.git("rev-parse", "HEAD"),
-            "target": str(target), "staging": str(staging),
+            "target": str(target), "staging": settings.staging.shown(str(staging)),
             "backup_when": settings.backup.when})
         if warnings:
             journal.put(run_id, LINT, Warnings(warnings=warnings))

@@ -109,6 +109,11 @@ class StagingSection(Section):
         (``mode = "clone"``, ``clone_on = "production"``), which never touches staging."""
         return not (self.mode == "clone" and self.clone_on == "production")
 
+    def shown(self, address: str) -> str:
+        """Staging as plan, status and the report name it: its address, or what stands in."""
+        return address if self.needs_url else \
+            "none: rehearsed on a copy of production, restored beside it"
+
 
 class RdsSection(Section):
     instance_id: str

@@ -64,7 +64,7 @@ def distinct(settings: Settings, target: pg.Db, staging: pg.Db,
     advisory lock taken on staging, looked for from production), never read from the URLs.
     Where the servers cannot say, refuse rather than guess. Skipped only where the rehearsal
     never touches staging: a clone beside production (``clone_on = "production"``)."""
-    if not distinct_needed(settings):
+    if not settings.staging.needs_url:
         return
     deadline = time.time() + settings.target.connect_timeout
     try:
@@ -76,11 +76,6 @@ def distinct(settings: Settings, target: pg.Db, staging: pg.Db,
         raise refusal(_cannot_tell(target, staging, why)) from exc
     if same:
         raise refusal(_one_database(settings, target, staging))
-
-
-def distinct_needed(settings: Settings) -> bool:
-    """Whether staging is a database of its own, to be told apart from production."""
-    return settings.staging.needs_url
 
 
 def distinct_on(settings: Settings, holder: psycopg.Connection[Any],

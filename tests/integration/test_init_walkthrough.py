@@ -132,6 +132,7 @@ def test_init_on_a_prisma_project_then_the_workflows_step_completes_a_window(
     status = shop.status()
     assert status["state"] == "completed"
     assert status["rehearsal"]["mode"] == "clone"
+    assert status["staging"] == "none: rehearsed on a copy of production, restored beside it"
     assert recorded(shop.prod_url) == [(p.name, True) for p in sorted(HISTORY.iterdir())
                                        if p.is_dir()]
     checked = next(p for p in status["phases"] if p["name"] == "post_check")
