@@ -7,6 +7,7 @@ reported, never raised: the benchmark informs, it does not gate.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -156,6 +157,12 @@ def dated_section(name: str, facts: list[str], header: list[str], body: list[lis
     return "\n".join([f"## {name}", "", f"### {heading}", "",
                       *(f"- {fact}" for fact in facts), "",
                       markdown_table(header, body), "", how_to_read, ""])
+
+
+def path() -> Path:
+    """BENCHMARKS.md, or the file ``BENCH_REPORT`` names."""
+    return Path(os.environ.get("BENCH_REPORT", Path(__file__).resolve().parent.parent
+                               / "BENCHMARKS.md"))
 
 
 def write_section(path: Path, section: str, name: str = SECTION) -> None:

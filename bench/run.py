@@ -15,7 +15,9 @@
 
 - ``wide``, ``wide10k`` (``bench.wide``): the backup phase on 3,000 small tables against raw
   pg_dump and pg_restore, and a whole window on 10,000 tables;
-- ``fleet`` (``bench.fleet``): 200 small databases, four at a time, against one window.
+- ``fleet`` (``bench.fleet``): 200 small databases, four at a time, against one window;
+- ``celery`` (``bench.celery_fleet``): 40 small databases run by the built-in runner, by two
+  Celery workers over RabbitMQ, and again with a worker killed mid-wave.
 
 Each part prints its table and replaces its own section of BENCHMARKS.md (``BENCH_REPORT``
 names another file). ``BENCH_KEEP=1`` keeps the windows' project folders (audit logs,
@@ -37,14 +39,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import data, fast, fleet, raw, report, wide, windows
+from bench import celery_fleet, data, fast, fleet, raw, report, wide, windows
 from orchestrator.postgres.cluster import Cluster
 
-REPO = Path(__file__).resolve().parent.parent
 PRODUCTION = "shop"
 STAGING = "shop_staging"
 STAGING_GB = 0.001  # a rehearsal database: the schema and a few thousand rows
-FIGURES = ("startup", "overhead", "backup", "wide", "wide10k", "fleet")
+FIGURES = ("startup", "overhead", "backup", "wide", "wide10k", "fleet", "celery")
 
 
 @dataclass
@@ -67,10 +68,6 @@ def chosen_figures() -> set[str]:
     if unknown:
         sys.exit(f"bench: BENCH_ONLY takes {', '.join(FIGURES)}; not {', '.join(unknown)}")
     return chosen
-
-
-def report_path() -> Path:
-    return Path(os.environ.get("BENCH_REPORT", REPO / "BENCHMARKS.md"))
 
 
 def bench_gb() -> float:
@@ -166,7 +163,7 @@ def publish(gigabytes: float, production: Database, timings: raw.RawTimings,
     print("\n" + report.text_table(["phase", *(f"{w.label} window" for w in runs)],
                                    report.phase_rows(runs)))
     heading = f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-    path = report_path()
+    path = report.path()
     report.write_section(path, report.markdown_section(heading, facts, table, runs))
     print(f"\nwritten to {path}")
 
@@ -210,15 +207,17 @@ def main() -> int:
     chosen = chosen_figures()
     gigabytes = bench_gb() if "backup" in chosen else 0.0  # a bad BENCH_GB fails at once
     if chosen & {"startup", "overhead"}:
-        in_workdir("fast", lambda workdir: fast.benchmark(chosen, workdir, report_path()))
+        in_workdir("fast", lambda workdir: fast.benchmark(chosen, workdir, report.path()))
     if "backup" in chosen:
         in_workdir("backup", lambda workdir: backup_part(gigabytes, workdir))
     for case in (wide.WIDE, wide.WIDE10K):
         if case.selector in chosen:
             in_workdir(case.selector, lambda workdir, c=case: wide.benchmark(
-                c, workdir, report_path()))
+                c, workdir, report.path()))
     if "fleet" in chosen:
-        in_workdir("fleet", lambda workdir: fleet.benchmark(workdir, report_path()))
+        in_workdir("fleet", lambda workdir: fleet.benchmark(workdir, report.path()))
+    if "celery" in chosen:
+        celery_fleet.benchmark(report.path())
     return 0
 
 
