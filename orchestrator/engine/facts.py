@@ -106,13 +106,17 @@ class FollowFacts(TypedDict, total=False):
     applied_lsn: str
     sequences: int
     compared: list[str]  # the tables that took writes since the snapshot, equal on both sides
-    cleared: bool  # the window's end dropped whatever of its own was on the server
+
+
+# Where something of the run's may be on the server; every later state is journaled only
+# once its slot, subscription and publications were dropped.
+FOLLOW_LIVE = frozenset({"starting", "slot", "following"})
 
 
 def follow_left(facts: FollowFacts | None) -> bool:
-    """Whether a run's slot, subscription or publications may still be on the server: it
-    followed production and its end has not recorded them dropped."""
-    return facts is not None and facts.get("mode") == "follow" and not facts.get("cleared")
+    """Whether a run's slot, subscription or publications may still be on the server."""
+    return facts is not None and facts.get("mode") == "follow" \
+        and facts.get("state") in FOLLOW_LIVE
 
 
 def follow_words(facts: FollowFacts | None) -> str:

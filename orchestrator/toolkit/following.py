@@ -29,14 +29,13 @@ from psycopg import sql
 from orchestrator import crash
 from orchestrator.config import Settings
 from orchestrator.engine.context import Context
-from orchestrator.engine.facts import BACKUP, FOLLOW, FollowFacts
+from orchestrator.engine.facts import BACKUP, FOLLOW, FOLLOW_LIVE, FollowFacts
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import databases, follow, pg
 from orchestrator.postgres.figures import write_counters
 from orchestrator.toolkit.dumps import describe, marker, seal, standby_name, suffixed
 
 POLL_SECONDS = 0.05
-LIVE = {"starting", "slot", "following"}  # something of this run may exist on the server
 
 
 def settings_say(settings: Settings) -> str | None:
@@ -208,7 +207,7 @@ def catch_up(ctx: Context) -> str:
     if facts is None or facts.get("mode") != "follow":
         return ""
     if facts.get("state") != "following":
-        if facts.get("state") in LIVE:
+        if facts.get("state") in FOLLOW_LIVE:
             fall_back(ctx, "the standby never subscribed")
         return str(facts.get("reason", ""))
     started = time.monotonic()
@@ -352,12 +351,11 @@ def finish(ctx: Context) -> None:
     facts = ctx.journal.get(ctx.run_id, FOLLOW)
     if facts is None or facts.get("mode") != "follow":
         return
-    stop(ctx)
-    if facts.get("state") in LIVE:
+    if facts.get("state") in FOLLOW_LIVE:  # later states dropped everything already
+        stop(ctx)
         facts.update(FollowFacts(state="fell_back",
                                  reason=facts.get("reason", "the window ended first")))
-    facts["cleared"] = True  # status answers from the journal alone from now on
-    _put(ctx, facts)
+        _put(ctx, facts)
 
 
 def rolling_back(ctx: Context) -> bool:
@@ -368,7 +366,7 @@ def rolling_back(ctx: Context) -> bool:
         return False
     if facts.get("state") == "following":
         catch_up(ctx)
-    else:
+    elif facts.get("state") in FOLLOW_LIVE:  # a production closed by a swap is never asked
         stop(ctx)
     facts = ctx.journal.get(ctx.run_id, FOLLOW) or FollowFacts()
     return facts.get("state") == "caught_up"

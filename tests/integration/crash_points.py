@@ -185,7 +185,6 @@ FOLLOWS = [
     "journal.child_ended#9",
     "journal.conclude_phase.rollback_banner_off#1",
     "journal.skip_pending#1",
-    "journal.put.follow#5",  # the end dropped what the run made: cleared
     "journal.finish#1",
 ]
 

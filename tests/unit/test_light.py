@@ -193,12 +193,12 @@ def test_status_survives_a_broken_unrelated_key(tmp_path: Path) -> None:
 
 
 def followed(folder: Path, *, cleared: bool) -> None:
-    """The finished window's standby followed production; its end dropped what it made on
-    the server, or did not record so."""
+    """The finished window's standby followed production; what it made on the server was
+    dropped (caught up), or may still be there (following, when the process died)."""
     journal = Journal.open(folder / ".window")
     try:
-        journal.put(RUN, FOLLOW, FollowFacts(mode="follow", state="caught_up",
-                                             **({"cleared": True} if cleared else {})))
+        journal.put(RUN, FOLLOW, FollowFacts(mode="follow",
+                                             state="caught_up" if cleared else "following"))
     finally:
         journal.close()
 
