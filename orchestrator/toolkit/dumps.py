@@ -27,7 +27,7 @@ from psycopg import IsolationLevel, sql
 
 from orchestrator.engine import proc
 from orchestrator.engine.context import Context
-from orchestrator.engine.facts import BACKUP, BackupFacts, RecomputedView
+from orchestrator.engine.facts import BACKUP, FOLLOW, BackupFacts, RecomputedView
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import archive, databases, figures, follow, lock_slots, pg, tools
 from orchestrator.postgres.figures import TableFigures
@@ -164,8 +164,9 @@ def restore_into(ctx: Context, source: Path, target: pg.Db, major: int, tables: 
              failing=f"pg_restore into {target.dbname}", progress=progress)
     # No planner statistics yet: ``compare_with_backup``, which every restore is followed by,
     # analyzes the copy batch by batch as it reads it.
-    with ctx.connect(target) as restored:
-        follow.drop_publications(restored, ctx.run_id)  # the dump holds this run's own
+    if (ctx.journal.get(ctx.run_id, FOLLOW) or {}).get("mode") == "follow":
+        with ctx.connect(target) as restored:  # the dump holds this run's publications
+            follow.drop_publications(restored, ctx.run_id)
     return time.monotonic() - started
 
 
