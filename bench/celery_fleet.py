@@ -216,11 +216,11 @@ def benchmark(report_path: Path) -> bool:
     every target ended exactly once."""
     size = int(os.environ.get("BENCH_FLEET_CELERY", os.environ.get("BENCH_FLEET", "40")))
     concurrency = int(os.environ.get("BENCH_CONCURRENCY", "4"))
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_before = report.load()
     outcomes = run_all(size, concurrency)
     facts = [f"{size} small databases, concurrency {concurrency}; RabbitMQ on loopback",
              f"load average at the start: {load_before}; at the end: "
-             + " ".join(f"{x:.2f}" for x in os.getloadavg())]
+             + report.load()]
     body = rows(outcomes)
     print(report.text_table(HEADER, body), flush=True)
     report.write_section(report_path, report.dated_section(SECTION, facts, HEADER, body,

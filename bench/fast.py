@@ -55,7 +55,7 @@ def run_windows(workdir: Path, count: int, env: dict[str, str]) -> list[overhead
         window = overhead.run(config, startup.entry_point(), env)
         print(f"  window {number}: exit {window.exit_code}, wall {window.wall_s:.2f} s,"
               f" children {window.children_s:.2f} s, overhead {window.overhead_s:.2f} s,"
-              f" CPU {window.cpu_s:.2f} s (load {load_average()})", flush=True)
+              f" CPU {window.cpu_s:.2f} s (load {report.load()})", flush=True)
         if window.exit_code != 0:
             print("  unexpected exit; the window's last lines:\n"
                   + "\n".join("    " + line for line in window.output_tail.splitlines()))
@@ -168,11 +168,7 @@ def machine_line() -> str:
                              check=False).stdout.strip().removeprefix("psql (PostgreSQL) ")
     return (f"machine: {os.cpu_count()} cores, {report.size(memory_bytes())} RAM,"
             f" PostgreSQL {version}, Python {sys.version.split()[0]};"
-            f" load average (1, 5, 15 min) at the start {load_average()}")
-
-
-def load_average() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+            f" load average (1, 5, 15 min) at the start {report.load()}")
 
 
 def memory_bytes() -> int | None:
@@ -247,7 +243,7 @@ def publish(found: startup.Startup | None, windows: list[overhead.Window],
     table = startup_rows(found) if found else []
     table += overhead_rows(windows, direct, direct_cpu) if windows else []
     tables = breakdowns(windows, direct)
-    lines = facts(found, windows, f"{machine}, at the end {load_average()}")
+    lines = facts(found, windows, f"{machine}, at the end {report.load()}")
     print("\n" + "\n".join(lines) + "\n")
     print(report.text_table(HEADER, [r.cells() for r in table]))
     for header, title, body in tables:

@@ -159,6 +159,11 @@ def dated_section(name: str, facts: list[str], header: list[str], body: list[lis
                       markdown_table(header, body), "", how_to_read, ""])
 
 
+def load() -> str:
+    """The load averages over 1, 5 and 15 minutes: the benches share the machine."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def path() -> Path:
     """BENCHMARKS.md, or the file ``BENCH_REPORT`` names."""
     return Path(os.environ.get("BENCH_REPORT", Path(__file__).resolve().parent.parent

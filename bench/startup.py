@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import report
+
 RUNS = 15
 WARMUPS = 2
 INSTRUCTION_RUNS = 3
@@ -133,7 +135,7 @@ def measure(status_config: Path, env: dict[str, str], runs: int = RUNS) -> Start
     }
     cwd = status_config.parent
     byte_compile()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = report.load()
     for _ in range(WARMUPS):
         for argv in commands.values():
             once(argv, cwd, env)
