@@ -231,7 +231,14 @@ def subscription_database(conn: psycopg.Connection[Any], run_id: str) -> str | N
 
 
 def current_lsn(conn: psycopg.Connection[Any]) -> str:
-    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    """A WAL position past every transaction committed so far, flushed: the walsender sends
+    only flushed WAL, and a commit made with ``synchronous_commit = off`` waits in WAL
+    buffers for up to three ``wal_writer_delay`` (the write position can stand before it).
+    A transaction with an id, committed synchronously, flushes everything before it."""
+    with conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit = on")
+        conn.execute("SELECT pg_current_xact_id()")
+    row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
     return str(row[0]) if row else "0/0"
 
 
