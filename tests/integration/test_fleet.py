@@ -258,11 +258,12 @@ def test_a_failing_target_rolls_back_alone_and_stops_the_waves(make_fleet: Any) 
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
-def test_two_runners_started_together_never_run_the_same_target(
+def test_a_second_runner_on_a_fleet_run_is_refused_busy_and_every_target_ends_once(
         make_fleet: Any, request: pytest.FixtureRequest, backend: str) -> None:
-    """local: two processes in one project folder. s3: two machines, as two checkouts (two
-    state folders) sharing the state in S3 (moto's server)."""
-    names = ["c0", "t1", "t2", "t3"]
+    """local: a second process in the project folder (the fleet's kernel lock). s3: a
+    second machine, as a second checkout with its own state folder, sharing the state in S3
+    (moto's server; the fleet's lease)."""
+    names = ["c0", "t1", "t2"]
     project = make_fleet(*names)
     folders, shared_state = ["project", "project"], ""
     if backend == "s3":
@@ -272,23 +273,44 @@ def test_two_runners_started_together_never_run_the_same_target(
         project.env.update({k: v for k, v in os.environ.items()
                             if k.startswith(("AWS_", "NO_PROXY", "no_proxy"))})
         folders = ["machine-a", "machine-b"]
-    for folder in set(folders):
+    root = project.root
+    for folder in set(folders):  # every migration waits for `go`
         project.write(folder, staging="skip = true", window_extra=shared_state,
-                      fleet_toml=project.targets_toml(concurrency=3))
+                      fleet_toml=project.targets_toml(concurrency=2), migrate=(
+                          'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" &&'
+                          ' psql -X -At -c "SELECT current_database()" "$DATABASE_URL"'
+                          f' >> {root}/migrated.log && touch {root}/waiting'
+                          f" && while [ ! -e {root}/go ]; do sleep 0.1; done"))
+    first = project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging",
+                          folder=folders[0], log="runner-0")
+    deadline = time.monotonic() + 60
+    while not (root / "waiting").exists():  # the canary migrates
+        assert first.poll() is None and time.monotonic() < deadline, project.output("runner-0")
+        time.sleep(0.1)
 
-    runners = [project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging",
-                             folder=folder, log=f"runner-{n}")
-               for n, folder in enumerate(folders)]
-    codes = [runner.wait(timeout=110) for runner in runners]
+    for second in (("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging"),
+                   ("resume", "fleet.toml")):
+        started = time.monotonic()
+        done = project.fleet(*second, folder=folders[1])
+        assert done.returncode == 6, done.stdout + done.stderr
+        assert time.monotonic() - started < 30  # at once, not once the first is done
+        assert "Traceback" not in done.stderr and done.stdout == "", done.stdout + done.stderr
+        sentence = done.stderr.strip().splitlines()[-1]  # after the audit's log line
+        assert sentence.startswith("window: ") and sentence.count(". ") == 0, sentence
+        assert "another `window fleet` process drives the fleet run of" in sentence
+        assert '[engine] kind = "celery"' in sentence and "`window init --fleet`" in sentence
+        holder = "fencing token" if backend == "s3" else f"pid {first.pid} on this machine"
+        assert holder in sentence, sentence
+    (root / "go").touch()
 
-    outputs = [project.output(f"runner-{n}") for n in range(2)]
-    assert codes == [0, 0], "\n".join(outputs)
-    assert len({fleet_id(output) for output in outputs}) == 1  # one fleet run, joined
+    assert first.wait(timeout=110) == 0, project.output("runner-0")
     assert sorted(project.migrated()) == sorted(project.db(n) for n in names)  # once each
     for name in names:
-        runs = project.runs(name, folder=folders[0])
-        assert [run.state for run in runs] == ["completed"], name
+        assert [run.state for run in project.runs(name, folder=folders[0])] == ["completed"]
     assert project.status(folders[1])["state"] == "completed"
+    after = project.fleet("resume", "fleet.toml", folder=folders[1])  # the lock went with it
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert sorted(project.migrated()) == sorted(project.db(n) for n in names)
 
 
 def test_fleet_refusals_are_one_sentence_and_start_nothing(make_fleet: Any,
@@ -376,6 +398,11 @@ def test_an_interrupted_fleet_resumes_where_it_stopped(make_fleet: Any) -> None:
     fleet_run = fleet_id(project.output())
     canary = project.run_of("c0", fleet_run)
     assert canary is not None and canary.state not in ("completed", "rolled_back")
+    assert project.runs("t1") == []
+    again = project.fleet("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
+    assert again.returncode == 3, again.stdout + again.stderr  # never a second fleet run
+    assert f"fleet run {fleet_run} has not ended (running): `window fleet resume`" \
+        in again.stderr
     assert project.runs("t1") == []
 
     done = project.fleet("resume", "fleet.toml")

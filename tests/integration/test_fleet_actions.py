@@ -59,8 +59,9 @@ class Workflow:
 
 def through_the_canary(project: Any, migration_sql: str = demo.GOOD_MIGRATION
                        ) -> tuple[Workflow, dict[str, str], list[list[str]], str]:
-    """The state bucket, the project, `window init --fleet`, then the targets job and the
-    canary job: the workflow, the targets job's outputs, the waves it listed, the fleet run."""
+    """The state bucket, the project, `window init --fleet`, then the targets job (it lists
+    the targets and opens the fleet run) and the canary job: the workflow, the targets job's
+    outputs, the waves it listed, the fleet run."""
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     project.env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
     state = f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
@@ -83,11 +84,19 @@ def through_the_canary(project: Any, migration_sql: str = demo.GOOD_MIGRATION
     waves = json.loads(listed.stdout[listed.stdout.index("{"):])["waves"]
     assert json.loads(plan["waves"]) == [n for wave in waves[1:] for n in wave]
 
-    canary, started = run.job("canary", "Run the canary's window",
-                              TARGET=plan["canary"], CONFIRM=demo.PHRASE)
+    opened, opening = run.job("targets", "Open the fleet run", CONFIRM=demo.PHRASE)
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+    fleet_run = opening["fleet_run"]
+    assert f"fleet run {fleet_run} opened" in opened.stdout and production(project) == []
+    again, _ = run.job("targets", "Open the fleet run", CONFIRM=demo.PHRASE)  # a second dispatch
+    assert again.returncode == 3, again.stdout + again.stderr
+    assert f"fleet run {fleet_run} has not ended (running)" in again.stderr
+
+    canary, _ = run.job("canary", "Run the canary's window", TARGET=plan["canary"],
+                        FLEET_RUN=fleet_run)
     assert canary.returncode == 0, canary.stdout + canary.stderr
     assert production(project) == [project.db(plan["canary"])]
-    return run, plan, waves, started["fleet_run"]
+    return run, plan, waves, fleet_run
 
 
 def matrix(run: Workflow, plan: dict[str, str], fleet_run: str
@@ -131,6 +140,9 @@ def test_the_fleet_workflow_runs_its_jobs_in_order_every_target_once(
     stale = run.job("waves", "Run the target's window", TARGET="t1", FLEET_RUN="fleet_other")[0]
     assert stale.returncode == 3 and "not fleet_other" in stale.stdout + stale.stderr
     assert sorted(production(project)) == sorted(project.db(n) for n in NAMES)
+    following, opening = run.job("targets", "Open the fleet run", CONFIRM=demo.PHRASE)
+    assert following.returncode == 0, following.stdout + following.stderr  # it ended: anew
+    assert opening["fleet_run"] != fleet_run
 
 
 def test_a_failing_target_fails_its_job_and_the_later_waves_start_nothing(
