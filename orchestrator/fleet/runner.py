@@ -375,11 +375,12 @@ def fleet_hold(fleet: Fleet, command: str) -> Iterator[Hold]:
     own (the state folder's lock, and with S3 the lease), or exit 6 at once."""
     hold = Hold(fleet.settings.for_fleet(), f"fleet {command}")
     if not hold.try_acquire():
+        across = "" if fleet.spec.engine.kind == "celery" else (
+            '; for a fleet across machines use Celery workers ([engine] kind = "celery") or'
+            " the GitHub Actions workflow (`window init --fleet`)")
         raise Busy(f"another `window fleet` process drives the fleet run of {fleet.path}"
-                   f" ({_holder(fleet, hold)}): the built-in runner is one process per fleet"
-                   " run, and `window fleet status` follows it; for a fleet across machines"
-                   ' use Celery workers ([engine] kind = "celery") or the GitHub Actions'
-                   " workflow (`window init --fleet`).")
+                   f" ({_holder(fleet, hold)}): one process drives a fleet run, and `window"
+                   f" fleet status` follows it{across}.")
     try:
         yield hold
     finally:

@@ -298,6 +298,7 @@ def test_a_second_runner_on_a_fleet_run_is_refused_busy_and_every_target_ends_on
         sentence = done.stderr.strip().splitlines()[-1]  # after the audit's log line
         assert sentence.startswith("window: ") and sentence.count(". ") == 0, sentence
         assert "another `window fleet` process drives the fleet run of" in sentence
+        assert "one process drives a fleet run" in sentence
         assert '[engine] kind = "celery"' in sentence and "`window init --fleet`" in sentence
         holder = "fencing token" if backend == "s3" else f"pid {first.pid} on this machine"
         assert holder in sentence, sentence
