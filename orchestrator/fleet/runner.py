@@ -525,8 +525,12 @@ def abort(fleet: Fleet, confirm: str | None, stdin: TextIO | None = None) -> int
     unfinished window rolls back (``window abort --target``); completed ones stay so."""
     with audited(fleet.settings, "fleet abort"):
         store, record = existing(fleet)
-        if record.ended in ("completed", "aborted"):
-            print(f"fleet run {record.id} {record.ended} already: nothing to abort.")
+        step = next_step(record.waves(), {v.name: v for v in views_of(fleet, record)},
+                         aborted=record.ended == "aborted")
+        if (state := fleet_state(record, step)) in ("completed", "aborted"):
+            # completed: its targets' journals say so, whoever wrote the record (a CI
+            # workflow's jobs write none)
+            print(f"fleet run {record.id} {state} already: nothing to abort.")
             return ExitCode.COMPLETED
         found = {t.name: t for t in targets(fleet)}
         gates.confirm(fleet.settings, confirm, f"fleet run {record.id}: abort stops the waves"

@@ -140,6 +140,10 @@ def test_the_fleet_workflow_runs_its_jobs_in_order_every_target_once(
     stale = run.job("waves", "Run the target's window", TARGET="t1", FLEET_RUN="fleet_other")[0]
     assert stale.returncode == 3 and "not fleet_other" in stale.stdout + stale.stderr
     assert sorted(production(project)) == sorted(project.db(n) for n in NAMES)
+    late = subprocess.run([sys.executable, "-m", "orchestrator", "fleet", "abort", "fleet.toml",
+                           "--confirm", demo.PHRASE], cwd=run.folder, env=project.env,
+                          text=True, capture_output=True, timeout=60, check=False)
+    assert late.returncode == 0 and f"fleet run {fleet_run} completed already" in late.stdout
     following, opening = run.job("targets", "Open the fleet run", CONFIRM=demo.PHRASE)
     assert following.returncode == 0, following.stdout + following.stderr  # it ended: anew
     assert opening["fleet_run"] != fleet_run
