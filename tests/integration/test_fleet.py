@@ -434,3 +434,25 @@ def test_a_runner_killed_mid_window_takes_no_window_down_with_it(make_fleet: Any
     with journal:
         assert journal.phase(canary.run_id, "migrate").attempts == 1  # never re-entered
     assert [r.state for r in project.runs("t1")] == ["completed"]
+
+
+def test_a_job_per_target_runs_in_the_fleet_run_the_first_one_started(make_fleet: Any) -> None:
+    """`--target`: the caller is the engine (a CI job per target). `fleet run --target` starts
+    the fleet run with the canary's window; `fleet resume --target NAME --fleet-run ID` runs
+    another target's window in it, while nothing drives the fleet run."""
+    project = make_fleet("c0", "t1")
+    project.write(staging="skip = true")
+
+    canary = project.fleet("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging",
+                           "--target", "c0")
+
+    assert canary.returncode == 0, canary.stdout + canary.stderr
+    fleet_run = fleet_id(canary.stdout)
+    assert project.runs("t1") == []
+    facts = project.status()
+    assert (facts["fleet_run"], facts["state"], facts["wave"]) == (fleet_run, "running", 1)
+    wave = project.fleet("resume", "fleet.toml", "--target", "t1", "--fleet-run", fleet_run)
+    assert wave.returncode == 0, wave.stdout + wave.stderr
+    assert [r.state for r in project.runs("t1")] == ["completed"]
+    assert project.status()["state"] == "completed"
+    assert sorted(project.migrated()) == sorted(project.db(n) for n in ("c0", "t1"))
