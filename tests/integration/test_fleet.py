@@ -414,15 +414,31 @@ def test_an_interrupted_fleet_resumes_where_it_stopped(make_fleet: Any) -> None:
     assert project.status()["state"] == "completed"
 
 
-def test_a_runner_killed_mid_window_takes_no_window_down_with_it(make_fleet: Any) -> None:
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_runner_killed_mid_window_takes_no_window_down_with_it(
+        make_fleet: Any, request: pytest.FixtureRequest, backend: str) -> None:
+    """local: the kernel drops the dead runner's lock at once. s3: its lease on the fleet
+    keeps `fleet resume` out until it expires (lease_ttl)."""
     project = make_fleet("c0", "t1")
-    project.write(staging="skip = true", migrate=(
+    shared_state = ""
+    if backend == "s3":
+        request.getfixturevalue("aws_env")
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        shared_state = f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
+        project.env.update({k: v for k, v in os.environ.items()
+                            if k.startswith(("AWS_", "NO_PROXY", "no_proxy"))})
+    project.write(staging="skip = true", window_extra=shared_state, migrate=(
         'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && touch waiting'
         " && while [ ! -e go ]; do sleep 0.1; done"))
     runner = project.start_until_waiting()
 
     runner.kill()  # a dropped SSH session, an OOM kill: no chance to say anything
     runner.wait(timeout=10)
+    if backend == "s3":
+        early = project.fleet("resume", "fleet.toml")
+        assert early.returncode == 6, early.stdout + early.stderr
+        assert "`window fleet resume` takes over once it expires" in early.stderr
+        time.sleep(6)  # lease_ttl
     (project.root / "project" / "go").touch()
     done = project.fleet("resume", "fleet.toml")  # waits for c0's window, then runs t1
 
