@@ -82,6 +82,14 @@ class FleetProject:
                           for n in self.names)
         return f'config = "window.toml"\nconcurrency = {concurrency}\n{entries}'
 
+    def state_in_s3(self) -> str:
+        """The state bucket in moto's server (``aws_env`` is up) and the AWS variables for
+        the processes; the ``[state]`` section that puts window.toml's state there."""
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        self.env.update({k: v for k, v in os.environ.items()
+                         if k.startswith(("AWS_", "NO_PROXY", "no_proxy"))})
+        return f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
+
     def fleet(self, *args: str, folder: str = "project", timeout: float = 120
               ) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "orchestrator", "fleet", *args],
@@ -268,10 +276,7 @@ def test_a_second_runner_on_a_fleet_run_is_refused_busy_and_every_target_ends_on
     folders, shared_state = ["project", "project"], ""
     if backend == "s3":
         request.getfixturevalue("aws_env")
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        shared_state = f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
-        project.env.update({k: v for k, v in os.environ.items()
-                            if k.startswith(("AWS_", "NO_PROXY", "no_proxy"))})
+        shared_state = project.state_in_s3()
         folders = ["machine-a", "machine-b"]
     root = project.root
     for folder in set(folders):  # every migration waits for `go`
@@ -423,10 +428,7 @@ def test_a_runner_killed_mid_window_takes_no_window_down_with_it(
     shared_state = ""
     if backend == "s3":
         request.getfixturevalue("aws_env")
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        shared_state = f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
-        project.env.update({k: v for k, v in os.environ.items()
-                            if k.startswith(("AWS_", "NO_PROXY", "no_proxy"))})
+        shared_state = project.state_in_s3()
     project.write(staging="skip = true", window_extra=shared_state, migrate=(
         'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && touch waiting'
         " && while [ ! -e go ]; do sleep 0.1; done"))

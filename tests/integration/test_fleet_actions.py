@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from orchestrator.commands import demo
 from tests.integration.moto import aws_env, moto_server  # noqa: F401
-from tests.integration.test_fleet import BUCKET, fails_only_on, make_fleet  # noqa: F401
+from tests.integration.test_fleet import fails_only_on, make_fleet  # noqa: F401
 from tests.support import workflow_steps
 from tests.support.workflow_steps import FLEET_WORKFLOW
 
@@ -62,10 +59,7 @@ def through_the_canary(project: Any, migration_sql: str = demo.GOOD_MIGRATION
     """The state bucket, the project, `window init --fleet`, then the targets job (it lists
     the targets and opens the fleet run) and the canary job: the workflow, the targets job's
     outputs, the waves it listed, the fleet run."""
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    project.env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
-    state = f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
-    fleet_file = project.write(window_extra=state, migration_sql=migration_sql,
+    fleet_file = project.write(window_extra=project.state_in_s3(), migration_sql=migration_sql,
                                fleet_toml=project.targets_toml(concurrency=CONCURRENCY))
     folder = fleet_file.parent
     init = subprocess.run([sys.executable, "-m", "orchestrator", "init", "--fleet", "fleet.toml",
