@@ -24,7 +24,11 @@ FleetArgument = Annotated[Path, typer.Argument(
 TargetsOption = Annotated[list[str] | None, typer.Option(
     "--target", metavar="NAME",
     help="Only this target (again for more): wait for its wave, run its window, end when it"
-         " ended; a CI job per target.")]
+         " ended; a CI job per target (no other process is kept out of the fleet run).")]
+
+SkipStagingOption = Annotated[bool, typer.Option(
+    "--skip-staging",
+    help="Skip every target's rehearsal (also needs [staging] skip = true).")]
 
 
 def _only(names: list[str] | None) -> frozenset[str] | None:
@@ -52,12 +56,10 @@ def run(
     fleet_file: FleetArgument = Path("fleet.toml"),
     confirm: ConfirmOption = None,
     target: TargetsOption = None,
-    skip_staging: Annotated[bool, typer.Option(
-        "--skip-staging",
-        help="Skip every target's rehearsal (also needs [staging] skip = true).")] = False,
+    skip_staging: SkipStagingOption = False,
     json_logs: JsonLogsOption = False,
 ) -> None:
-    """Start a fleet run, or join the one under way, and work it until it ends."""
+    """Start a fleet run and drive it until it ends (one runner per fleet run)."""
     from orchestrator import log
     from orchestrator.fleet import runner, spec
 
@@ -66,13 +68,28 @@ def run(
                                 skip_staging=skip_staging, only=_only(target)))
 
 
+@app.command(name="open")
+def open_(
+    fleet_file: FleetArgument = Path("fleet.toml"),
+    confirm: ConfirmOption = None,
+    skip_staging: SkipStagingOption = False,
+    json_logs: JsonLogsOption = False,
+) -> None:
+    """Record a new fleet run and run nothing: a CI workflow's jobs then run its targets."""
+    from orchestrator import log
+    from orchestrator.fleet import runner, spec
+
+    log.configure(json_lines=json_logs)
+    raise typer.Exit(runner.open_run(spec.load(fleet_file), confirm, skip_staging=skip_staging))
+
+
 @app.command()
 def resume(fleet_file: FleetArgument = Path("fleet.toml"), target: TargetsOption = None,
            fleet_run: Annotated[str | None, typer.Option(
                "--fleet-run", metavar="ID",
                help="Only if this is the fleet run under way.")] = None,
            json_logs: JsonLogsOption = False) -> None:
-    """Work the current fleet run again: interrupted targets resume, waves go on."""
+    """Drive the current fleet run again: interrupted targets resume, waves go on."""
     from orchestrator import log
     from orchestrator.fleet import runner, spec
 

@@ -135,7 +135,15 @@ class Settings(Section):
         if not re.fullmatch(TARGET_NAME, name):
             raise ConfigError(f"{shown(name)} is not a target name: letters, digits, '_', '.' and"
                               " '-', starting with a letter or digit, at most 63.")
-        scoped = f"targets/{name}"
+        return self._scoped(f"targets/{name}")
+
+    def for_fleet(self) -> Settings:
+        """These settings with the state scoped to the fleet's runner: the lock (and with S3
+        the lease) that lets one ``window fleet run`` or ``resume`` drive a fleet run at a
+        time (``<state_dir>/fleet``, ``<uri>/fleet``)."""
+        return self._scoped("fleet")
+
+    def _scoped(self, scoped: str) -> Settings:
         uri = f"{self.state.uri}/{scoped}" if self.state.uri else None
         return self.model_copy(update={
             "window": self.window.model_copy(

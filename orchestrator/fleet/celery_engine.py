@@ -2,15 +2,17 @@
 
 ``window fleet run`` sends each target's window to the broker as the task
 ``window.target_window`` (fleet run id, target name, skip-staging), the canary first, then the
-waves, ``concurrency`` tasks at a time, and follows them: it alone writes the fleet's record.
+waves, ``concurrency`` tasks at a time, and follows them, holding the fleet's lock as the
+built-in runner does: it alone writes the fleet's record.
 ``window fleet worker`` is a Celery worker whose task runs the target's window exactly as the
 built-in runner's child does, ``window run --target NAME --fleet-run ID`` in a subprocess.
 
 Exactly once comes from the target's journal, lock and lease, whatever the broker does: a
 task delivered twice (a worker died: late acknowledgement delivers it again; or two
-submissions of one fleet run) starts ``window run --fleet-run ID``, which resumes the target's
-window from its journal, or tells its outcome if it ended. A window held by a live process
-(its lock or lease) makes the task wait (a retry with a countdown), never run beside it.
+submissions of one fleet run, a submitter resumed after it died) starts ``window run
+--fleet-run ID``, which resumes the target's window from its journal, or tells its outcome if
+it ended. A window held by a live process (its lock or lease: the child exits 6) makes the
+task wait (a retry with a countdown), never run beside it.
 
 Brokers drop a task that stays unacknowledged too long: Redis gives it to another worker after
 ``visibility_timeout``; RabbitMQ closes the channel after ``consumer_timeout``. A window is
@@ -37,6 +39,7 @@ from celery.result import AsyncResult
 from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
+from orchestrator.engine.holding import Hold
 from orchestrator.errors import ConfigError, ExitCode, GateRefused, WindowError
 from orchestrator.fleet.record import Record, held, read_record, read_view
 from orchestrator.fleet.runner import (
@@ -136,15 +139,13 @@ def run_target(task: Any, fleet: Fleet, fleet_run: str, name: str, *,
         return _skipped(f"its window already ended {view.state}", view.exit_code)
     if record.ended == "aborted" or (record.ended and not view.started):
         return _skipped(f"the fleet run {record.ended}")
-    if held(settings.for_target(name)):
-        log.info("fleet_target_held", countdown=BUSY_PAUSE_SECONDS)
-        raise task.retry(countdown=BUSY_PAUSE_SECONDS)
     found = {t.name: t for t in targets(fleet)}
     if name not in found:
         return {"exit_code": int(ExitCode.USAGE), "lines": [],
                 "why": f"target {name!r} is not listed in {fleet.path} on this worker"}
     code, lines = _window(fleet, record, found[name], skip_staging=skip_staging)
-    if code == ExitCode.BUSY:  # another process took it first: wait, never beside it
+    if code == ExitCode.BUSY:  # another process holds it: wait, never beside it
+        log.info("fleet_target_held", countdown=BUSY_PAUSE_SECONDS)
         raise task.retry(countdown=BUSY_PAUSE_SECONDS)
     view = read_view(settings, record, name)
     if view.started and not view.finished and restarts < MAX_RESTARTS:
@@ -198,8 +199,9 @@ class CeleryRunner(FleetRunner):
     target's window a task; the record written here only."""
 
     def __init__(self, fleet: Fleet, record: Record, found: list[Target],
-                 out: TextIO | None = None) -> None:
-        super().__init__(fleet, record, found, fleet.settings.window.confirm_phrase, out)
+                 out: TextIO | None = None, *, hold: Hold | None = None) -> None:
+        super().__init__(fleet, record, found, fleet.settings.window.confirm_phrase, out,
+                         hold=hold)
         self.app = make_app(fleet)
         self.sent: dict[str, AsyncResult[Any]] = {}
         self.answered: set[str] = set()

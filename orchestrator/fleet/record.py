@@ -1,15 +1,19 @@
-"""A fleet: the same maintenance window on many databases, in waves, by any number of runners.
+"""A fleet: the same maintenance window on many databases, in waves, placed by an engine.
 
 Each target's window is a child ``window run --target NAME --fleet-run ID``: its own journal,
 lock and lease (``Settings.for_target``). The child's own gate 4 is the claim on the target,
 and the fleet run id it is tagged with makes the call idempotent: a target gets one window per
-fleet run however many runners ask, and an interrupted one is driven to its end.
+fleet run whatever places it (the built-in runner, a Celery worker, a GitHub Actions job) and
+however often, and an interrupted one is driven to its end.
 
-This module holds what every runner and ``window fleet status`` read. The fleet's record
-(``fleet.json`` beside the shared config's journal) holds only what every runner must agree
-on: the id, the targets in order, the canary, the waves' size, and whether the fleet stopped
-and why. Where each target stands is read from its own journal; from that, ``plan`` gives the
-next step, the fleet's state and its exit code.
+This module holds what the engines and ``window fleet status`` read. The fleet's record
+(``fleet.json`` beside the shared config's journal) holds the id, the targets in order, the
+canary, the waves' size, and whether the fleet stopped and why. One process writes it: the
+``window fleet run`` or ``resume`` that holds the fleet's lock (``Settings.for_fleet``: the
+state folder's lock, and with S3 its lease, as a window's); ``window fleet abort`` writes its
+own ``fleet-abort.json`` beside it. Where each target stands is read from its own journal (and
+``fleet-outcome.json`` in its state, for a target whose ``window run`` ended without a
+window); from that, ``next_step`` gives the next step, the fleet's state and its exit code.
 
 Waves: the canary alone, then ``concurrency`` targets at a time, in order. A wave starts only
 once every earlier target completed; a target that ended any other way stops the fleet: no new
@@ -25,20 +29,25 @@ import fcntl
 import json
 import os
 import secrets
+import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.config import Settings
 from orchestrator.engine import holding
+from orchestrator.engine.identity import who
 from orchestrator.engine.machine import EXIT_CODES, TERMINAL, State
 from orchestrator.engine.rows import Run
-from orchestrator.errors import ExitCode, GateRefused, UsageError
+from orchestrator.errors import ExitCode, UsageError
 from orchestrator.fleet.spec import Fleet, waves
 from orchestrator.store import blobs, lease
 
 RECORD = "fleet.json"
+ABORT = "fleet-abort.json"  # beside the record: `window fleet abort`, for the runner to see
+OUTCOME = "fleet-outcome.json"  # in a target's state: its `window run` ended without a window
 # The fleet's exit code: the worst of its targets', worst first.
 SEVERITY = (ExitCode.NEEDS_ATTENTION, ExitCode.FAILED, ExitCode.REFUSED, ExitCode.USAGE,
             ExitCode.BUSY, ExitCode.INTERRUPTED)
@@ -50,8 +59,7 @@ PENDING, NOT_RUN = "pending", "not_run"
 
 @dataclass(frozen=True)
 class Record:
-    """What every runner of one fleet run agrees on; ``outcomes`` holds targets whose
-    ``window run`` ended without a window (nothing pending, or refused before starting)."""
+    """One fleet run: what places its targets, and how it ended."""
 
     id: str
     targets: list[str]
@@ -63,7 +71,6 @@ class Record:
     host: str
     ended: str | None = None  # completed | stopped | aborted
     reason: str | None = None
-    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def waves(self) -> list[list[str]]:
         return waves(self.targets, self.canary, self.concurrency)
@@ -73,7 +80,8 @@ class Record:
 
     @classmethod
     def parse(cls, data: bytes) -> Record:
-        return cls(**json.loads(data))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(data).items() if k in known})
 
 
 def new_fleet_id() -> str:
@@ -81,49 +89,32 @@ def new_fleet_id() -> str:
 
 
 def read_record(store: blobs.Store) -> Record | None:
+    """The fleet run in the state, with a ``window fleet abort`` of it applied."""
     blob = store.get(RECORD)
-    return Record.parse(blob.data) if blob else None
+    if blob is None:
+        return None
+    return with_abort(store, Record.parse(blob.data))
 
 
-def begin(store: blobs.Store, fresh: Record, ended_quietly: Callable[[Record], bool]
-          ) -> tuple[Record, bool]:
-    """Start ``fresh``, or join the fleet run under way: two runners started together agree
-    on one id (the conditional write lets one win; the other reads it). An ended run is
-    replaced once ``ended_quietly`` says none of its targets is still in flight."""
-    while True:
-        blob = store.get(RECORD)
-        current = Record.parse(blob.data) if blob else None
-        if current is not None and current.ended is None:
-            return current, True
-        if current is not None and not ended_quietly(current):
-            raise GateRefused(f"fleet run {current.id} {current.ended}, but targets are still"
-                              " in flight: `window fleet status` follows them; start again"
-                              " once they end.")
-        try:
-            store.put(RECORD, fresh.dump(), if_match=blob.etag if blob else None,
-                      if_none_match=blob is None)
-        except blobs.Conflict:
-            continue  # another runner wrote first: read what it wrote
-        return fresh, False
+def with_abort(store: blobs.Store, record: Record) -> Record:
+    """``record`` with a ``window fleet abort`` of it applied."""
+    request = store.get(ABORT)
+    if request is not None and (asked := json.loads(request.data)).get("fleet_run") == record.id:
+        return ending("aborted", str(asked["reason"]))(record)
+    return record
 
 
-def update(store: blobs.Store, fleet_id: str, change: Callable[[Record], Record]
-           ) -> Record | None:
-    """Compare-and-swap ``change`` into the record of ``fleet_id``; None once a newer fleet
-    run replaced it (the old one had ended, every target quiet)."""
-    while True:
-        blob = store.get(RECORD)
-        current = Record.parse(blob.data) if blob else None
-        if blob is None or current is None or current.id != fleet_id:
-            return None
-        new = change(current)
-        if new == current:
-            return current
-        try:
-            store.put(RECORD, new.dump(), if_match=blob.etag)
-        except blobs.Conflict:
-            continue
-        return new
+def write_record(store: blobs.Store, record: Record) -> None:
+    """A plain write: only the holder of the fleet's lock writes the record."""
+    store.put(RECORD, record.dump())
+
+
+def request_abort(store: blobs.Store, record: Record) -> Record:
+    """``window fleet abort``: recorded beside the record, which the runner alone writes."""
+    reason = f"aborted by {who()} on {socket.gethostname()}"
+    store.put(ABORT, json.dumps({"fleet_run": record.id, "reason": reason,
+                                 "at": time.time()}).encode())
+    return ending("aborted", reason)(record)
 
 
 def ending(ended: str, reason: str) -> Callable[[Record], Record]:
@@ -147,6 +138,19 @@ def existing(fleet: Fleet) -> tuple[blobs.Store, Record]:
         raise UsageError(f"no fleet has run with {fleet.config_path} yet:"
                          " `window fleet run` starts one.")
     return store, record
+
+
+def record_outcome(settings: Settings, record: Record, name: str, code: int, why: str) -> None:
+    """A target whose ``window run`` ended without a window: in the target's own state,
+    written by whatever placed it (one placement of a target at a time)."""
+    outcome = {"fleet_run": record.id, "exit_code": code, "at": time.time(), "why": why[:300]}
+    blobs.store_for(settings.for_target(name)).put(OUTCOME, json.dumps(outcome).encode())
+
+
+def _outcome(settings: Settings, record: Record, name: str) -> dict[str, Any] | None:
+    blob = blobs.store_for(settings.for_target(name)).get(OUTCOME)
+    outcome = json.loads(blob.data) if blob else None
+    return outcome if outcome and outcome.get("fleet_run") == record.id else None
 
 # where each target stands -------------------------------------------------------------------
 
@@ -191,7 +195,7 @@ def read_view(settings: Settings, record: Record, name: str) -> View:
     run = holding.latest_tagged_run(settings.for_target(name), record.id)
     if run is not None and run.state in TERMINAL:
         return of_run(name, run)
-    if outcome := record.outcomes.get(name):
+    if outcome := _outcome(settings, record, name):
         return View(name, NOT_RUN, run.run_id if run else None, outcome["exit_code"],
                     run.created_at if run else None, outcome["at"], outcome["why"])
     return of_run(name, run) if run else View(name, PENDING)
@@ -249,6 +253,17 @@ def fleet_state(record: Record, step: Step) -> str:
     if step.failed is not None:
         return "stopped" if step.over else "stopping"
     return "running"
+
+
+def unfinished(fleet: Fleet, record: Record) -> str | None:
+    """Why ``record`` has not ended, as a clause (None once it has): a step is left to drive,
+    or a window of it is still in flight."""
+    views = {v.name: v for v in views_of(fleet, record)}
+    step = next_step(record.waves(), views, aborted=record.ended == "aborted")
+    in_flight = sorted(n for n, v in views.items() if v.started and not v.finished)
+    if not step.over:
+        return fleet_state(record, step)
+    return f"{fleet_state(record, step)}, {', '.join(in_flight)} in flight" if in_flight else None
 
 
 def exit_code(views: Sequence[View], *, interrupted: bool = False) -> int:

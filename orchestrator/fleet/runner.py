@@ -1,7 +1,12 @@
-"""The runner of a fleet: child windows and the loop that claims targets through them, and
-the ``window fleet`` commands that act (run, resume, abort) with their audit.
+"""The built-in runner of a fleet: child windows and the loop that places targets through
+them, and the ``window fleet`` commands that act (open, run, resume, abort) with their audit.
 
-What the runners agree on, where each target stands and the next step are in ``fleet``.
+One runner drives a fleet run at a time: it holds the fleet's lock (``fleet_hold``) and alone
+writes the record. With ``--target`` the caller is the engine (a CI job per target): it runs
+those targets' windows in the fleet run, neither taking the fleet's lock nor writing the
+record; each window is still exactly once through its own journal, lock and lease.
+
+The record, where each target stands and the next step are in ``fleet.record``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any, TextIO
@@ -27,35 +32,39 @@ from orchestrator import config
 from orchestrator.config import Settings
 from orchestrator.engine import gates
 from orchestrator.engine.audit import audited
+from orchestrator.engine.holding import Hold
 from orchestrator.engine.identity import who
-from orchestrator.errors import ConfigError, ExitCode, GateRefused, UsageError
+from orchestrator.errors import Busy, ConfigError, ExitCode, GateRefused, UsageError
 from orchestrator.fleet.record import (
     PENDING,
     SEVERITY,
     Record,
     Step,
     View,
-    begin,
     ending,
     existing,
     exit_code,
     fleet_state,
-    held,
     new_fleet_id,
     next_step,
+    read_record,
     read_view,
+    record_outcome,
     report,
+    request_abort,
     table,
-    update,
+    unfinished,
     views_of,
+    with_abort,
+    write_record,
 )
 from orchestrator.fleet.spec import Fleet, Target, check_staging, targets
 from orchestrator.redact import redact
-from orchestrator.store import blobs
+from orchestrator.store import blobs, lease
 
 POLL_SECONDS = 0.5
 WAIT_SECONDS = 2.0  # a runner of some targets (--target) waiting for their wave looks this often
-BUSY_PAUSE_SECONDS = 2.0  # a target another runner holds is looked at again after this
+BUSY_PAUSE_SECONDS = 2.0  # a target another process holds is looked at again after this
 MAX_RESTARTS = 3  # a target whose window keeps stopping unfinished then stops the fleet
 ABORT_SETTLE_SECONDS = 5.0  # a runner may have started a target just before the abort mark
 STATE_OUTAGE_SECONDS = 120.0  # a runner rides out the shared state unreachable this long
@@ -160,14 +169,16 @@ def window_argv(fleet: Fleet, command: str, name: str, *extra: str) -> list[str]
 
 
 class FleetRunner:
-    """One runner of a fleet run: claims targets through children until nothing is left
-    for any runner to drive; with ``only`` (a CI job's targets), claims those alone, once
-    their wave is due, and ends once they ended or can no longer start."""
+    """The runner of a fleet run: places targets through children until nothing is left to
+    drive, writing the record under ``hold`` (the fleet's lock). With ``only`` (a CI job's
+    targets) and no ``hold``: places those alone, once their wave is due, and ends once they
+    ended or can no longer start; the record is only read."""
 
     def __init__(self, fleet: Fleet, record: Record, found: list[Target], phrase: str,
-                 out: TextIO | None = None, *, only: frozenset[str] | None = None) -> None:
+                 out: TextIO | None = None, *, only: frozenset[str] | None = None,
+                 hold: Hold | None = None) -> None:
         self.fleet, self.settings, self.record = fleet, fleet.settings, record
-        self.only = only
+        self.only, self.hold = only, hold
         self.store = blobs.store_for(fleet.settings)
         self.targets = {t.name: t for t in found}
         self.phrase = phrase
@@ -184,6 +195,8 @@ class FleetRunner:
             reached = time.monotonic()
             while True:
                 try:
+                    if self.hold is not None:
+                        self.hold.check()  # LeaseLost: another runner may write the record
                     if self._step():
                         break
                     reached = time.monotonic()
@@ -200,7 +213,7 @@ class FleetRunner:
         whether this runner is done."""
         for name, code, last_line in self._ended():
             self._settle(name, code, last_line)
-        self._change(lambda r: r)  # read: an abort, an outcome, a stop
+        self.record = with_abort(self.store, self.record)
         views = self._views()
         step = next_step(self.record.waves(), views, aborted=self.record.ended == "aborted")
         self._mark(step)
@@ -226,7 +239,11 @@ class FleetRunner:
         return bool(self.children.live)
 
     def _change(self, change: Callable[[Record], Record]) -> None:
-        self.record = update(self.store, self.record.id, change) or self.record
+        """The record, changed; written only by the holder of the fleet's lock."""
+        new = change(self.record)
+        if new != self.record and self.hold is not None:
+            write_record(self.store, new)
+        self.record = new
 
     def _views(self) -> dict[str, View]:
         """Each target's view, read up to the first wave not wholly completed: no target
@@ -256,8 +273,7 @@ class FleetRunner:
                            targets=", ".join(self.record.waves()[step.wave]))
 
     def _claim(self, name: str) -> None:
-        if name in self.children.live or self.paused_until.get(name, 0.0) > time.monotonic() \
-                or held(self.settings.for_target(name)):
+        if name in self.children.live or self.paused_until.get(name, 0.0) > time.monotonic():
             return
         target = self.targets.get(name)
         if target is None:
@@ -272,7 +288,8 @@ class FleetRunner:
 
     def _settle(self, name: str, code: int, last_line: str) -> None:
         """What a child's exit means for its target: its journal says, unless it has none."""
-        if code == ExitCode.BUSY:  # another runner holds it (or took it over): leave it to them
+        if code == ExitCode.BUSY:  # another process holds it (the child of a runner that died,
+            # a CI job's re-run, a window by hand): leave it to the holder, look again later
             self.paused_until[name] = time.monotonic() + BUSY_PAUSE_SECONDS
             self._say_once(f"busy {name}", "fleet_target_busy", target=name)
             return
@@ -295,9 +312,7 @@ class FleetRunner:
             self.log.warning("fleet_target_unfinished", target=name, exit_code=code)
 
     def _record_outcome(self, name: str, code: int, why: str) -> None:
-        outcome = {"exit_code": code, "at": time.time(), "why": why[:300]}
-        self._change(lambda r: r if name in r.outcomes
-                     else replace(r, outcomes={**r.outcomes, name: outcome}))
+        record_outcome(self.settings, self.record, name, code, why)
         self.log.warning("fleet_target_not_run", target=name, exit_code=code, reason=why)
 
     def _say_once(self, key: str, event: str, **facts: Any) -> None:
@@ -354,6 +369,31 @@ def conclusion(record: Record, views: list[View], step: Step, *, interrupted: bo
 # the commands -------------------------------------------------------------------------------
 
 
+@contextmanager
+def fleet_hold(fleet: Fleet, command: str) -> Iterator[Hold]:
+    """This process alone drives the fleet run: the fleet's lock, taken as a window takes its
+    own (the state folder's lock, and with S3 the lease), or exit 6 at once."""
+    hold = Hold(fleet.settings.for_fleet(), f"fleet {command}")
+    if not hold.try_acquire():
+        across = "" if fleet.spec.engine.kind == "celery" else (
+            '; for a fleet across machines use Celery workers ([engine] kind = "celery") or'
+            " the GitHub Actions workflow (`window init --fleet`)")
+        raise Busy(f"another `window fleet` process drives the fleet run of {fleet.path}"
+                   f" ({_holder(fleet, hold)}): one process drives a fleet run, and `window"
+                   f" fleet status` follows it{across}.")
+    try:
+        yield hold
+    finally:
+        hold.release()
+
+
+def _holder(fleet: Fleet, hold: Hold) -> str:
+    holder = lease.current_lease(fleet.settings.for_fleet())
+    if holder is not None:
+        return f"{holder.describe()}; `window fleet resume` takes over once it expires"
+    return f"pid {hold.lock.holder()} on this machine"
+
+
 def summary(fleet: Fleet, found: list[Target]) -> str:
     names = [t.name for t in found]
     shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
@@ -363,46 +403,71 @@ def summary(fleet: Fleet, found: list[Target]) -> str:
             " waves.")
 
 
+def _open(fleet: Fleet, confirm: str | None, *, skip_staging: bool, stdin: TextIO | None,
+          only: frozenset[str] | None = None) -> tuple[Record, list[Target]]:
+    """Check and confirm the fleet, then record a new fleet run (under the fleet's lock,
+    which the caller holds); refused while the last one has not ended."""
+    found = targets(fleet)
+    _known(fleet, found, only)
+    canary = fleet.spec.canary or found[0].name
+    if only is not None and canary not in only:  # it alone would never see its wave
+        raise UsageError(f"`window fleet run --target` starts with the canary ({canary});"
+                         " the other targets' jobs follow with `window fleet resume"
+                         " --target NAME --fleet-run ID`.")
+    check_staging(fleet, found, skip_staging=skip_staging)
+    config.require_contacts(fleet.settings.contacts)
+    gates.confirm(fleet.settings, confirm, summary(fleet, found), stdin)
+    gates.git_repo(fleet.settings)
+    if fleet.spec.engine.kind == "celery":
+        celery_engine().check_broker(fleet)  # before the fleet run is recorded
+    store = blobs.store_for(fleet.settings)
+    last = read_record(store)
+    if last is not None and (why := unfinished(fleet, last)):
+        raise GateRefused(f"fleet run {last.id} has not ended ({why}): `window fleet resume`"
+                          " continues it, `window fleet abort` stops it; nothing was started.")
+    names = [t.name for t in found]
+    record = Record(new_fleet_id(), names, canary, fleet.spec.concurrency, skip_staging,
+                    time.time(), who(), socket.gethostname())
+    write_record(store, record)
+    structlog.get_logger().info("fleet_started", fleet_run=record.id, targets=len(names),
+                                canary=record.canary, concurrency=record.concurrency)
+    return record, found
+
+
+def open_run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
+             stdin: TextIO | None = None) -> int:
+    """``window fleet open``: record a new fleet run and run nothing; its engine (a CI
+    workflow's jobs) places the targets with ``fleet resume --target NAME --fleet-run ID``."""
+    with audited(fleet.settings, "fleet open"), fleet_hold(fleet, "open"):
+        record, _ = _open(fleet, confirm, skip_staging=skip_staging, stdin=stdin)
+    print(f"fleet run {record.id} opened: {len(record.targets)} targets, the canary"
+          f" {record.canary} first; `window fleet resume --target NAME --fleet-run"
+          f" {record.id}` runs a target's window.", flush=True)
+    return ExitCode.COMPLETED
+
+
 def run(fleet: Fleet, confirm: str | None, *, skip_staging: bool = False,
         stdin: TextIO | None = None, only: frozenset[str] | None = None) -> int:
-    """``window fleet run``: start a fleet run (or join the one under way) and work it (with
-    ``only``: those targets of it, as a CI job does)."""
+    """``window fleet run``: start a fleet run and drive it to its end, holding the fleet's
+    lock; with ``only`` (a CI job), open it and run those targets only."""
     with audited(fleet.settings, "fleet run"):
-        found = targets(fleet)
-        _known(fleet, found, only)
-        canary = fleet.spec.canary or found[0].name
-        if only is not None and canary not in only:  # it alone would never see its wave
-            raise UsageError(f"`window fleet run --target` starts with the canary ({canary});"
-                             " the other targets' jobs join with `window fleet resume"
-                             " --target NAME`.")
-        check_staging(fleet, found, skip_staging=skip_staging)
-        config.require_contacts(fleet.settings.contacts)
-        gates.confirm(fleet.settings, confirm, summary(fleet, found), stdin)
-        gates.git_repo(fleet.settings)
-        if fleet.spec.engine.kind == "celery":
-            celery_engine().check_broker(fleet)  # before the fleet run is recorded
-        names = [t.name for t in found]
-        fresh = Record(new_fleet_id(), names, fleet.spec.canary or names[0],
-                       fleet.spec.concurrency, skip_staging, time.time(), who(),
-                       socket.gethostname())
-        record, joined = begin(blobs.store_for(fleet.settings), fresh,
-                               lambda old: not any(v.started and not v.finished
-                                                   for v in views_of(fleet, old)))
-        if joined:
-            _same_targets(fleet, record, names)
-        structlog.get_logger().info("fleet_joined" if joined else "fleet_started",
-                                    fleet_run=record.id, targets=len(record.targets),
-                                    canary=record.canary, concurrency=record.concurrency)
+        with fleet_hold(fleet, "run") as hold:
+            record, found = _open(fleet, confirm, skip_staging=skip_staging, stdin=stdin,
+                                  only=only)
+            if only is None:
+                return _runner(fleet, record, found, hold=hold).drive()
         return _runner(fleet, record, found, only).drive()
 
 
 def _runner(fleet: Fleet, record: Record, found: list[Target],
-            only: frozenset[str] | None = None) -> FleetRunner:
+            only: frozenset[str] | None = None, *, hold: Hold | None = None) -> FleetRunner:
     """The built-in runner, or the one that sends the targets to Celery workers (celery is
     imported only then)."""
     if fleet.spec.engine.kind == "celery":
-        return celery_engine().CeleryRunner(fleet, record, found)  # type: ignore[no-any-return]
-    return FleetRunner(fleet, record, found, fleet.settings.window.confirm_phrase, only=only)
+        return celery_engine().CeleryRunner(  # type: ignore[no-any-return]
+            fleet, record, found, hold=hold)
+    return FleetRunner(fleet, record, found, fleet.settings.window.confirm_phrase, only=only,
+                       hold=hold)
 
 
 def _known(fleet: Fleet, found: list[Target], only: frozenset[str] | None) -> None:
@@ -427,31 +492,32 @@ def celery_engine() -> ModuleType:
     return engine
 
 
-def _same_targets(fleet: Fleet, record: Record, names: list[str]) -> None:
-    if (record.targets, record.canary, record.concurrency) != \
-            (names, fleet.spec.canary or names[0], fleet.spec.concurrency):
-        raise ConfigError(f"{fleet.path} lists other targets, canary or concurrency than the"
-                          f" unfinished fleet run {record.id}: `window fleet resume` or"
-                          " `window fleet abort` it first.")
-
-
 def resume(fleet: Fleet, only: frozenset[str] | None = None, fleet_run: str | None = None
            ) -> int:
-    """``window fleet resume``: work the existing fleet run again (it was confirmed when it
-    started): interrupted targets resume, and the waves go on only if nothing failed. With
-    ``fleet_run``, only if that is the fleet run under way (a CI job of that run)."""
+    """``window fleet resume``: drive the existing fleet run again (it was confirmed when it
+    started), holding the fleet's lock: interrupted targets resume, and the waves go on only
+    if nothing failed. With ``only`` (a CI job), run those targets of it, without the lock;
+    with ``fleet_run``, only if that is the fleet run in the state."""
     with audited(fleet.settings, "fleet resume"):
-        _, record = existing(fleet)
-        if fleet_run is not None and record.id != fleet_run:
-            raise GateRefused(f"the fleet run in the state is {record.id}, not {fleet_run}:"
-                              " nothing was run.")
-        found = targets(fleet)
-        _known(fleet, found, only)
-        if missing := sorted(set(record.targets) - {t.name for t in found}):
-            raise ConfigError(f"{fleet.path}: target {missing[0]!r} of fleet run {record.id}"
-                              " is no longer listed.")
-        structlog.get_logger().info("fleet_resumed", fleet_run=record.id)
-        return _runner(fleet, record, found, only).drive()
+        if only is not None:
+            return _resume(fleet, only, fleet_run, None)
+        with fleet_hold(fleet, "resume") as hold:
+            return _resume(fleet, only, fleet_run, hold)
+
+
+def _resume(fleet: Fleet, only: frozenset[str] | None, fleet_run: str | None,
+            hold: Hold | None) -> int:
+    _, record = existing(fleet)
+    if fleet_run is not None and record.id != fleet_run:
+        raise GateRefused(f"the fleet run in the state is {record.id}, not {fleet_run}:"
+                          " nothing was run.")
+    found = targets(fleet)
+    _known(fleet, found, only)
+    if missing := sorted(set(record.targets) - {t.name for t in found}):
+        raise ConfigError(f"{fleet.path}: target {missing[0]!r} of fleet run {record.id}"
+                          " is no longer listed.")
+    structlog.get_logger().info("fleet_resumed", fleet_run=record.id)
+    return _runner(fleet, record, found, only, hold=hold).drive()
 
 
 def abort(fleet: Fleet, confirm: str | None, stdin: TextIO | None = None) -> int:
@@ -459,14 +525,17 @@ def abort(fleet: Fleet, confirm: str | None, stdin: TextIO | None = None) -> int
     unfinished window rolls back (``window abort --target``); completed ones stay so."""
     with audited(fleet.settings, "fleet abort"):
         store, record = existing(fleet)
-        if record.ended in ("completed", "aborted"):
-            print(f"fleet run {record.id} {record.ended} already: nothing to abort.")
+        step = next_step(record.waves(), {v.name: v for v in views_of(fleet, record)},
+                         aborted=record.ended == "aborted")
+        if (state := fleet_state(record, step)) in ("completed", "aborted"):
+            # completed: its targets' journals say so, whoever wrote the record (a CI
+            # workflow's jobs write none)
+            print(f"fleet run {record.id} {state} already: nothing to abort.")
             return ExitCode.COMPLETED
         found = {t.name: t for t in targets(fleet)}
         gates.confirm(fleet.settings, confirm, f"fleet run {record.id}: abort stops the waves"
                       " and rolls back every target whose window is in flight.", stdin)
-        record = update(store, record.id, ending(
-            "aborted", f"aborted by {who()} on {socket.gethostname()}")) or record
+        record = request_abort(store, record)
         structlog.get_logger().warning("fleet_aborted", fleet_run=record.id)
         codes = {ExitCode.INTERRUPTED if c < 0 else c
                  for c in _abort_in_flight(fleet, record, found)}

@@ -82,6 +82,14 @@ class FleetProject:
                           for n in self.names)
         return f'config = "window.toml"\nconcurrency = {concurrency}\n{entries}'
 
+    def state_in_s3(self) -> str:
+        """The state bucket in moto's server (``aws_env`` is up) and the AWS variables for
+        the processes; the ``[state]`` section that puts window.toml's state there."""
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        self.env.update({k: v for k, v in os.environ.items()
+                         if k.startswith(("AWS_", "NO_PROXY", "no_proxy"))})
+        return f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
+
     def fleet(self, *args: str, folder: str = "project", timeout: float = 120
               ) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "orchestrator", "fleet", *args],
@@ -258,37 +266,57 @@ def test_a_failing_target_rolls_back_alone_and_stops_the_waves(make_fleet: Any) 
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
-def test_two_runners_started_together_never_run_the_same_target(
+def test_a_second_runner_on_a_fleet_run_is_refused_busy_and_every_target_ends_once(
         make_fleet: Any, request: pytest.FixtureRequest, backend: str) -> None:
-    """local: two processes in one project folder. s3: two machines, as two checkouts (two
-    state folders) sharing the state in S3 (moto's server)."""
-    names = ["c0", "t1", "t2", "t3"]
+    """local: a second process in the project folder (the fleet's kernel lock). s3: a
+    second machine, as a second checkout with its own state folder, sharing the state in S3
+    (moto's server; the fleet's lease)."""
+    names = ["c0", "t1", "t2"]
     project = make_fleet(*names)
     folders, shared_state = ["project", "project"], ""
     if backend == "s3":
         request.getfixturevalue("aws_env")
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        shared_state = f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
-        project.env.update({k: v for k, v in os.environ.items()
-                            if k.startswith(("AWS_", "NO_PROXY", "no_proxy"))})
+        shared_state = project.state_in_s3()
         folders = ["machine-a", "machine-b"]
-    for folder in set(folders):
+    root = project.root
+    for folder in set(folders):  # every migration waits for `go`
         project.write(folder, staging="skip = true", window_extra=shared_state,
-                      fleet_toml=project.targets_toml(concurrency=3))
+                      fleet_toml=project.targets_toml(concurrency=2), migrate=(
+                          'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" &&'
+                          ' psql -X -At -c "SELECT current_database()" "$DATABASE_URL"'
+                          f' >> {root}/migrated.log && touch {root}/waiting'
+                          f" && while [ ! -e {root}/go ]; do sleep 0.1; done"))
+    first = project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging",
+                          folder=folders[0], log="runner-0")
+    deadline = time.monotonic() + 60
+    while not (root / "waiting").exists():  # the canary migrates
+        assert first.poll() is None and time.monotonic() < deadline, project.output("runner-0")
+        time.sleep(0.1)
 
-    runners = [project.start("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging",
-                             folder=folder, log=f"runner-{n}")
-               for n, folder in enumerate(folders)]
-    codes = [runner.wait(timeout=110) for runner in runners]
+    for second in (("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging"),
+                   ("resume", "fleet.toml")):
+        started = time.monotonic()
+        done = project.fleet(*second, folder=folders[1])
+        assert done.returncode == 6, done.stdout + done.stderr
+        assert time.monotonic() - started < 30  # at once, not once the first is done
+        assert "Traceback" not in done.stderr and done.stdout == "", done.stdout + done.stderr
+        sentence = done.stderr.strip().splitlines()[-1]  # after the audit's log line
+        assert sentence.startswith("window: ") and sentence.count(". ") == 0, sentence
+        assert "another `window fleet` process drives the fleet run of" in sentence
+        assert "one process drives a fleet run" in sentence
+        assert '[engine] kind = "celery"' in sentence and "`window init --fleet`" in sentence
+        holder = "fencing token" if backend == "s3" else f"pid {first.pid} on this machine"
+        assert holder in sentence, sentence
+    (root / "go").touch()
 
-    outputs = [project.output(f"runner-{n}") for n in range(2)]
-    assert codes == [0, 0], "\n".join(outputs)
-    assert len({fleet_id(output) for output in outputs}) == 1  # one fleet run, joined
+    assert first.wait(timeout=110) == 0, project.output("runner-0")
     assert sorted(project.migrated()) == sorted(project.db(n) for n in names)  # once each
     for name in names:
-        runs = project.runs(name, folder=folders[0])
-        assert [run.state for run in runs] == ["completed"], name
+        assert [run.state for run in project.runs(name, folder=folders[0])] == ["completed"]
     assert project.status(folders[1])["state"] == "completed"
+    after = project.fleet("resume", "fleet.toml", folder=folders[1])  # the lock went with it
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert sorted(project.migrated()) == sorted(project.db(n) for n in names)
 
 
 def test_fleet_refusals_are_one_sentence_and_start_nothing(make_fleet: Any,
@@ -377,6 +405,11 @@ def test_an_interrupted_fleet_resumes_where_it_stopped(make_fleet: Any) -> None:
     canary = project.run_of("c0", fleet_run)
     assert canary is not None and canary.state not in ("completed", "rolled_back")
     assert project.runs("t1") == []
+    again = project.fleet("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging")
+    assert again.returncode == 3, again.stdout + again.stderr  # never a second fleet run
+    assert f"fleet run {fleet_run} has not ended (running): `window fleet resume`" \
+        in again.stderr
+    assert project.runs("t1") == []
 
     done = project.fleet("resume", "fleet.toml")
 
@@ -386,15 +419,28 @@ def test_an_interrupted_fleet_resumes_where_it_stopped(make_fleet: Any) -> None:
     assert project.status()["state"] == "completed"
 
 
-def test_a_runner_killed_mid_window_takes_no_window_down_with_it(make_fleet: Any) -> None:
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_runner_killed_mid_window_takes_no_window_down_with_it(
+        make_fleet: Any, request: pytest.FixtureRequest, backend: str) -> None:
+    """local: the kernel drops the dead runner's lock at once. s3: its lease on the fleet
+    keeps `fleet resume` out until it expires (lease_ttl)."""
     project = make_fleet("c0", "t1")
-    project.write(staging="skip = true", migrate=(
+    shared_state = ""
+    if backend == "s3":
+        request.getfixturevalue("aws_env")
+        shared_state = project.state_in_s3()
+    project.write(staging="skip = true", window_extra=shared_state, migrate=(
         'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && touch waiting'
         " && while [ ! -e go ]; do sleep 0.1; done"))
     runner = project.start_until_waiting()
 
     runner.kill()  # a dropped SSH session, an OOM kill: no chance to say anything
     runner.wait(timeout=10)
+    if backend == "s3":
+        early = project.fleet("resume", "fleet.toml")
+        assert early.returncode == 6, early.stdout + early.stderr
+        assert "`window fleet resume` takes over once it expires" in early.stderr
+        time.sleep(6)  # lease_ttl
     (project.root / "project" / "go").touch()
     done = project.fleet("resume", "fleet.toml")  # waits for c0's window, then runs t1
 
@@ -406,3 +452,25 @@ def test_a_runner_killed_mid_window_takes_no_window_down_with_it(make_fleet: Any
     with journal:
         assert journal.phase(canary.run_id, "migrate").attempts == 1  # never re-entered
     assert [r.state for r in project.runs("t1")] == ["completed"]
+
+
+def test_a_job_per_target_runs_in_the_fleet_run_the_first_one_started(make_fleet: Any) -> None:
+    """`--target`: the caller is the engine (a CI job per target). `fleet run --target` starts
+    the fleet run with the canary's window; `fleet resume --target NAME --fleet-run ID` runs
+    another target's window in it, while nothing drives the fleet run."""
+    project = make_fleet("c0", "t1")
+    project.write(staging="skip = true")
+
+    canary = project.fleet("run", "fleet.toml", "--confirm", demo.PHRASE, "--skip-staging",
+                           "--target", "c0")
+
+    assert canary.returncode == 0, canary.stdout + canary.stderr
+    fleet_run = fleet_id(canary.stdout)
+    assert project.runs("t1") == []
+    facts = project.status()
+    assert (facts["fleet_run"], facts["state"], facts["wave"]) == (fleet_run, "running", 1)
+    wave = project.fleet("resume", "fleet.toml", "--target", "t1", "--fleet-run", fleet_run)
+    assert wave.returncode == 0, wave.stdout + wave.stderr
+    assert [r.state for r in project.runs("t1")] == ["completed"]
+    assert project.status()["state"] == "completed"
+    assert sorted(project.migrated()) == sorted(project.db(n) for n in ("c0", "t1"))

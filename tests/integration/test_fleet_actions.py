@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from orchestrator.commands import demo
 from tests.integration.moto import aws_env, moto_server  # noqa: F401
-from tests.integration.test_fleet import BUCKET, fails_only_on, make_fleet  # noqa: F401
+from tests.integration.test_fleet import fails_only_on, make_fleet  # noqa: F401
 from tests.support import workflow_steps
 from tests.support.workflow_steps import FLEET_WORKFLOW
 
@@ -59,12 +56,10 @@ class Workflow:
 
 def through_the_canary(project: Any, migration_sql: str = demo.GOOD_MIGRATION
                        ) -> tuple[Workflow, dict[str, str], list[list[str]], str]:
-    """The state bucket, the project, `window init --fleet`, then the targets job and the
-    canary job: the workflow, the targets job's outputs, the waves it listed, the fleet run."""
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    project.env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
-    state = f'[state]\nbackend = "s3"\nuri = "s3://{BUCKET}/shop"\nlease_ttl = 6\n'
-    fleet_file = project.write(window_extra=state, migration_sql=migration_sql,
+    """The state bucket, the project, `window init --fleet`, then the targets job (it lists
+    the targets and opens the fleet run) and the canary job: the workflow, the targets job's
+    outputs, the waves it listed, the fleet run."""
+    fleet_file = project.write(window_extra=project.state_in_s3(), migration_sql=migration_sql,
                                fleet_toml=project.targets_toml(concurrency=CONCURRENCY))
     folder = fleet_file.parent
     init = subprocess.run([sys.executable, "-m", "orchestrator", "init", "--fleet", "fleet.toml",
@@ -83,11 +78,19 @@ def through_the_canary(project: Any, migration_sql: str = demo.GOOD_MIGRATION
     waves = json.loads(listed.stdout[listed.stdout.index("{"):])["waves"]
     assert json.loads(plan["waves"]) == [n for wave in waves[1:] for n in wave]
 
-    canary, started = run.job("canary", "Run the canary's window",
-                              TARGET=plan["canary"], CONFIRM=demo.PHRASE)
+    opened, opening = run.job("targets", "Open the fleet run", CONFIRM=demo.PHRASE)
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+    fleet_run = opening["fleet_run"]
+    assert f"fleet run {fleet_run} opened" in opened.stdout and production(project) == []
+    again, _ = run.job("targets", "Open the fleet run", CONFIRM=demo.PHRASE)  # a second dispatch
+    assert again.returncode == 3, again.stdout + again.stderr
+    assert f"fleet run {fleet_run} has not ended (running)" in again.stderr
+
+    canary, _ = run.job("canary", "Run the canary's window", TARGET=plan["canary"],
+                        FLEET_RUN=fleet_run)
     assert canary.returncode == 0, canary.stdout + canary.stderr
     assert production(project) == [project.db(plan["canary"])]
-    return run, plan, waves, started["fleet_run"]
+    return run, plan, waves, fleet_run
 
 
 def matrix(run: Workflow, plan: dict[str, str], fleet_run: str
@@ -131,6 +134,13 @@ def test_the_fleet_workflow_runs_its_jobs_in_order_every_target_once(
     stale = run.job("waves", "Run the target's window", TARGET="t1", FLEET_RUN="fleet_other")[0]
     assert stale.returncode == 3 and "not fleet_other" in stale.stdout + stale.stderr
     assert sorted(production(project)) == sorted(project.db(n) for n in NAMES)
+    late = subprocess.run([sys.executable, "-m", "orchestrator", "fleet", "abort", "fleet.toml",
+                           "--confirm", demo.PHRASE], cwd=run.folder, env=project.env,
+                          text=True, capture_output=True, timeout=60, check=False)
+    assert late.returncode == 0 and f"fleet run {fleet_run} completed already" in late.stdout
+    following, opening = run.job("targets", "Open the fleet run", CONFIRM=demo.PHRASE)
+    assert following.returncode == 0, following.stdout + following.stderr  # it ended: anew
+    assert opening["fleet_run"] != fleet_run
 
 
 def test_a_failing_target_fails_its_job_and_the_later_waves_start_nothing(

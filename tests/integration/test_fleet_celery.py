@@ -205,19 +205,44 @@ def test_a_worker_killed_mid_migrate_is_resumed_by_another_applied_once(
 
 def test_two_submissions_of_one_fleet_run_never_run_a_target_twice(
         make_fleet: Any, queues: Any) -> None:
+    """The submitter dies (SIGKILL) while the canary's window migrates; `fleet resume`
+    submits the fleet run again: the canary's task is delivered twice (its copy waits for the
+    window, then finds it ended), every target runs once. A second submitter beside a live one
+    is refused at once (exit 6)."""
     names = ["c0", "t1", "t2"]
-    project = celery_project(make_fleet(*names), "redis")
+    project = make_fleet(*names)
+    root = project.root
+    celery_project(project, "redis", migrate=(
+        'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && psql -X -At -c'
+        f' "SELECT current_database()" "$DATABASE_URL" >> {root}/migrated.log'
+        f" && touch {root}/waiting && while [ ! -e {root}/go ]; do sleep 0.1; done"))
     queues.append(("redis", project.queue))  # type: ignore[attr-defined]
     worker(project, "worker-a")
     worker(project, "worker-b")
+    first = submit(project, "submitter-1")
+    deadline = time.monotonic() + 90
+    while not (root / "waiting").exists():  # the canary migrates in a worker
+        assert first.poll() is None and time.monotonic() < deadline, \
+            project.output("submitter-1")
+        time.sleep(0.1)
 
-    submitters = [submit(project, "submitter-1"), submit(project, "submitter-2")]
+    beside = project.fleet("resume", "fleet.toml")
+    assert beside.returncode == 6, beside.stdout + beside.stderr
+    assert "another `window fleet` process drives the fleet run" in beside.stderr
+    first.kill()
+    first.wait(timeout=10)
+    again = project.start("resume", "fleet.toml", log="submitter-2")
+    while "[c0] sent to the broker" not in project.output("submitter-2"):
+        assert again.poll() is None and time.monotonic() < deadline, \
+            project.output("submitter-2")
+        time.sleep(0.1)
+    (root / "go").touch()
 
-    codes = [finished(project, s, f"submitter-{n}") for n, s in enumerate(submitters, 1)]
+    assert finished(project, again, "submitter-2") == 0, project.output("submitter-2")
     outputs = [project.output(f"submitter-{n}") for n in (1, 2)]
-    assert codes == [0, 0], "\n".join(outputs)
-    assert len({fleet_id(out) for out in outputs}) == 1  # one fleet run, joined
-    assert all(out.count("sent to the broker") == 3 for out in outputs)  # every task twice
+    assert "fleet_started" in outputs[0] and "fleet_started" not in outputs[1]
+    assert f"fleet_run={fleet_id(outputs[1])}" in outputs[0]  # one fleet run, submitted twice
+    assert [out.count("sent to the broker") for out in outputs] == [1, 3]  # c0 twice
     assert sorted(project.migrated()) == sorted(project.db(n) for n in names)  # once each
     for name in names:
         assert [run.state for run in project.runs(name)] == ["completed"], name

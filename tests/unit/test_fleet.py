@@ -1,18 +1,19 @@
-"""fleet.toml validation, wave planning, the fleet record's compare-and-swap, the exit code:
+"""fleet.toml validation, wave planning, the fleet's lock and record, the exit code:
 everything of ``window fleet`` that needs no database."""
 
 from __future__ import annotations
 
+import os
 import textwrap
-import threading
 import tomllib
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import ConfigError, GateRefused, UsageError
+from orchestrator.errors import Busy, ConfigError, UsageError
 from orchestrator.fleet import record as fleet
+from orchestrator.fleet import runner as fleet_runner
 from orchestrator.fleet import spec as fleet_spec
 from orchestrator.fleet.record import NOT_RUN, PENDING, Record, View
 from orchestrator.store import blobs
@@ -248,48 +249,34 @@ def record(fleet_id: str = "fleet_1", **changes: object) -> Record:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def test_runners_started_together_agree_on_one_fleet_run(tmp_path: Path) -> None:
+def test_one_process_at_a_time_drives_a_fleet_run(tmp_path: Path) -> None:
+    loaded = fleet_spec.load(write(tmp_path, TWO_TARGETS))
+    with fleet_runner.fleet_hold(loaded, "run"):
+        with pytest.raises(Busy) as refused, fleet_runner.fleet_hold(loaded, "resume"):
+            pytest.fail("a second runner drives the fleet run")
+        with fleet_runner.fleet_hold(loaded.__class__(  # another fleet: its own lock
+                loaded.path, loaded.spec, loaded.settings.for_target("eu-1")), "run"):
+            pass
+    sentence = refused.value.message
+    assert refused.value.exit_code == 6 and sentence.count(". ") == 0, sentence
+    assert f"pid {os.getpid()} on this machine" in sentence
+    assert '[engine] kind = "celery"' in sentence and "`window init --fleet`" in sentence
+    with fleet_runner.fleet_hold(loaded, "resume"):  # released with the first
+        pass
+
+
+def test_an_abort_and_the_endings_apply_to_their_fleet_run_only(tmp_path: Path) -> None:
     store = blobs.LocalStore(tmp_path)
-    results: list[tuple[Record, bool]] = []
-    barrier = threading.Barrier(4)
-
-    def start(n: int) -> None:
-        barrier.wait()
-        results.append(fleet.begin(store, record(f"fleet_{n}"), lambda _: True))
-
-    threads = [threading.Thread(target=start, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len({r.id for r, _ in results}) == 1
-    assert sorted(joined for _, joined in results) == [False, True, True, True]
-
-
-def test_an_ended_fleet_run_is_replaced_only_once_its_targets_are_quiet(tmp_path: Path) -> None:
-    store = blobs.LocalStore(tmp_path)
-    fleet.begin(store, record("fleet_1"), lambda _: True)
-    assert fleet.update(store, "fleet_1", fleet.ending("stopped", "b rolled back"))
-    with pytest.raises(GateRefused, match="fleet run fleet_1 stopped, but targets are"):
-        fleet.begin(store, record("fleet_2"), lambda _: False)
-    started, joined = fleet.begin(store, record("fleet_2"), lambda _: True)
-    assert (started.id, joined) == ("fleet_2", False)
-    # the old run's runners can no longer write into the new one's record
-    assert fleet.update(store, "fleet_1", fleet.ending("aborted", "late")) is None
-    assert fleet.read_record(store) == started
-
-
-def test_the_first_ending_said_wins_but_an_abort_overrides_a_stop(tmp_path: Path) -> None:
-    store = blobs.LocalStore(tmp_path)
-    fleet.begin(store, record(), lambda _: True)
-    fleet.update(store, "fleet_1", fleet.ending("stopped", "b rolled back"))
-    after = fleet.update(store, "fleet_1", fleet.ending("stopped", "c rolled back"))
-    assert after is not None and (after.ended, after.reason) == ("stopped", "b rolled back")
-    after = fleet.update(store, "fleet_1", fleet.ending("aborted", "by ops"))
-    assert after is not None
-    assert (after.ended, after.reason) == ("aborted", "b rolled back; then by ops")
-    after = fleet.update(store, "fleet_1", fleet.ending("completed", ""))
+    fleet.write_record(store, fleet.ending("stopped", "b rolled back")(record()))
+    stopped = fleet.read_record(store)
+    assert stopped is not None and fleet.ending("stopped", "c rolled back")(stopped) == stopped
+    fleet.request_abort(store, stopped)
+    after = fleet.read_record(store)
     assert after is not None and after.ended == "aborted"
+    assert after.reason is not None and after.reason.startswith("b rolled back; then aborted by")
+    assert fleet.ending("completed", "")(after) == after
+    fleet.write_record(store, record("fleet_2"))  # the next fleet run is not aborted
+    assert fleet.read_record(store) == record("fleet_2")
 
 
 def test_status_table_and_report_name_every_target() -> None:

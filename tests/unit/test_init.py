@@ -480,6 +480,16 @@ def test_init_fleet_writes_a_valid_workflow_of_targets_canary_and_waves(tmp_path
     assert waves["strategy"]["max-parallel"] == 3 and waves["strategy"]["fail-fast"] is True
     assert waves["strategy"]["matrix"]["target"] == "${{ fromJSON(needs.targets.outputs.waves) }}"
     assert flow["jobs"]["canary"]["needs"] == "targets"
+    fleet_run = "${{ needs.targets.outputs.fleet_run }}"  # the targets job opens the fleet run
+    assert flow["jobs"]["targets"]["outputs"]["fleet_run"] == "${{ steps.open.outputs.fleet_run }}"
+    opening = workflow_steps.step(tmp_path, "Open the fleet run", workflow=FLEET_WORKFLOW,
+                                  job="targets")
+    assert 'window fleet open "$FLEET_FILE" --confirm "$CONFIRM"' in opening["run"]
+    assert opening["env"]["CONFIRM"] == "${{ inputs.confirm }}"
+    for job in ("canary", "waves"):  # each runs its target in it, neither opens nor joins one
+        placed = workflow_steps.step(tmp_path, "Run the", workflow=FLEET_WORKFLOW, job=job)
+        assert placed["env"]["FLEET_RUN"] == fleet_run
+        assert "fleet resume \"$FLEET_FILE\" --target \"$TARGET\" --fleet-run" in placed["run"]
     clients = {job: any(s.get("name", "").startswith("Install the PostgreSQL 16 client")
                         for s in flow["jobs"][job]["steps"]) for job in flow["jobs"]}
     assert clients == {"targets": False, "canary": True, "waves": True}  # names need none

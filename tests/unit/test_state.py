@@ -151,6 +151,9 @@ def test_the_state_section_and_fleet_targets() -> None:
     scoped = settings.for_target("tenant-1")
     assert scoped.state.uri == "s3://bucket/team/targets/tenant-1"
     assert scoped.state_dir == settings.state_dir / "targets" / "tenant-1"
+    fleet = settings.for_fleet()  # the fleet runner's lock and lease, beside no target's
+    assert fleet.state.uri == "s3://bucket/team/fleet"
+    assert fleet.state_dir == settings.state_dir / "fleet"
     with pytest.raises(ConfigError, match="not a target name"):
         settings.for_target("../escape")
     with pytest.raises(ConfigError, match="needs uri"):

@@ -1,13 +1,15 @@
 """The GitHub Actions workflow ``window init --fleet`` writes: GitHub Actions as a fleet's
 engine.
 
-Jobs, in order: ``targets`` lists the fleet (``window fleet plan --json``, names only); the
-``canary`` job starts the fleet run with the canary's window; ``waves`` is a matrix of the
-other targets, ``concurrency`` at a time, failing fast. Each job is the built-in runner on
-its own targets (``--target``): it waits until their wave is due, runs each window as a
-child, and ends when they ended; a stopped fleet starts nothing new. Exactly once comes from
-each target's journal and lease in S3 (the runners vanish after each job): a re-run of a job
-resumes its target's window, or tells how it ended.
+Jobs, in order: ``targets`` lists the fleet (``window fleet plan --json``, names only) and
+opens the fleet run behind the phrase (``window fleet open``), its id an output; the
+``canary`` job runs the canary's window in it; ``waves`` is a matrix of the other targets,
+``concurrency`` at a time, failing fast. GitHub places the jobs; each runs its target's
+window (``window fleet resume --target NAME --fleet-run ID``): it waits until the target's
+wave is due, runs the window as a child, and ends when it ended; a stopped fleet starts
+nothing new. No job drives the fleet run or writes its record: exactly once comes from each
+target's journal, lock and lease in S3 (the runners vanish after each job), and a re-run of a
+job resumes its target's window, or tells how it ended.
 """
 
 from __future__ import annotations
@@ -78,20 +80,22 @@ def workflow(fleet: FleetOptions) -> str:
         outputs:
           canary: ${{ steps.plan.outputs.canary }}
           waves: ${{ steps.plan.outputs.waves }}
+          fleet_run: ${{ steps.open.outputs.fleet_run }}
         """), [*(part for part in setup if not part.startswith(CLIENT)),  # names only
                _script("List the targets", steps.FLEET_PLAN,
-                               _env(fleet)).replace("\n", "\n  id: plan\n", 1)])
+                       _env(fleet)).replace("\n", "\n  id: plan\n", 1),
+               _script("Open the fleet run", steps.FLEET_OPEN,
+                       _env(fleet, CONFIRM="${{ inputs.confirm }}")
+                       ).replace("\n", "\n  id: open\n", 1)])
+    fleet_run = "${{ needs.targets.outputs.fleet_run }}"
     canary = _job("canary", textwrap.dedent("""\
         needs: targets
         runs-on: ubuntu-latest
         timeout-minutes: 120
         environment: production
-        outputs:
-          fleet_run: ${{ steps.canary.outputs.fleet_run }}
         """), [*window, _script(
-            "Run the canary's window (it starts the fleet run)", steps.FLEET_CANARY,
-            _env(fleet, TARGET="${{ needs.targets.outputs.canary }}",
-                 CONFIRM="${{ inputs.confirm }}")).replace("\n", "\n  id: canary\n", 1)])
+            "Run the canary's window", steps.FLEET_TARGET,
+            _env(fleet, TARGET="${{ needs.targets.outputs.canary }}", FLEET_RUN=fleet_run))])
     waves = _job("waves", textwrap.dedent(f"""\
         needs: [targets, canary]
         if: needs.targets.outputs.waves != '[]'
@@ -104,9 +108,8 @@ def workflow(fleet: FleetOptions) -> str:
           matrix:
             target: ${{{{ fromJSON(needs.targets.outputs.waves) }}}}
         """), [*window, _script(
-            "Run the target's window once its wave is due", steps.FLEET_WAVE,
-            _env(fleet, TARGET="${{ matrix.target }}",
-                 FLEET_RUN="${{ needs.canary.outputs.fleet_run }}"))])
+            "Run the target's window once its wave is due", steps.FLEET_TARGET,
+            _env(fleet, TARGET="${{ matrix.target }}", FLEET_RUN=fleet_run))])
     return _header(fleet) + listing + canary + waves
 
 

@@ -112,22 +112,20 @@ cat fleet-plan.json
 rm -f fleet-plan.json
 """
 
-# The canary starts the fleet run (or joins the unfinished one: a re-run resumes it) and
-# names it for the waves, whatever its window's end.
-FLEET_CANARY = """\
-code=0
-window fleet run "$FLEET_FILE" --target "$TARGET" --confirm "$CONFIRM" || code=$?
-if window fleet status "$FLEET_FILE" --json > fleet-status.json; then
-  python3 -c 'import json, sys
+# The targets job opens the fleet run behind the phrase (refused while the last one has not
+# ended) and names it for the other jobs: they run their targets' windows in it.
+FLEET_OPEN = """\
+window fleet open "$FLEET_FILE" --confirm "$CONFIRM"
+window fleet status "$FLEET_FILE" --json > fleet-status.json
+python3 -c 'import json, sys
 print("fleet_run=" + json.load(open(sys.argv[1]))["fleet_run"])' fleet-status.json \\
-    >> "$GITHUB_OUTPUT"
-fi
+  >> "$GITHUB_OUTPUT"
 rm -f fleet-status.json
-exit "$code"
 """
 
-# A wave's target: its window once its wave is due, in the canary's fleet run only; a
-# stopped fleet starts it never, a re-run resumes it from its journal.
-FLEET_WAVE = """\
+# A target's job (the canary's, or a wave's): its window once its wave is due, in the fleet
+# run the targets job opened; a stopped fleet starts it never, a re-run resumes it from its
+# journal (its lease in S3 keeps any other job from running it at the same time).
+FLEET_TARGET = """\
 exec window fleet resume "$FLEET_FILE" --target "$TARGET" --fleet-run "$FLEET_RUN"
 """
