@@ -10,12 +10,11 @@ import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
-from orchestrator.cli import fleet
+from orchestrator.cli import direct, fleet
 from orchestrator.cli.options import (
     APP_SETTINGS,
     ConfigOption,
@@ -24,10 +23,7 @@ from orchestrator.cli.options import (
     TargetOption,
     whole_sentences,
 )
-from orchestrator.errors import Interrupted, UsageError, WindowError
-
-if TYPE_CHECKING:
-    from orchestrator.config import Settings
+from orchestrator.errors import UsageError, WindowError
 
 app = typer.Typer(
     name="window",
@@ -53,16 +49,7 @@ def _options(
     """The options before the command (``--version``); ``light`` answers it without typer."""
 
 
-def _settings(path: Path, *, json_logs: bool = False, target: str | None = None,
-              logs: bool = True) -> Settings:
-    from orchestrator import config
-
-    if logs:
-        from orchestrator import log
-
-        log.configure(json_lines=json_logs)
-    settings = config.load(path)
-    return settings.for_target(target) if target is not None else settings
+_settings = direct.settings
 
 
 def _exit(code: int) -> NoReturn:
@@ -88,10 +75,8 @@ def run(  # every option is a flag: keyword-only
     ] = None,
 ) -> None:
     """Pass the safety gates, then run the whole window."""
-    from orchestrator.commands import window
-
-    _exit(window.run(_settings(config, json_logs=json_logs, target=target), confirm,
-                       force=force, skip_staging=skip_staging, fleet_run=fleet_run))
+    _exit(direct.run(config=config, confirm=confirm, force=force, skip_staging=skip_staging,
+                     json_logs=json_logs, target=target, fleet_run=fleet_run))
 
 
 @app.command()
@@ -338,19 +323,10 @@ def main() -> None:
     # Interrupted, exit 5, like every interruption: click would turn a KeyboardInterrupt into
     # "Aborted!" and exit 1, which means "rolled back". A window that starts driving
     # installs its own handlers (engine.runner.Signals), and a fleet runner its own.
-    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGINT, direct.interrupted)
     try:
         app()
     except WindowError as exc:
-        typer.echo(f"window: {one_line(exc.message)}", err=True)
+        typer.echo(f"window: {direct.one_line(exc.message)}", err=True)
         sys.exit(exc.exit_code)
 
-
-def _interrupted(_signum: int, _frame: FrameType | None) -> NoReturn:
-    raise Interrupted("interrupted (Ctrl-C) before anything was started; nothing was done.")
-
-
-def one_line(message: str) -> str:
-    """The sentence as one printable line: a newline or an escape sequence in a name the
-    user gave (a path, a key, a variable) is shown escaped, never acted on by the terminal."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)

@@ -3,8 +3,9 @@
 ``window --help`` / ``-h``, ``window --version`` and ``window status`` of a finished window
 are answered here from the standard library and the journal: no typer, rich, pydantic or
 config model is imported for them (``tests/unit/test_light.py`` checks ``sys.modules``).
-Everything else, and whatever these cannot answer exactly as the full command line would,
-goes to ``orchestrator.cli.app``.
+``window run``'s plain forms run without typer too (``orchestrator.cli.direct``): its
+start-up is part of every window's overhead. Everything else, and whatever these cannot
+answer exactly as the full command line would, goes to ``orchestrator.cli.app``.
 
 Off a terminal no live panel is drawn, so rich is kept out of the process: structlog would
 import it (~0.1 s) only to offer tracebacks the window never asks it for. Once the command
@@ -33,6 +34,11 @@ def main() -> None:
         leave(0)
     if not _panel_possible():
         sys.modules["rich"] = None  # type: ignore[assignment]  # import rich fails at once
+    from orchestrator.cli import direct
+
+    code = direct.main(args)
+    if code is not None:
+        leave(code)
     from orchestrator.cli.app import main as full
 
     try:

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import __version__
-from orchestrator.cli import app, fleet, helptext, light
+from orchestrator.cli import app, direct, fleet, helptext, light
 from orchestrator.engine import machine
 from orchestrator.engine.facts import FOLLOW, FollowFacts
 from orchestrator.engine.journal import Journal
@@ -252,6 +252,64 @@ def test_exit_code_kept_and_rich_kept_out_off_a_terminal(tmp_path: Path) -> None
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("window: ")
     assert "rich" not in {m.split(".")[0] for m in modules}
+
+
+# run without typer ---------------------------------------------------------------------------
+
+def full_window(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``window ARGS`` through typer's command line (``orchestrator.cli.app``)."""
+    return subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['window',"
+                           " *sys.argv[1:]]\nfrom orchestrator.cli.app import main\nmain()",
+                           *args], cwd=cwd, capture_output=True, text=True, check=False,
+                          timeout=60, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ([], {}),
+    (["--config", "a.toml", "--confirm", "X"], {"config": Path("a.toml"), "confirm": "X"}),
+    (["-c", "a.toml", "--confirm=X=Y"], {"config": Path("a.toml"), "confirm": "X=Y"}),
+    (["--config=a.toml", "--confirm", ""], {"config": Path("a.toml"), "confirm": ""}),
+    (["--force", "--skip-staging", "--json-logs", "--target", "t", "--fleet-run=f"],
+     {"force": True, "skip_staging": True, "json_logs": True, "target": "t",
+      "fleet_run": "f"}),
+])
+def test_run_options_parsed_as_typer_passes_them(args: list[str], expected: dict[str, object],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    assert direct.parse_run(args) == expected
+    defaults = {"config": Path("window.toml"), "confirm": None, "force": False,
+                "skip_staging": False, "json_logs": False, "target": None, "fleet_run": None}
+    called: list[dict[str, object]] = []  # what typer hands the same function, for the same args
+    monkeypatch.setattr(direct, "run", lambda **kwargs: called.append(kwargs) or 0)
+    result = CliRunner().invoke(app.app, ["run", *args])
+    assert result.exit_code == 0, result.output
+    assert called == [{**defaults, **expected}]
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["-h"], ["--colour"], ["--config"], ["--confirm", "-x"], ["-c=a.toml"],
+    ["-ca.toml"], ["--force=yes"], ["--force", "--force"], ["--config", "a", "-c", "b"],
+    ["extra"], ["--"],
+])
+def test_run_forms_it_does_not_parse_go_to_typer(args: list[str]) -> None:
+    assert direct.parse_run(args) is None
+    assert direct.main(["run", *args]) is None
+    assert direct.main(["plan"]) is None
+
+
+def test_run_without_typer_says_what_typer_says(tmp_path: Path) -> None:
+    """A refused ``window run`` (no config here) through the entry point imports neither
+    typer, click nor rich, and says the same sentence with the same code as the full command
+    line; ``run --help`` is typer's."""
+    done, modules = window("run", "--confirm", "X", cwd=tmp_path)
+    full = full_window("run", "--confirm", "X", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (full.returncode, full.stdout) == (2, "")
+    assert done.stderr.split("MODULES ")[0] == full.stderr
+    assert full.stderr.startswith("window: ") and "window.toml" in full.stderr
+    assert not {m.split(".")[0] for m in modules} & {"typer", "click", "rich"}
+    assert "orchestrator.cli.app" not in modules
+    help_done, help_modules = window("run", "--help", cwd=tmp_path)
+    assert help_done.returncode == 0 and help_done.stdout.startswith("Usage: window run ")
+    assert "typer" in {m.split(".")[0] for m in help_modules}
 
 
 def test_leave_keeps_the_code_and_waits_for_a_running_thread(tmp_path: Path) -> None:
