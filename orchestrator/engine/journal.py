@@ -113,7 +113,7 @@ class Journal:
             self._db = sqlite3.connect(":memory:", isolation_level=None)
             self._db.deserialize(data[:18] + b"\x01\x01" + data[20:])
         self._db.row_factory = sqlite3.Row
-        self._db.executescript(SCHEMA)
+        self._db.executescript(f"BEGIN;\n{SCHEMA}COMMIT;\n")  # a new journal: one commit, one sync
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = "shared state") -> Journal:
