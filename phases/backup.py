@@ -4,8 +4,7 @@ A REPEATABLE READ transaction exports its snapshot and stays open while ``pg_dum
 dumps exactly that snapshot; alongside it, workers that import the same snapshot count and
 checksum every table, so the figures describe exactly what the archive holds. A sha256
 manifest is written beside the archive. Then (``verify = "restore"``) the archive is restored
-into a standby copy, ``<db>_window_<run_id>`` (its empty database made while the dump runs,
-dropped again if the dump fails), whose checksums must equal the snapshot's; the
+into a standby copy, ``<db>_window_<run_id>``, whose checksums must equal the snapshot's; the
 copy is marked verified and closed to connections, and kept until the window ends: rollback
 becomes a rename. Re-entering the phase starts over.
 
@@ -45,8 +44,7 @@ from orchestrator.toolkit.dumps import (
     dump_described,
     manifest_digest,
     marker,
-    new_database_meanwhile,
-    restore_into,
+    restore_into_new_database,
     seal,
     standby_name,
     tool_env,
@@ -61,33 +59,6 @@ class Backup:
             return self._snapshot(ctx)
         path = archive_path(ctx)
         self._start_over(ctx, path)
-        proving = ctx.settings.backup.verify == "restore"
-        with ExitStack() as standby:
-            # The standby's empty database is made while the dump runs (the proof restores
-            # into it); should the dump fail, it is dropped again.
-            standby_made = standby.enter_context(new_database_meanwhile(
-                ctx, standby_name(ctx.target.dbname, ctx.run_id), like=ctx.target.dbname)
-            ) if proving else None
-            facts = self._dump(ctx, path)
-            if standby_made is not None:
-                standby_made()
-                facts["standby"], facts["recomputed_views"] = self._prove(ctx, path, facts)
-                facts["verified"] = True
-                ctx.journal.put(ctx.run_id, BACKUP, facts)
-                following.subscribe(ctx)
-        if ctx.settings.backup_s3_uri:
-            facts["s3_uri"] = self._upload(ctx, path, Path(facts["manifest"]))
-            ctx.journal.put(ctx.run_id, BACKUP, facts)
-        figures = facts["tables"]
-        rows = sum(t["rows"] for t in figures.values())
-        return PhaseResult(f"{len(figures)} tables, {rows} rows, {facts['size_bytes']} bytes in"
-                           f" {path}" + (", verified by restore" if facts["verified"] else "")
-                           + recomputed_summary(facts.get("recomputed_views", []))
-                           + _said(follow_words(ctx.journal.get(ctx.run_id, FOLLOW))))
-
-    def _dump(self, ctx: Context, path: Path) -> BackupFacts:
-        """The archive of production at ``path``, its contents checked and its manifest
-        written; its facts, journaled (a checkpoint before the long proof)."""
         with ctx.connect(ctx.target, autocommit=False) as conn, ExitStack() as held:
             # Counters first: a commit between the two is reported as lost when it is not,
             # never the other way round.
@@ -112,8 +83,20 @@ class Backup:
             manifest_sha256=manifest_digest(path), verified=False,
             verification=ctx.settings.backup.verify, standby=None, tables=figures,
             materialized_views=view_figures, writes=writes, compress=compress)
-        ctx.journal.put(ctx.run_id, BACKUP, facts)
-        return facts
+        ctx.journal.put(ctx.run_id, BACKUP, facts)  # checkpoint before the long proof
+        if ctx.settings.backup.verify == "restore":
+            facts["standby"], facts["recomputed_views"] = self._prove(ctx, path, facts)
+            facts["verified"] = True
+            ctx.journal.put(ctx.run_id, BACKUP, facts)
+            following.subscribe(ctx)
+        if ctx.settings.backup_s3_uri:
+            facts["s3_uri"] = self._upload(ctx, path, manifest)
+            ctx.journal.put(ctx.run_id, BACKUP, facts)
+        rows = sum(t["rows"] for t in figures.values())
+        return PhaseResult(f"{len(figures)} tables, {rows} rows, {facts['size_bytes']} bytes in"
+                           f" {path}" + (", verified by restore" if facts["verified"] else "")
+                           + recomputed_summary(facts.get("recomputed_views", []))
+                           + _said(follow_words(ctx.journal.get(ctx.run_id, FOLLOW))))
 
     @staticmethod
     def _upload(ctx: Context, path: Path, manifest: Path) -> str:
@@ -166,8 +149,8 @@ class Backup:
         name = standby_name(ctx.target.dbname, ctx.run_id)
         figures = facts["tables"]
         with ctx.maintenance(ctx.target) as conn:
-            took = restore_into(ctx, path, ctx.target.on(name), pg.server_major(conn),
-                                len(figures))
+            took = restore_into_new_database(ctx, conn, path, name, like=ctx.target.dbname,
+                                             tables=len(figures))
             ctx.log.info("backup_restored", database=name, duration_s=round(took, 3))
             started = time.monotonic()
             recomputed = compare_with_backup(ctx, ctx.target.on(name), figures,

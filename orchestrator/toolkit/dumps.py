@@ -18,7 +18,6 @@ import resource
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -144,48 +143,12 @@ def restore_into_new_database(ctx: Context, conn: psycopg.Connection[Any], sourc
     """A fresh database ``name`` holding the archive; the seconds that took. The caller
     vouches for the archive: the backup phase has just written it and its manifest, and a
     rollback takes it from ``trusted_archive``, which checks the manifest once."""
-    new_database(conn, name, like=like)
-    return restore_into(ctx, source, ctx.target.on(name), pg.server_major(conn), tables)
-
-
-def new_database(conn: psycopg.Connection[Any], name: str, *, like: str) -> None:
-    """An empty database ``name`` for a restore, made like ``like`` (one left by a restore
-    interrupted mid-way is dropped first: it starts over)."""
-    databases.drop(conn, name)
+    databases.drop(conn, name)  # a restore interrupted mid-way starts over
     databases.create_like(conn, name, like=like)
     # Only its owner may connect until it is sealed; production's grants come at the swap.
     conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
         sql.Identifier(name)))
-
-
-@contextlib.contextmanager
-def new_database_meanwhile(ctx: Context, name: str, *, like: str
-                           ) -> Iterator[Callable[[], None]]:
-    """``new_database`` on production's server, on a thread and a connection of its own,
-    while the caller goes on (the backup: with its dump). CREATE DATABASE copies a template
-    and syncs it (~0.1 s whatever the data), which the dump hides. Yields the wait for it
-    (its error raised there), after which the database is the caller's. Should the caller
-    fail before, the thread is waited for and what it made is dropped again: the database
-    appears only where a restore into it follows."""
-    handed = threading.Event()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        def make() -> None:
-            with ctx.maintenance(ctx.target) as conn:
-                new_database(conn, name, like=like)
-
-        def ready() -> None:
-            made.result()
-            handed.set()
-
-        made = pool.submit(make)
-        try:
-            yield ready
-        except BaseException:
-            if not handed.is_set() and made.exception() is None:  # waits for the thread
-                with contextlib.suppress(psycopg.Error, PhaseFailed), \
-                        ctx.maintenance(ctx.target, deadline=time.time() + 10) as conn:
-                    databases.drop(conn, name)
-            raise
+    return restore_into(ctx, source, ctx.target.on(name), pg.server_major(conn), tables)
 
 
 def restore_into(ctx: Context, source: Path, target: pg.Db, major: int, tables: int = 0

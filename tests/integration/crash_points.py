@@ -194,7 +194,6 @@ SAMPLE = {
     ("completes", "process.exited.sh#4", "resume"),  # migrated, not yet journaled
     ("completes", "journal.conclude_phase.banner_on#1", "abort"),
     ("completes", "pg.drop_database#2", "resume"),  # ended, standby copy dropped, not journaled
-    ("completes", "pg.create_database_like#1", "resume"),  # standby made while pg_dump runs
     ("rolls_back", "pg.swap.renamed_aside#1", "resume"),  # inside the swap's transaction
     ("rolls_back", "pg.swap.closed#1", "abort"),
     ("in_place", "pg.empty_database#1", "resume"),  # production empty, evidence archived

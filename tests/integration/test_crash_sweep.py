@@ -86,26 +86,9 @@ def recorded(shop: Shop, path: str, tmp_path: Path) -> list[str]:
     return record.read_text().split()
 
 
-def in_listed_order(points: list[str]) -> list[str]:
-    """The recorded points with the standby's empty database (made on a thread while the
-    dump runs, ``dumps.new_database_meanwhile``) where the proof restore waits for it: right
-    before that restore starts. Made anywhere else than during the backup, they stay."""
-    meanwhile = ["pg.drop_database#1", "pg.create_database_like#1"]
-    if not all(point in points for point in [*meanwhile, "journal.child_started.backup#3"]):
-        return points
-    start, restore = (points.index("journal.start_phase.backup#1"),
-                      points.index("journal.child_started.backup#3"))
-    found = [points.index(point) for point in meanwhile]
-    if not all(start < at < restore for at in found) or found != sorted(found):
-        return points
-    rest = [point for point in points if point not in meanwhile]
-    at = rest.index("journal.child_started.backup#3")
-    return rest[:at] + meanwhile + rest[at:]
-
-
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_the_listed_points_are_the_real_ones(shop: Shop, tmp_path: Path, path: str) -> None:
-    assert in_listed_order(recorded(shop, path, tmp_path)) == PATHS[path], (
+    assert recorded(shop, path, tmp_path) == PATHS[path], (
         f"the crash points of the {path} path changed: update tests/integration/"
         "crash_points.py and RELIABILITY.md")
 

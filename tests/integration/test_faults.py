@@ -315,10 +315,6 @@ def test_backup_past_the_file_size_limit_stops_before_the_banner(shop: Shop) -> 
     # "pg_dump exited 1: a worker process died unexpectedly" leaves the engineer guessing:
     # the sentence must say what stopped it.
     assert "file size limit" in backup["error"], backup["error"]
-    # The standby's empty database, made while pg_dump ran, went with the failed dump (not
-    # at the window's end: nothing was left for it to drop).
-    assert shop.databases(f"{shop.prod_db}_window_%") == []
-    assert "standby_dropped" not in output
 
 
 class Moto:
