@@ -234,10 +234,13 @@ def current_lsn(conn: psycopg.Connection[Any]) -> str:
     """A WAL position past every transaction committed so far, flushed: the walsender sends
     only flushed WAL, and a commit made with ``synchronous_commit = off`` waits in WAL
     buffers for up to three ``wal_writer_delay`` (the write position can stand before it).
-    A transaction with an id, committed synchronously, flushes everything before it."""
+    A transaction that wrote WAL, committed synchronously, flushes everything before it; one
+    that only took an id wrote none, and commits asynchronously whatever the setting. So it
+    writes a logical message (executable by anyone; a subscription replays none: pgoutput
+    sends messages only to a consumer that asks for them)."""
     with conn.transaction():
         conn.execute("SET LOCAL synchronous_commit = on")
-        conn.execute("SELECT pg_current_xact_id()")
+        conn.execute("SELECT pg_logical_emit_message(true, 'window', '')")
     row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
     return str(row[0]) if row else "0/0"
 

@@ -13,6 +13,7 @@ import psycopg
 
 from orchestrator.commands import demo
 from orchestrator.crash import CRASH_EXIT_CODE
+from orchestrator.postgres import follow
 from orchestrator.postgres.cluster import Cluster
 from tests.support.following import left_on_server
 from tests.support.shop import Shop
@@ -222,6 +223,22 @@ def test_no_loss_under_load_during_the_backup(shop: Shop) -> None:
         assert shop.cluster.psql(query, dbname=retained) == \
             shop.cluster.psql(query, dbname=shop.prod_db), table
     assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
+def test_the_catch_up_target_is_past_every_asynchronous_commit(shop: Shop) -> None:
+    """The test cluster commits asynchronously (synchronous_commit = off): the position the
+    catch-up waits for is flushed past every commit made before it, each time."""
+    with psycopg.connect(shop.prod_url, autocommit=True) as writer, \
+            psycopg.connect(shop.prod_url, autocommit=True) as window:
+        for n in range(50):
+            writer.execute("INSERT INTO orders (customer) VALUES (%s)", (f"async {n}",))
+            end = writer.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            assert end is not None
+            target = follow.current_lsn(window)
+            flushed = window.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn"
+                                     " AND %s::pg_lsn >= %s::pg_lsn",
+                                     (target, target, end[0])).fetchone()
+            assert flushed == (True,), (n, target, end[0])
 
 
 def test_what_an_earlier_window_left_is_named_by_plan_and_status(shop: Shop) -> None:
