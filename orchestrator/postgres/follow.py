@@ -130,6 +130,35 @@ def create_publications(conn: psycopg.Connection[Any], run_id: str) -> list[str]
     return made
 
 
+def replayed_by_key(conn: psycopg.Connection[Any], run_id: str) -> set[str]:
+    """The tables this run publishes for every operation whose rows the subscriber finds by
+    a unique key (a primary key or a REPLICA IDENTITY index, not FULL: that one matches a
+    row by equality of every column, and equal is not identical), by ``Table.qualified``."""
+    return {str(name) for (name,) in conn.execute(sql.SQL(
+        "SELECT format('%I.%I', p.schemaname, p.tablename) FROM pg_publication_tables p"
+        " JOIN pg_namespace n ON n.nspname = p.schemaname JOIN pg_class c ON c.relnamespace"
+        " = n.oid AND c.relname = p.tablename WHERE p.pubname = {} AND c.relreplident IN"
+        " ('d', 'i')").format(sql.Literal(names(run_id).publications[0]))).fetchall()}
+
+
+def fired(conn: psycopg.Connection[Any]) -> set[str]:
+    """The tables with a trigger that fires when the subscription applies a change (ENABLE
+    ALWAYS or REPLICA), by ``Table.qualified``: the standby's rows may then differ."""
+    return {str(name) for (name,) in conn.execute(
+        "SELECT DISTINCT " + pg.QUALIFIED + " FROM pg_trigger t JOIN pg_class c ON c.oid ="
+        " t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE t.tgenabled IN ('A', 'R')").fetchall()}
+
+
+def files(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """The file (``relfilenode``) of each table, as the transaction's snapshot sees it: a
+    TRUNCATE, which no write counter shows, gives a table a new one."""
+    return {str(name): int(node) for name, node in conn.execute(
+        "SELECT " + pg.QUALIFIED + ", c.relfilenode::int8 FROM pg_class c JOIN pg_namespace n"
+        " ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND " +
+        pg.own_objects("pg_class", "c")).fetchall()}
+
+
 def drop_publications(conn: psycopg.Connection[Any], run_id: str) -> list[str]:
     """This run's publications dropped from the database ``conn`` is on; those that were
     there."""

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from orchestrator.commands import demo
 from orchestrator.crash import CRASH_EXIT_CODE
@@ -121,6 +122,54 @@ def test_an_update_without_a_replica_identity_works_and_is_reported_lost(shop: S
     assert "the standby differs from production in public.visits" in said, said
     assert "writes_discarded" in said and "public.visits" in said, said
     assert shop.sql("SELECT count(*) FROM visits WHERE page = '/home'") == 0
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
+@pytest.mark.parametrize("lost", ["DELETE FROM visits WHERE page = '/cart';",
+                                  "TRUNCATE visits;"])  # no write counter shows a TRUNCATE
+def test_a_delete_or_truncate_without_a_replica_identity_is_found(shop: Shop,
+                                                                  lost: str) -> None:
+    following_role(shop)
+    with_extras(shop)
+    configure(shop, banner_sql=lost)
+
+    done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "the standby differs from production in public.visits" in said, said
+    assert shop.status()["follow"]["state"] == "fell_back"
+    assert shop.sql("SELECT string_agg(page, ',' ORDER BY page) FROM visits") == "/,/cart"
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
+def test_a_large_table_that_took_updates_is_counted_and_loses_nothing(shop: Shop) -> None:
+    """A table of figures.SMALL_BYTES or more, published for every operation and written
+    before the banner: every write was replayed, so its rows are counted, not checksummed."""
+    following_role(shop)
+    with psycopg.connect(shop.prod_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id bigserial PRIMARY KEY, note text);"
+                     " INSERT INTO ledger (note) SELECT repeat('x', 200)"
+                     " FROM generate_series(1, 60000)")
+    # Flushed before psql is told its last statement is done: counted before the banner's
+    # position, as a session that ended long before would be.
+    configure(shop, banner_sql="UPDATE ledger SET note = 'changed' WHERE id = 5;"
+              " DELETE FROM ledger WHERE id = 6; INSERT INTO ledger (note) VALUES ('new');"
+              " SELECT pg_stat_force_next_flush();")
+
+    done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    follow = shop.status()["follow"]
+    assert follow["state"] == "caught_up", follow
+    assert follow["counted"] == ["public.ledger"], follow
+    assert "public.ledger" in follow["compared"], follow
+    assert shop.sql("SELECT note FROM ledger WHERE id = 5") == "changed"
+    assert shop.sql("SELECT count(*) FROM ledger WHERE id = 6") == 0
+    assert shop.sql("SELECT count(*) FROM ledger WHERE note = 'new'") == 1
+    assert shop.sql("SELECT count(*) FROM ledger") == 60000
+    assert "writes_discarded" not in said
     assert left_on_server(shop.cluster, shop.prod_db) == []
 
 
