@@ -108,8 +108,10 @@ class FollowFacts(TypedDict, total=False):
     catch_up_s: float  # behind the banner: applied, sequences copied, tables compared
     applied_lsn: str
     sequences: int
-    compared: list[str]  # the tables that took writes since the snapshot, equal on both sides
-    counted: list[str]  # those of them compared by their rows only (see following._checks)
+    compared: list[str]  # tables that took writes since the snapshot, equal on both sides
+    # The large ones that took only writes the subscription replays, before its confirmed
+    # position: not read (see following._checks).
+    replayed: list[str]
 
 
 # Where something of the run's may be on the server; every later state is journaled only

@@ -30,6 +30,8 @@ class WriteCounters(TypedDict):
     rewritten: NotRequired[dict[str, int]]
 
 
+# The write counters' name for the database's large objects (their data and their list).
+LARGE_OBJECTS = "pg_catalog.pg_largeobject"
 BATCH_TABLES = 200  # small tables described by one query
 SMALL_BYTES = 8 * 1024 * 1024  # a table smaller than this goes into a batch
 
@@ -140,13 +142,17 @@ _BY_TEXT = sql.SQL("hashtextextended(t::text, 0)")
 
 
 def write_counters(conn: psycopg.Connection[Any]) -> WriteCounters:
-    """Rows inserted, updated and deleted so far per table, and the WAL position: taken twice,
+    """Rows inserted, updated and deleted so far per table (and in ``LARGE_OBJECTS``: a
+    rollback discards those too), and the WAL position: taken twice,
     they tell which tables took writes in between, and which took updates or deletes (the
     statistics lag by about a second, and count the rows of aborted transactions too)."""
     conn.execute("SELECT pg_stat_clear_snapshot()")
     rows = conn.execute(
         "SELECT format('%I.%I', schemaname, relname), n_tup_ins + n_tup_upd + n_tup_del,"
-        " n_tup_upd + n_tup_del FROM pg_stat_user_tables").fetchall()
+        " n_tup_upd + n_tup_del FROM pg_stat_user_tables UNION ALL SELECT '" + LARGE_OBJECTS +
+        "', coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0), coalesce(sum(n_tup_upd"
+        " + n_tup_del), 0) FROM pg_stat_sys_tables WHERE relid IN"
+        " ('pg_largeobject'::regclass, 'pg_largeobject_metadata'::regclass)").fetchall()
     lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     return {"wal_lsn": str(lsn[0]) if lsn else None,
             "tables": {str(name): int(n) for name, n, _ in rows},

@@ -141,6 +141,15 @@ def replayed_by_key(conn: psycopg.Connection[Any], run_id: str) -> set[str]:
         " ('d', 'i')").format(sql.Literal(names(run_id).publications[0]))).fetchall()}
 
 
+def published(conn: psycopg.Connection[Any], run_id: str) -> set[str]:
+    """The tables in this run's publications (for every operation or inserts only), by
+    ``Table.qualified``: each INSERT committed to them reaches the subscriber."""
+    return {str(name) for (name,) in conn.execute(sql.SQL(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables"
+        " WHERE pubname IN ({})").format(sql.SQL(", ").join(
+            map(sql.Literal, names(run_id).publications)))).fetchall()}
+
+
 def fired(conn: psycopg.Connection[Any]) -> set[str]:
     """The tables with a trigger that fires when the subscription applies a change (ENABLE
     ALWAYS or REPLICA), by ``Table.qualified``: the standby's rows may then differ."""

@@ -33,8 +33,8 @@ from orchestrator.engine.facts import BACKUP, FOLLOW, FOLLOW_LIVE, FollowFacts
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import databases, follow, pg
 from orchestrator.postgres.figures import (
+    LARGE_OBJECTS,
     SMALL_BYTES,
-    TableFigures,
     WriteCounters,
     relation_sizes,
     stats_settle_wait,
@@ -230,15 +230,18 @@ def catch_up(ctx: Context) -> str:
         with ctx.connect(ctx.target) as production, \
                 ctx.connect(ctx.target.on(standby)) as copy:
             applied, at_target = _wait_applied(ctx, facts, production)
-            keyed = follow.replayed_by_key(production, ctx.run_id) - follow.fired(copy)
+            fired = follow.fired(copy)
+            by_key = follow.replayed_by_key(production, ctx.run_id) - fired
+            inserted = follow.published(production, ctx.run_id) - fired
             since = step("applied_s", started)
             _let_go(ctx, production, copy)
             since = step("let_go_s", since)
             follow.set_sequences(copy, values := follow.sequence_values(production))
             since = step("sequences_s", since)
-            checksummed, counted = _checks(ctx, production, facts, at_target, keyed)
+            checked, replayed = _checks(ctx, production, facts, at_target, by_key=by_key,
+                                        inserted=inserted)
             since = step("written_s", since)
-        compared = _compare(ctx, standby, checksummed, counted)
+        compared = _compare(ctx, standby, checked)
         since = step("compared_s", since)
     except (psycopg.Error, PhaseFailed, _FallBack) as exc:
         fall_back(ctx, _message(exc) if isinstance(exc, psycopg.Error) else str(exc))
@@ -247,10 +250,11 @@ def catch_up(ctx: Context) -> str:
     step("sealed_s", since)
     facts.update(FollowFacts(state="caught_up", catch_up_s=round(time.monotonic() - started, 3),
                              applied_lsn=applied, sequences=len(values), compared=compared,
-                             counted=sorted(t.qualified for t in counted)))
+                             replayed=sorted(t.qualified for t in replayed)))
     _put(ctx, facts)
     ctx.log.info("standby_caught_up", catch_up_s=facts["catch_up_s"], applied_lsn=applied,
-                 sequences=len(values), compared=len(compared), counted=len(counted), **took)
+                 sequences=len(values), compared=len(compared), replayed=len(replayed),
+                 **took)
     return ""
 
 
@@ -302,18 +306,23 @@ def _let_go(ctx: Context, production: psycopg.Connection[Any],
 
 
 def _checks(ctx: Context, production: psycopg.Connection[Any], facts: FollowFacts,
-            at_target: WriteCounters, keyed: set[str]) -> tuple[list[pg.Table], list[pg.Table]]:
+            at_target: WriteCounters, *, by_key: set[str], inserted: set[str]
+            ) -> tuple[list[pg.Table], list[pg.Table]]:
     """The tables that took writes since the snapshot (by the write counters, once they hold
-    every commit; by a new file, for a TRUNCATE no counter shows), to compare by checksum and
-    to compare by their rows only.
+    every commit; by a new file, for a TRUNCATE no counter shows): those to compare on both
+    sides, and those the subscription is known to have replayed whole.
 
-    Rows only, where a large table (``figures.SMALL_BYTES`` or more) took nothing a count could
-    miss: inserts only, every one of them replicated or not; or writes that all came before
-    the position the subscriber applied (none counted since ``at_target``), to a table
-    published for every operation whose rows the subscriber finds by a unique key
-    (``keyed``). Everything else by checksum: an UPDATE, DELETE or TRUNCATE on a table
-    published for inserts only or unlogged, a write after that position, a table with
-    REPLICA IDENTITY FULL or a trigger that fires on the standby. Counters that count
+    Replayed, and not read (a large table's rows cost seconds of downtime to count, more to
+    checksum): a large table (``figures.SMALL_BYTES`` or more) that took no write after the
+    position the subscriber confirmed (none counted since ``at_target``), no TRUNCATE, and
+    either only writes the subscriber applies by a unique key (``by_key``: published for every
+    operation, a primary key or REPLICA IDENTITY index, no trigger firing on the standby) or
+    inserts only, published (``inserted``). Every committed change before that position was
+    applied (an apply error holds the confirmed position back). Everything else is compared:
+    an UPDATE, DELETE or TRUNCATE on a table published for inserts only, a write to an
+    unlogged one, a write after that position, REPLICA IDENTITY FULL (a row matched by
+    equal values, and equal is not identical), a trigger on the standby, and every small
+    table, which also proves the replication at work at little cost. Counters that count
     more (aborted rows, a commit before the snapshot counted late) cost time, never a row."""
     backup = ctx.journal.get(ctx.run_id, BACKUP)
     if backup is None:
@@ -323,36 +332,35 @@ def _checks(ctx: Context, production: psycopg.Connection[Any], facts: FollowFact
         time.sleep(wait)
     now = write_counters(production)
     before, files = backup["writes"], facts.get("files", {})
+    if LARGE_OBJECTS in before["tables"] and \
+            now["tables"].get(LARGE_OBJECTS) != before["tables"][LARGE_OBJECTS]:
+        raise _FallBack("large objects were written since the backup's snapshot (no"
+                        " subscription replays them)")
     renewed = {name for name, node in follow.files(production).items()
                if files.get(name) != node}
-    tables = pg.user_tables(production)
-    written = [t for t in tables if t.qualified in renewed or
+    written = [t for t in pg.user_tables(production) if t.qualified in renewed or
                now["tables"].get(t.qualified, 0) != before["tables"].get(t.qualified, 0)]
     sizes = relation_sizes(production, written)
 
-    def counted(table: pg.Table) -> bool:
+    def replayed(table: pg.Table) -> bool:
         name = table.qualified
-        inserts_only = name not in renewed and "rewritten" in before and \
+        if sizes.get(table.oid, 0) < SMALL_BYTES or name in renewed or \
+                now["tables"].get(name, 0) != at_target["tables"].get(name, 0):
+            return False
+        inserts_only = "rewritten" in before and \
             now["rewritten"].get(name, 0) == before["rewritten"].get(name, 0)
-        untouched = name not in renewed and name in keyed and \
-            now["tables"].get(name, 0) == at_target["tables"].get(name, 0)
-        return sizes.get(table.oid, 0) >= SMALL_BYTES and (inserts_only or untouched)
+        return name in by_key or (inserts_only and name in inserted)
 
-    return [t for t in written if not counted(t)], [t for t in written if counted(t)]
+    return [t for t in written if not replayed(t)], [t for t in written if replayed(t)]
 
 
-def _compare(ctx: Context, standby: str, checksummed: list[pg.Table],
-             counted: list[pg.Table]) -> list[str]:
-    """The tables equal on both sides (``checksummed`` by rows and checksums, ``counted`` by
-    rows; both sides at once), or a fall-back naming those that differ."""
-
-    def side(db: pg.Db) -> dict[str, TableFigures]:
-        return {**describe(ctx, db, checksummed),
-                **describe(ctx, db, counted, checksums=False)}
-
+def _compare(ctx: Context, standby: str, tables: list[pg.Table]) -> list[str]:
+    """``tables`` equal on both sides (rows and checksums, both sides at once), or a
+    fall-back naming those that differ."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        sides = [pool.submit(side, db) for db in (ctx.target, ctx.target.on(standby))]
-        here, there = (found.result() for found in sides)
+        sides = [pool.submit(describe, ctx, db, tables)
+                 for db in (ctx.target, ctx.target.on(standby))]
+        here, there = (side.result() for side in sides)
     if wrong := sorted(t for t in here if here[t] != there.get(t)):
         raise _FallBack(f"the standby differs from production in {', '.join(wrong[:5])}"
                         " (an UPDATE, DELETE or TRUNCATE on a table without a replica"
