@@ -150,13 +150,11 @@ def published(conn: psycopg.Connection[Any], run_id: str) -> set[str]:
             map(sql.Literal, names(run_id).publications)))).fetchall()}
 
 
-def fired(conn: psycopg.Connection[Any]) -> set[str]:
-    """The tables with a trigger that fires when the subscription applies a change (ENABLE
-    ALWAYS or REPLICA), by ``Table.qualified``: the standby's rows may then differ."""
-    return {str(name) for (name,) in conn.execute(
-        "SELECT DISTINCT " + pg.QUALIFIED + " FROM pg_trigger t JOIN pg_class c ON c.oid ="
-        " t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE t.tgenabled IN ('A', 'R')").fetchall()}
+def fires_on_apply(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a trigger of the database ``conn`` is on fires when a subscription applies a
+    change (ENABLE ALWAYS or REPLICA): it may write any table there, replicated or not."""
+    return conn.execute("SELECT 1 FROM pg_trigger WHERE tgenabled IN ('A', 'R') AND NOT"
+                        " tgisinternal LIMIT 1").fetchone() is not None
 
 
 def files(conn: psycopg.Connection[Any]) -> dict[str, int]:

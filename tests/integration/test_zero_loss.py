@@ -215,6 +215,28 @@ def test_a_delete_on_a_large_table_without_a_replica_identity_is_found(shop: Sho
     assert left_on_server(shop.cluster, shop.prod_db) == []
 
 
+def test_a_trigger_that_fires_on_the_standby_gets_large_tables_checksummed(
+        shop: Shop) -> None:
+    """ENABLE ALWAYS: the trigger fires on production and again as the standby applies the
+    change, so the standby's row differs though every write was replayed."""
+    following_role(shop)
+    with_large_tables(shop)
+    with psycopg.connect(shop.prod_url, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS"
+                     " $$BEGIN NEW.note := NEW.note || '!'; RETURN NEW; END$$;"
+                     " CREATE TRIGGER stamp BEFORE UPDATE ON ledger FOR EACH ROW"
+                     " EXECUTE FUNCTION stamp(); ALTER TABLE ledger ENABLE ALWAYS TRIGGER stamp")
+    configure(shop, banner_sql="UPDATE ledger SET note = 'changed' WHERE id = 5;" + FLUSHED)
+
+    done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "the standby differs from production in public.ledger" in said, said
+    assert shop.status()["follow"]["state"] == "fell_back"
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
 def test_without_replication_the_window_says_so_and_reports_the_gap(shop: Shop) -> None:
     with_extras(shop)
     configure(shop)  # the shop's own role: no REPLICATION attribute
