@@ -150,6 +150,26 @@ def published(conn: psycopg.Connection[Any], run_id: str) -> set[str]:
             map(sql.Literal, names(run_id).publications)))).fetchall()}
 
 
+STATS_IDLE_SECONDS = 10.0  # PGSTAT_IDLE_INTERVAL: an idle session's counters, at the latest
+
+
+def quiet_since(conn: psycopg.Connection[Any], since: str, before: float = 0.0) -> bool:
+    """Whether every other session of this database has been idle since ``before`` seconds
+    before the server's clock read ``since``: none can have committed anything since (a
+    commit happens while a session is active), and with ``STATS_IDLE_SECONDS`` the write
+    counters hold every commit (a session reports at most once a second, then once idle
+    that long, or as it ends). One this role may not look into is not known to be idle;
+    the window's own sessions (``window/...``) write no table."""
+    row = conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND coalesce(backend_type, 'client backend') NOT IN"
+        " ('walsender', 'autovacuum worker') AND NOT starts_with(coalesce(application_name,"
+        " ''), 'window/') AND (state IS DISTINCT FROM 'idle' OR state_change IS NULL OR"
+        " state_change >= %s::timestamptz - make_interval(secs => %s)))",
+        (since, before)).fetchone()
+    return bool(row and row[0])
+
+
 def fires_on_apply(conn: psycopg.Connection[Any]) -> bool:
     """Whether a trigger of the database ``conn`` is on fires when a subscription applies a
     change (ENABLE ALWAYS or REPLICA): it may write any table there, replicated or not."""

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -38,7 +38,6 @@ from orchestrator.postgres.figures import (
     SMALL_BYTES,
     WriteCounters,
     relation_sizes,
-    stats_settle_wait,
     write_counters,
 )
 from orchestrator.toolkit.dumps import describe, marker, seal, standby_name, suffixed
@@ -230,18 +229,18 @@ def catch_up(ctx: Context) -> str:
     try:
         with ctx.connect(ctx.target) as production, \
                 ctx.connect(ctx.target.on(standby)) as copy:
-            applied, at_target = _wait_applied(ctx, facts, production)
+            applied = _wait_applied(ctx, facts, production)
             # A trigger firing as the standby applies a change may write any table there.
             trusted = not follow.fires_on_apply(copy)
-            by_key = follow.replayed_by_key(production, ctx.run_id) if trusted else set()
+            by_key = follow.replayed_by_key(production, ctx.run_id)
             inserted = follow.published(production, ctx.run_id) if trusted else set()
             since = step("applied_s", started)
             _let_go(ctx, production, copy)
             since = step("let_go_s", since)
             follow.set_sequences(copy, values := follow.sequence_values(production))
             since = step("sequences_s", since)
-            checked, replayed = _checks(ctx, production, facts, at_target, by_key=by_key,
-                                        inserted=inserted)
+            checked, replayed = _checks(ctx, production, facts, applied, by_key=by_key,
+                                        inserted=inserted, trusted=trusted)
             since = step("written_s", since)
         compared = _compare(ctx, standby, checked)
         since = step("compared_s", since)
@@ -251,20 +250,29 @@ def catch_up(ctx: Context) -> str:
     _reseal(ctx, facts)
     step("sealed_s", since)
     facts.update(FollowFacts(state="caught_up", catch_up_s=round(time.monotonic() - started, 3),
-                             applied_lsn=applied, sequences=len(values), compared=compared,
+                             applied_lsn=applied.lsn, sequences=len(values),
+                             compared=compared,
                              replayed=sorted(t.qualified for t in replayed)))
     _put(ctx, facts)
-    ctx.log.info("standby_caught_up", catch_up_s=facts["catch_up_s"], applied_lsn=applied,
+    ctx.log.info("standby_caught_up", catch_up_s=facts["catch_up_s"], applied_lsn=applied.lsn,
                  sequences=len(values), compared=len(compared), replayed=len(replayed),
                  **took)
     return ""
 
 
+class Applied(NamedTuple):
+    """Production's position the standby applied, and what was read just before it was
+    taken: anything written after may have come after that position, which the
+    subscription did not replay."""
+
+    lsn: str
+    counters: WriteCounters
+    clock: str  # the server's
+
+
 def _wait_applied(ctx: Context, facts: FollowFacts, production: psycopg.Connection[Any]
-                  ) -> tuple[str, WriteCounters]:
-    """Production's current position, once the slot's subscriber has applied it, and the
-    write counters read just before it was taken (a write counted after them may have come
-    after that position: the subscription did not replay it)."""
+                  ) -> Applied:
+    """Production's current position, once the slot's subscriber has applied it."""
     limit = time.monotonic() + min(ctx.settings.backup.follow_catch_up, ctx.remaining())
     slot = str(facts.get("slot"))
     live = sys.stderr.isatty()
@@ -272,6 +280,7 @@ def _wait_applied(ctx: Context, facts: FollowFacts, production: psycopg.Connecti
     if follow.subscription_database(production, ctx.run_id) is None:
         raise _FallBack("the standby no longer follows production (its subscription is"
                         " gone: the window was interrupted while it let go)")
+    clock = production.execute("SELECT clock_timestamp()::text").fetchone()
     before = write_counters(production)
     target = follow.current_lsn(production)
     while True:
@@ -284,7 +293,7 @@ def _wait_applied(ctx: Context, facts: FollowFacts, production: psycopg.Connecti
         if lag == 0:
             if live:
                 sys.stderr.write("\n")
-            return target, before
+            return Applied(target, before, str(clock[0]) if clock else "-infinity")
         if time.monotonic() >= limit:
             ctx.log.warning("follow_catch_up_exceeded", lag_bytes=lag,
                             limit_s=ctx.settings.backup.follow_catch_up)
@@ -308,31 +317,36 @@ def _let_go(ctx: Context, production: psycopg.Connection[Any],
 
 
 def _checks(ctx: Context, production: psycopg.Connection[Any], facts: FollowFacts,
-            at_target: WriteCounters, *, by_key: set[str], inserted: set[str]
-            ) -> tuple[list[pg.Table], list[pg.Table]]:
-    """The tables that took writes since the snapshot (by the write counters, once they hold
-    every commit; by a new file, for a TRUNCATE no counter shows): those to compare on both
-    sides, and those the subscription is known to have replayed whole.
+            applied: Applied, *, by_key: set[str], inserted: set[str],
+            trusted: bool) -> tuple[list[pg.Table], list[pg.Table]]:
+    """The tables to compare on both sides, and those the subscription is known to have
+    replayed whole (large ones, whose rows would cost seconds of downtime to read).
 
-    Replayed, and not read (a large table's rows cost seconds of downtime to count, more to
-    checksum): a large table (``figures.SMALL_BYTES`` or more) that took no write after the
-    position the subscriber confirmed (none counted since ``at_target``), no TRUNCATE, and
-    either only writes the subscriber applies by a unique key (``by_key``: published for every
-    operation, a primary key or REPLICA IDENTITY index) or
-    inserts only, published (``inserted``). Every committed change before that position was
-    applied (an apply error holds the confirmed position back). Everything else is compared:
-    an UPDATE, DELETE or TRUNCATE on a table published for inserts only, a write to an
-    unlogged one, a write after that position, REPLICA IDENTITY FULL (a row matched by
-    equal values, and equal is not identical), every large table where a trigger fires as
-    the standby applies a change (``by_key`` and ``inserted`` are then empty), every small
-    table, which also proves the replication at work at little cost. Counters that count
-    more (aborted rows, a commit before the snapshot counted late) cost time, never a row."""
+    Compared: every table that took writes since the snapshot (its write counters moved,
+    or it has a new file: a TRUNCATE, which no counter shows) but those replayed, and every
+    small one not published by key (``by_key``: for every operation, with a primary key or
+    REPLICA IDENTITY index) whatever its counters say, as is every one not published by key
+    unless the counters hold every commit (no other session busy within
+    ``follow.STATS_IDLE_SECONDS`` of the target: a session's last second of writes may
+    reach them that much later).
+
+    Replayed, not read: a large table (``figures.SMALL_BYTES`` or more) whose writes all
+    came before the position the subscriber confirmed (production quiet since, its counters
+    unmoved since then), no TRUNCATE, no trigger firing as the standby applies a change
+    (``trusted``), and either published by key, or published (``inserted``) and taking
+    inserts only, by settled counters. Every committed change before that position was
+    applied: an apply error holds the confirmed position back. An UPDATE, DELETE or TRUNCATE
+    on a table published for inserts only, a write to an unlogged table, REPLICA IDENTITY
+    FULL (a row matched by equal values; equal is not identical) are never trusted.
+    Counters that count more (aborted rows, a commit before the snapshot counted late) cost
+    time, never a row."""
     backup = ctx.journal.get(ctx.run_id, BACKUP)
     if backup is None:
         raise _FallBack("no backup was recorded")
-    if wait := stats_settle_wait(production, ctx.settings.backup.write_stats_settle):
-        ctx.log.info("write_stats_settling", wait_s=round(wait, 3))
-        time.sleep(wait)
+    # Read before the counters: a session that wrote since the target and left since has
+    # reported its counters as it left; one still there is seen here.
+    quiet = follow.quiet_since(production, applied.clock)
+    settled = follow.quiet_since(production, applied.clock, follow.STATS_IDLE_SECONDS)
     now = write_counters(production)
     before, files = backup["writes"], facts.get("files", {})
     if LARGE_OBJECTS in before["tables"] and \
@@ -341,19 +355,26 @@ def _checks(ctx: Context, production: psycopg.Connection[Any], facts: FollowFact
                         " subscription replays them)")
     renewed = {name for name, node in follow.files(production).items()
                if files.get(name) != node}
-    written = [t for t in pg.user_tables(production) if t.qualified in renewed or
-               now["tables"].get(t.qualified, 0) != before["tables"].get(t.qualified, 0)]
-    sizes = relation_sizes(production, written)
+    tables = pg.user_tables(production)
+    sizes = relation_sizes(production, tables)
+    written = [t for t in tables if t.qualified in renewed or
+               now["tables"].get(t.qualified, 0) != before["tables"].get(t.qualified, 0) or
+               (t.qualified not in by_key and
+                (not settled or sizes.get(t.oid, 0) < SMALL_BYTES))]
 
     def replayed(table: pg.Table) -> bool:
         name = table.qualified
-        if sizes.get(table.oid, 0) < SMALL_BYTES or name in renewed or \
-                now["tables"].get(name, 0) != at_target["tables"].get(name, 0):
+        if not (trusted and quiet) or sizes.get(table.oid, 0) < SMALL_BYTES or \
+                name in renewed or \
+                now["tables"].get(name, 0) != applied.counters["tables"].get(name, 0):
             return False
-        inserts_only = "rewritten" in before and \
+        inserts_only = settled and "rewritten" in before and \
             now["rewritten"].get(name, 0) == before["rewritten"].get(name, 0)
         return name in by_key or (inserts_only and name in inserted)
 
+    if not (trusted and quiet and settled):
+        ctx.log.info("follow_checks_everything_written", trigger_on_standby=not trusted,
+                     written_after_the_target=not quiet, counters_settled=settled)
     return [t for t in written if not replayed(t)], [t for t in written if replayed(t)]
 
 
