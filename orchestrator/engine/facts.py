@@ -102,10 +102,16 @@ class FollowFacts(TypedDict, total=False):
     standby: str | None
     snapshot_lsn: str
     schema: str  # production's tables and columns at the snapshot (a digest)
+    # The file (relfilenode) of each table at the snapshot: a new one by the banner is a
+    # TRUNCATE (no write counter shows one), compared by checksum.
+    files: dict[str, int]
     catch_up_s: float  # behind the banner: applied, sequences copied, tables compared
     applied_lsn: str
     sequences: int
-    compared: list[str]  # the tables that took writes since the snapshot, equal on both sides
+    compared: list[str]  # tables that took writes since the snapshot, equal on both sides
+    # The large ones that took only writes the subscription replays, before its confirmed
+    # position: not read (see following._checks).
+    replayed: list[str]
 
 
 # Where something of the run's may be on the server; every later state is journaled only

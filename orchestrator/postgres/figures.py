@@ -5,7 +5,7 @@ a restored copy equals its backup, and the writes a rollback would discard."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import psycopg
 from psycopg import sql
@@ -22,12 +22,16 @@ class TableFigures(TypedDict, total=False):
 
 class WriteCounters(TypedDict):
     """Rows inserted, updated and deleted per table, and the WAL position, as the
-    statistics said at one moment."""
+    statistics said at one moment; ``rewritten``, rows updated and deleted only (absent
+    from a journal written before it was counted)."""
 
     wal_lsn: str | None
     tables: dict[str, int]
+    rewritten: NotRequired[dict[str, int]]
 
 
+# The write counters' name for the database's large objects (their data and their list).
+LARGE_OBJECTS = "pg_catalog.pg_largeobject"
 BATCH_TABLES = 200  # small tables described by one query
 SMALL_BYTES = 8 * 1024 * 1024  # a table smaller than this goes into a batch
 
@@ -75,13 +79,18 @@ def batches(conn: psycopg.Connection[Any], tables: list[Table]) -> list[list[Tab
     """``tables`` in the order to describe them, largest first: each large table alone, the
     small ones (under ``SMALL_BYTES`` on disk) ``BATCH_TABLES`` to a query, so a schema of
     thousands of small tables costs dozens of queries, not thousands."""
-    sizes = dict(conn.execute("SELECT t.oid::int8, pg_relation_size(t.oid)"
-                              " FROM unnest(%s::oid[]) AS t(oid)",
-                              ([t.oid for t in tables],)).fetchall())
+    sizes = relation_sizes(conn, tables)
     ordered = sorted(tables, key=lambda t: -(sizes.get(t.oid) or 0))
     large = [[t] for t in ordered if (sizes.get(t.oid) or 0) >= SMALL_BYTES]
     small = [t for t in ordered if (sizes.get(t.oid) or 0) < SMALL_BYTES]
     return large + [small[i:i + BATCH_TABLES] for i in range(0, len(small), BATCH_TABLES)]
+
+
+def relation_sizes(conn: psycopg.Connection[Any], tables: list[Table]) -> dict[int, int]:
+    """Each table's size on disk (its main fork), by oid."""
+    return {int(oid): int(size or 0) for oid, size in conn.execute(
+        "SELECT t.oid::int8, pg_relation_size(t.oid) FROM unnest(%s::oid[]) AS t(oid)",
+        ([t.oid for t in tables],)).fetchall()}
 
 
 def describe_batch(conn: psycopg.Connection[Any], tables: list[Table], *,
@@ -133,15 +142,21 @@ _BY_TEXT = sql.SQL("hashtextextended(t::text, 0)")
 
 
 def write_counters(conn: psycopg.Connection[Any]) -> WriteCounters:
-    """Rows inserted, updated and deleted so far per table, and the WAL position: taken twice,
-    they tell which tables took writes in between (the statistics lag by about a second)."""
+    """Rows inserted, updated and deleted so far per table (and in ``LARGE_OBJECTS``: a
+    rollback discards those too), and the WAL position: taken twice,
+    they tell which tables took writes in between, and which took updates or deletes (the
+    statistics lag by about a second, and count the rows of aborted transactions too)."""
     conn.execute("SELECT pg_stat_clear_snapshot()")
     rows = conn.execute(
-        "SELECT format('%I.%I', schemaname, relname), n_tup_ins + n_tup_upd + n_tup_del"
-        " FROM pg_stat_user_tables").fetchall()
+        "SELECT format('%I.%I', schemaname, relname), n_tup_ins + n_tup_upd + n_tup_del,"
+        " n_tup_upd + n_tup_del FROM pg_stat_user_tables UNION ALL SELECT '" + LARGE_OBJECTS +
+        "', coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0), coalesce(sum(n_tup_upd"
+        " + n_tup_del), 0) FROM pg_stat_sys_tables WHERE relid IN"
+        " ('pg_largeobject'::regclass, 'pg_largeobject_metadata'::regclass)").fetchall()
     lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     return {"wal_lsn": str(lsn[0]) if lsn else None,
-            "tables": {str(name): int(n) for name, n in rows}}
+            "tables": {str(name): int(n) for name, n, _ in rows},
+            "rewritten": {str(name): int(n) for name, _, n in rows}}
 
 
 def stats_settle_wait(conn: psycopg.Connection[Any], settle: float) -> float:

@@ -130,6 +130,62 @@ def create_publications(conn: psycopg.Connection[Any], run_id: str) -> list[str]
     return made
 
 
+def replayed_by_key(conn: psycopg.Connection[Any], run_id: str) -> set[str]:
+    """The tables this run publishes for every operation whose rows the subscriber finds by
+    a unique key (a primary key or a REPLICA IDENTITY index, not FULL: that one matches a
+    row by equality of every column, and equal is not identical), by ``Table.qualified``."""
+    return {str(name) for (name,) in conn.execute(sql.SQL(
+        "SELECT format('%I.%I', p.schemaname, p.tablename) FROM pg_publication_tables p"
+        " JOIN pg_namespace n ON n.nspname = p.schemaname JOIN pg_class c ON c.relnamespace"
+        " = n.oid AND c.relname = p.tablename WHERE p.pubname = {} AND c.relreplident IN"
+        " ('d', 'i')").format(sql.Literal(names(run_id).publications[0]))).fetchall()}
+
+
+def published(conn: psycopg.Connection[Any], run_id: str) -> set[str]:
+    """The tables in this run's publications (for every operation or inserts only), by
+    ``Table.qualified``: each INSERT committed to them reaches the subscriber."""
+    return {str(name) for (name,) in conn.execute(sql.SQL(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables"
+        " WHERE pubname IN ({})").format(sql.SQL(", ").join(
+            map(sql.Literal, names(run_id).publications)))).fetchall()}
+
+
+STATS_IDLE_SECONDS = 10.0  # PGSTAT_IDLE_INTERVAL: an idle session's counters, at the latest
+
+
+def quiet_since(conn: psycopg.Connection[Any], since: str, before: float = 0.0) -> bool:
+    """Whether every other session of this database has been idle since ``before`` seconds
+    before the server's clock read ``since``: none can have committed anything since (a
+    commit happens while a session is active), and with ``STATS_IDLE_SECONDS`` the write
+    counters hold every commit (a session reports at most once a second, then once idle
+    that long, or as it ends). One this role may not look into is not known to be idle;
+    the window's own sessions (``window/...``) write no table."""
+    row = conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND coalesce(backend_type, 'client backend') NOT IN"
+        " ('walsender', 'autovacuum worker') AND NOT starts_with(coalesce(application_name,"
+        " ''), 'window/') AND (state IS DISTINCT FROM 'idle' OR state_change IS NULL OR"
+        " state_change >= %s::timestamptz - make_interval(secs => %s)))",
+        (since, before)).fetchone()
+    return bool(row and row[0])
+
+
+def fires_on_apply(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a trigger of the database ``conn`` is on fires when a subscription applies a
+    change (ENABLE ALWAYS or REPLICA): it may write any table there, replicated or not."""
+    return conn.execute("SELECT 1 FROM pg_trigger WHERE tgenabled IN ('A', 'R') AND NOT"
+                        " tgisinternal LIMIT 1").fetchone() is not None
+
+
+def files(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """The file (``relfilenode``) of each table, as the transaction's snapshot sees it: a
+    TRUNCATE, which no write counter shows, gives a table a new one."""
+    return {str(name): int(node) for name, node in conn.execute(
+        "SELECT " + pg.QUALIFIED + ", c.relfilenode::int8 FROM pg_class c JOIN pg_namespace n"
+        " ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND " +
+        pg.own_objects("pg_class", "c")).fetchall()}
+
+
 def drop_publications(conn: psycopg.Connection[Any], run_id: str) -> list[str]:
     """This run's publications dropped from the database ``conn`` is on; those that were
     there."""
@@ -234,10 +290,13 @@ def current_lsn(conn: psycopg.Connection[Any]) -> str:
     """A WAL position past every transaction committed so far, flushed: the walsender sends
     only flushed WAL, and a commit made with ``synchronous_commit = off`` waits in WAL
     buffers for up to three ``wal_writer_delay`` (the write position can stand before it).
-    A transaction with an id, committed synchronously, flushes everything before it."""
+    A transaction that wrote WAL, committed synchronously, flushes everything before it; one
+    that only took an id wrote none, and commits asynchronously whatever the setting. So it
+    writes a logical message (executable by anyone; a subscription replays none: pgoutput
+    sends messages only to a consumer that asks for them)."""
     with conn.transaction():
         conn.execute("SET LOCAL synchronous_commit = on")
-        conn.execute("SELECT pg_current_xact_id()")
+        conn.execute("SELECT pg_logical_emit_message(true, 'window', '')")
     row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
     return str(row[0]) if row else "0/0"
 

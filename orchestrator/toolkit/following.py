@@ -5,8 +5,9 @@ The backup creates this run's publications and slot (the slot's snapshot is the 
 reads), then subscribes the proven standby to it. Behind the banner, production drained,
 ``catch_up`` waits (``[backup] follow_catch_up``) until the standby has applied production's
 current position, drops the subscription, the slot and the publications, copies the
-sequences, compares the tables that took writes since the snapshot on both sides and seals
-the standby again: a swap rollback then gives back production as it was at the banner.
+sequences, compares on both sides the tables that took writes replication may have missed
+(``_checks``) and seals the standby again: a swap rollback then gives back production as it
+was at the banner.
 
 Whatever stops it (wal_level below logical, no REPLICATION, no right to subscribe, DDL
 during the backup, a catch-up past its limit) the window goes on as with ``follow = "off"``:
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -32,7 +33,13 @@ from orchestrator.engine.context import Context
 from orchestrator.engine.facts import BACKUP, FOLLOW, FOLLOW_LIVE, FollowFacts
 from orchestrator.errors import PhaseFailed
 from orchestrator.postgres import databases, follow, pg
-from orchestrator.postgres.figures import write_counters
+from orchestrator.postgres.figures import (
+    LARGE_OBJECTS,
+    SMALL_BYTES,
+    WriteCounters,
+    relation_sizes,
+    write_counters,
+)
 from orchestrator.toolkit.dumps import describe, marker, seal, standby_name, suffixed
 
 POLL_SECONDS = 0.05
@@ -101,7 +108,8 @@ def snapshot(ctx: Context, conn: psycopg.Connection[Any]) -> Iterator[str]:
         crash.point("pg.follow.slot")
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(slot.snapshot)))
         facts.update(FollowFacts(state="slot", snapshot_lsn=slot.lsn,
-                                 schema=follow.schema_digest(conn)))
+                                 schema=follow.schema_digest(conn),
+                                 files=follow.files(conn)))
         _put(ctx, facts)
         ctx.log.info("follow_slot_created", slot=slot.name, lsn=slot.lsn,
                      publications=facts["publications"])
@@ -222,13 +230,19 @@ def catch_up(ctx: Context) -> str:
         with ctx.connect(ctx.target) as production, \
                 ctx.connect(ctx.target.on(standby)) as copy:
             applied = _wait_applied(ctx, facts, production)
+            # A trigger firing as the standby applies a change may write any table there.
+            trusted = not follow.fires_on_apply(copy)
+            by_key = follow.replayed_by_key(production, ctx.run_id)
+            inserted = follow.published(production, ctx.run_id)
             since = step("applied_s", started)
             _let_go(ctx, production, copy)
             since = step("let_go_s", since)
             follow.set_sequences(copy, values := follow.sequence_values(production))
-            written = _written(ctx, production)
-        since = step("sequences_s", since)
-        compared = _compare(ctx, standby, written)
+            since = step("sequences_s", since)
+            checked, replayed = _checks(ctx, production, facts, applied, by_key=by_key,
+                                        inserted=inserted, trusted=trusted)
+            since = step("written_s", since)
+        compared = _compare(ctx, standby, checked)
         since = step("compared_s", since)
     except (psycopg.Error, PhaseFailed, _FallBack) as exc:
         fall_back(ctx, _message(exc) if isinstance(exc, psycopg.Error) else str(exc))
@@ -236,15 +250,28 @@ def catch_up(ctx: Context) -> str:
     _reseal(ctx, facts)
     step("sealed_s", since)
     facts.update(FollowFacts(state="caught_up", catch_up_s=round(time.monotonic() - started, 3),
-                             applied_lsn=applied, sequences=len(values), compared=compared))
+                             applied_lsn=applied.lsn, sequences=len(values),
+                             compared=compared,
+                             replayed=sorted(t.qualified for t in replayed)))
     _put(ctx, facts)
-    ctx.log.info("standby_caught_up", catch_up_s=facts["catch_up_s"], applied_lsn=applied,
-                 sequences=len(values), compared=len(compared), **took)
+    ctx.log.info("standby_caught_up", catch_up_s=facts["catch_up_s"], applied_lsn=applied.lsn,
+                 sequences=len(values), compared=len(compared), replayed=len(replayed),
+                 **took)
     return ""
 
 
+class Applied(NamedTuple):
+    """Production's position the standby applied, and what was read just before it was
+    taken: anything written after may have come after that position, which the
+    subscription did not replay."""
+
+    lsn: str
+    counters: WriteCounters
+    clock: str  # the server's
+
+
 def _wait_applied(ctx: Context, facts: FollowFacts, production: psycopg.Connection[Any]
-                  ) -> str:
+                  ) -> Applied:
     """Production's current position, once the slot's subscriber has applied it."""
     limit = time.monotonic() + min(ctx.settings.backup.follow_catch_up, ctx.remaining())
     slot = str(facts.get("slot"))
@@ -253,6 +280,8 @@ def _wait_applied(ctx: Context, facts: FollowFacts, production: psycopg.Connecti
     if follow.subscription_database(production, ctx.run_id) is None:
         raise _FallBack("the standby no longer follows production (its subscription is"
                         " gone: the window was interrupted while it let go)")
+    clock = production.execute("SELECT clock_timestamp()::text").fetchone()
+    before = write_counters(production)
     target = follow.current_lsn(production)
     while True:
         lag = follow.lag_bytes(production, slot, target)
@@ -264,7 +293,7 @@ def _wait_applied(ctx: Context, facts: FollowFacts, production: psycopg.Connecti
         if lag == 0:
             if live:
                 sys.stderr.write("\n")
-            return target
+            return Applied(target, before, str(clock[0]) if clock else "-infinity")
         if time.monotonic() >= limit:
             ctx.log.warning("follow_catch_up_exceeded", lag_bytes=lag,
                             limit_s=ctx.settings.backup.follow_catch_up)
@@ -287,15 +316,66 @@ def _let_go(ctx: Context, production: psycopg.Connection[Any],
     ctx.log.info("follow_dropped", slot=names.slot, subscription=names.subscription)
 
 
-def _written(ctx: Context, production: psycopg.Connection[Any]) -> list[pg.Table]:
-    """The tables that took writes since the snapshot, by the write counters."""
+def _checks(ctx: Context, production: psycopg.Connection[Any], facts: FollowFacts,
+            applied: Applied, *, by_key: set[str], inserted: set[str],
+            trusted: bool) -> tuple[list[pg.Table], list[pg.Table]]:
+    """The tables to compare on both sides, and those the subscription is known to have
+    replayed whole (large ones, whose rows would cost seconds of downtime to read).
+
+    Compared: every table that took writes since the snapshot (its write counters moved,
+    or it has a new file: a TRUNCATE, which no counter shows) but those replayed, and every
+    small one not published by key (``by_key``: for every operation, with a primary key or
+    REPLICA IDENTITY index) whatever its counters say, as is every one not published by key
+    unless the counters hold every commit (no other session busy within
+    ``follow.STATS_IDLE_SECONDS`` of the target: a session's last second of writes may
+    reach them that much later).
+
+    Replayed, not read: a large table (``figures.SMALL_BYTES`` or more) whose writes all
+    came before the position the subscriber confirmed (production quiet since, its counters
+    unmoved since then), no TRUNCATE, no trigger firing as the standby applies a change
+    (``trusted``), and either published by key, or published (``inserted``) and taking
+    inserts only, by settled counters. Every committed change before that position was
+    applied: an apply error holds the confirmed position back. An UPDATE, DELETE or TRUNCATE
+    on a table published for inserts only, a write to an unlogged table, REPLICA IDENTITY
+    FULL (a row matched by equal values; equal is not identical) are never trusted.
+    Counters that count more (aborted rows, a commit before the snapshot counted late) cost
+    time, never a row."""
     backup = ctx.journal.get(ctx.run_id, BACKUP)
     if backup is None:
         raise _FallBack("no backup was recorded")
-    before = backup["writes"]["tables"]
-    now = write_counters(production)["tables"]
-    return [t for t in pg.user_tables(production)
-            if now.get(t.qualified, 0) != before.get(t.qualified, 0)]
+    # Read before the counters: a session that wrote since the target and left since has
+    # reported its counters as it left; one still there is seen here.
+    quiet = follow.quiet_since(production, applied.clock)
+    settled = follow.quiet_since(production, applied.clock, follow.STATS_IDLE_SECONDS)
+    now = write_counters(production)
+    before, files = backup["writes"], facts.get("files", {})
+    if LARGE_OBJECTS in before["tables"] and \
+            now["tables"].get(LARGE_OBJECTS) != before["tables"][LARGE_OBJECTS]:
+        raise _FallBack("large objects were written since the backup's snapshot (no"
+                        " subscription replays them)")
+    renewed = {name for name, node in follow.files(production).items()
+               if files.get(name) != node}
+    tables = pg.user_tables(production)
+    sizes = relation_sizes(production, tables)
+    written = [t for t in tables if t.qualified in renewed or
+               now["tables"].get(t.qualified, 0) != before["tables"].get(t.qualified, 0) or
+               (t.qualified not in by_key and
+                (not settled or sizes.get(t.oid, 0) < SMALL_BYTES))]
+
+    def replayed(table: pg.Table) -> bool:
+        name = table.qualified
+        if not (trusted and quiet) or sizes.get(table.oid, 0) < SMALL_BYTES or \
+                name in renewed or \
+                now["tables"].get(name, 0) != applied.counters["tables"].get(name, 0):
+            return False
+        inserts_only = settled and "rewritten" in before and \
+            now["rewritten"].get(name, 0) == before["rewritten"].get(name, 0)
+        return name in by_key or (inserts_only and name in inserted)
+
+    if not (trusted and quiet and settled):
+        ctx.log.info("follow_checks_everything_written", trigger_on_standby=not trusted,
+                     written_after_the_target=not quiet, counters_settled=settled)
+    return [t for t in written if not replayed(t)], [t for t in written if replayed(t)]
 
 
 def _compare(ctx: Context, standby: str, tables: list[pg.Table]) -> list[str]:
@@ -307,8 +387,9 @@ def _compare(ctx: Context, standby: str, tables: list[pg.Table]) -> list[str]:
         here, there = (side.result() for side in sides)
     if wrong := sorted(t for t in here if here[t] != there.get(t)):
         raise _FallBack(f"the standby differs from production in {', '.join(wrong[:5])}"
-                        " (an UPDATE or DELETE on a table without a replica identity is not"
-                        " replicated)")
+                        " (an UPDATE, DELETE or TRUNCATE on a table without a replica"
+                        " identity, a write to an unlogged table, or one after the banner's"
+                        " position is not replicated)")
     return sorted(here)
 
 

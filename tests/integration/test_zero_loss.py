@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from orchestrator.commands import demo
 from orchestrator.crash import CRASH_EXIT_CODE
+from orchestrator.postgres import follow
 from orchestrator.postgres.cluster import Cluster
 from tests.support.following import left_on_server
 from tests.support.shop import Shop
@@ -123,6 +126,153 @@ def test_an_update_without_a_replica_identity_works_and_is_reported_lost(shop: S
     assert left_on_server(shop.cluster, shop.prod_db) == []
 
 
+@pytest.mark.parametrize("lost", ["DELETE FROM visits WHERE page = '/cart';",
+                                  "TRUNCATE visits;"])  # no write counter shows a TRUNCATE
+def test_a_delete_or_truncate_without_a_replica_identity_is_found(shop: Shop,
+                                                                  lost: str) -> None:
+    following_role(shop)
+    with_extras(shop)
+    configure(shop, banner_sql=lost)
+
+    done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "the standby differs from production in public.visits" in said, said
+    assert shop.status()["follow"]["state"] == "fell_back"
+    assert shop.sql("SELECT string_agg(page, ',' ORDER BY page) FROM visits") == "/,/cart"
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
+def test_a_large_object_written_after_the_snapshot_falls_back(shop: Shop) -> None:
+    following_role(shop)
+    configure(shop, banner_sql="SELECT lo_from_bytea(0, 'a receipt');")
+
+    done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "large objects were written since the backup's snapshot" in said, said
+    assert shop.status()["follow"]["state"] == "fell_back"
+    assert "writes_discarded" in said and "pg_catalog.pg_largeobject" in said, said
+    assert shop.sql("SELECT count(*) FROM pg_largeobject_metadata") == 0
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
+def with_large_tables(shop: Shop) -> None:
+    """Two tables of figures.SMALL_BYTES or more: one with a primary key, one without."""
+    with psycopg.connect(shop.prod_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id bigserial PRIMARY KEY, note text);"
+                     " INSERT INTO ledger (note) SELECT repeat('x', 200)"
+                     " FROM generate_series(1, 60000);"
+                     " CREATE TABLE clicks (n int, note text);"
+                     " INSERT INTO clicks SELECT i, repeat('y', 200)"
+                     " FROM generate_series(1, 60000) i")
+
+
+# Flushed before psql hears its last statement is done: counted before the catch-up's
+# position, as a session that ended long before the banner is.
+FLUSHED = " SELECT pg_stat_force_next_flush();"
+
+
+def test_large_tables_that_took_replayed_writes_are_not_read_and_lose_nothing(
+        shop: Shop) -> None:
+    """Updates, deletes and inserts on a large table with a primary key, inserts on one
+    without: the subscription replayed each of them, so neither is read at the banner."""
+    following_role(shop)
+    with_large_tables(shop)
+    configure(shop, banner_sql="UPDATE ledger SET note = 'changed' WHERE id = 5;"
+              " DELETE FROM ledger WHERE id = 6; INSERT INTO ledger (note) VALUES ('new');"
+              " INSERT INTO clicks VALUES (0, 'new');" + FLUSHED)
+
+    done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    follow = shop.status()["follow"]
+    assert follow["state"] == "caught_up", follow
+    assert follow["replayed"] == ["public.clicks", "public.ledger"], follow
+    assert not {"public.clicks", "public.ledger"} & set(follow["compared"]), follow
+    assert shop.sql("SELECT note FROM ledger WHERE id = 5") == "changed"
+    assert shop.sql("SELECT count(*) FROM ledger WHERE id = 6") == 0
+    assert shop.sql("SELECT count(*) FROM ledger") == 60000
+    assert shop.sql("SELECT count(*) FROM clicks WHERE note = 'new'") == 1
+    assert "writes_discarded" not in said
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
+def test_a_delete_on_a_large_table_without_a_replica_identity_is_found(shop: Shop) -> None:
+    following_role(shop)
+    with_large_tables(shop)
+    configure(shop, banner_sql="DELETE FROM clicks WHERE n = 5;" + FLUSHED)
+
+    done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "the standby differs from production in public.clicks" in said, said
+    assert shop.status()["follow"]["state"] == "fell_back"
+    assert shop.sql("SELECT count(*) FROM clicks WHERE n = 5") == 1
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
+def test_a_delete_whose_counters_lag_is_still_found(shop: Shop) -> None:
+    """A session that stays connected reports its counters once a second at most, then
+    when idle for 10 s: its DELETE on the large table without a replica identity, made
+    within a second of an earlier write, is not in the counters at the catch-up."""
+    following_role(shop)
+    with_large_tables(shop)
+    configure(shop, banner_sql="SELECT 1;")
+    shop.configure(banner_on="touch maintenance.on && until [ -e lingered ]; do sleep 0.05;"
+                   " done", checks=demo.DEMO_CHECKS + FAILING_CHECK)
+    session = psycopg.connect(shop.prod_url, autocommit=True)
+
+    def linger() -> None:
+        while not (shop.folder / "maintenance.on").exists():
+            time.sleep(0.02)
+        session.execute("UPDATE ledger SET note = note WHERE id = 1")  # reported at once
+        session.execute("DELETE FROM clicks WHERE n = 5")  # 10 s later
+        (shop.folder / "lingered").touch()
+
+    thread = threading.Thread(target=linger)
+    thread.start()
+    try:
+        time.sleep(1.1)  # the session's first report (at its start) over a second ago
+        done = shop.run_window()
+    finally:
+        thread.join(timeout=30)
+        with suppress(psycopg.Error):
+            session.close()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "the standby differs from production in public.clicks" in said, said
+    assert shop.status()["follow"]["state"] == "fell_back"
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
+def test_a_trigger_that_fires_on_the_standby_gets_large_tables_checksummed(
+        shop: Shop) -> None:
+    """ENABLE ALWAYS: the trigger fires on production and again as the standby applies the
+    change, so the standby's row differs though every write was replayed."""
+    following_role(shop)
+    with_large_tables(shop)
+    with psycopg.connect(shop.prod_url, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS"
+                     " $$BEGIN NEW.note := NEW.note || '!'; RETURN NEW; END$$;"
+                     " CREATE TRIGGER stamp BEFORE UPDATE ON ledger FOR EACH ROW"
+                     " EXECUTE FUNCTION stamp(); ALTER TABLE ledger ENABLE ALWAYS TRIGGER stamp")
+    configure(shop, banner_sql="UPDATE ledger SET note = 'changed' WHERE id = 5;" + FLUSHED)
+
+    done = shop.run_window()
+
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "the standby differs from production in public.ledger" in said, said
+    assert shop.status()["follow"]["state"] == "fell_back"
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
 def test_without_replication_the_window_says_so_and_reports_the_gap(shop: Shop) -> None:
     with_extras(shop)
     configure(shop)  # the shop's own role: no REPLICATION attribute
@@ -222,6 +372,22 @@ def test_no_loss_under_load_during_the_backup(shop: Shop) -> None:
         assert shop.cluster.psql(query, dbname=retained) == \
             shop.cluster.psql(query, dbname=shop.prod_db), table
     assert left_on_server(shop.cluster, shop.prod_db) == []
+
+
+def test_the_catch_up_target_is_past_every_asynchronous_commit(shop: Shop) -> None:
+    """The test cluster commits asynchronously (synchronous_commit = off): the position the
+    catch-up waits for is flushed past every commit made before it, each time."""
+    with psycopg.connect(shop.prod_url, autocommit=True) as writer, \
+            psycopg.connect(shop.prod_url, autocommit=True) as window:
+        for n in range(50):
+            writer.execute("INSERT INTO orders (customer) VALUES (%s)", (f"async {n}",))
+            end = writer.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            assert end is not None
+            target = follow.current_lsn(window)
+            flushed = window.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn"
+                                     " AND %s::pg_lsn >= %s::pg_lsn",
+                                     (target, target, end[0])).fetchone()
+            assert flushed == (True,), (n, target, end[0])
 
 
 def test_what_an_earlier_window_left_is_named_by_plan_and_status(shop: Shop) -> None:
