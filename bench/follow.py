@@ -91,6 +91,9 @@ def one_window(cluster: Cluster, mode: str, rate: float, folder: Path) -> dict[s
     return {"mode": mode, "exit_code": result.exit_code, "writes": writer.written,
             "writes_per_s": round(writer.written / max(writer.seconds, 0.001)),
             "lost": lost, "catch_up_s": follow.get("catch_up_s"),
+            "pieces": {k.removesuffix("_s"): v for k, v in
+                       result.events.get("standby_caught_up", {}).items()
+                       if k.endswith("_s") and k != "catch_up_s"},
             "follow": follow.get("state"), "reason": follow.get("reason", ""),
             "gap": (status.get("rollback") or {}).get("write_gap")}
 
@@ -128,8 +131,10 @@ def main() -> int:
     for row in found:
         lost = sum(row["lost"].values())
         added = f"{row['catch_up_s']:.2f} s" if row["catch_up_s"] is not None else "-"
+        pieces = ", ".join(f"{k} {v:.3f}" for k, v in row["pieces"].items())
         print(f"{row['mode']:<8} {row['writes_per_s']:>9} {row['writes']:>7} {lost:>10}"
-              f" {added:>10}  {row['follow']}: {row['reason'] or 'caught up'}")
+              f" {added:>10}  {row['follow']}: {row['reason'] or 'caught up'}"
+              + (f" ({pieces})" if pieces else ""))
     print(json.dumps(found, indent=1))
     return 0
 

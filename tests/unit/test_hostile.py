@@ -182,7 +182,20 @@ def nested(depth: int, leaf: Any, kind: str) -> Any:
     return leaf
 
 
-deep_values = st.builds(nested, st.integers(10, 3000), scalars, st.sampled_from(["list", "dict"]))
+class Deep(list[Any]):
+    """A value nested ``depth`` deep, one list level around ``nested``'s: shown by its recipe,
+    so hypothesis can print a failing example (its printer recurses once per level and gave
+    a RecursionError instead of the example)."""
+
+    def __init__(self, depth: int, leaf: Any, kind: str) -> None:
+        super().__init__([nested(depth, leaf, kind)])
+        self.recipe = f"Deep({depth}, {leaf!r}, {kind!r})"
+
+    def __repr__(self) -> str:
+        return self.recipe
+
+
+deep_values = st.builds(Deep, st.integers(10, 3000), scalars, st.sampled_from(["list", "dict"]))
 
 
 @st.composite
