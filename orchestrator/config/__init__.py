@@ -195,9 +195,11 @@ def from_mapping(raw: dict[str, Any], path: Path) -> Settings:
     for where, entries in (("[[checks]]", raw.get("checks")),
                            ("[[baseline]]", baseline.get("queries")
                             if isinstance(baseline, dict) else baseline)):
-        names = [e.get("name") for e in entries if isinstance(e, dict)] \
-            if isinstance(entries, list) else []
-        duplicated = sorted({str(n) for n in names if names.count(n) > 1})
+        # Names only: a name of another type is the model's to refuse, and comparing a value
+        # nested thousands deep would recurse past Python's limit.
+        names = [e["name"] for e in entries if isinstance(e, dict)
+                 and isinstance(e.get("name"), str)] if isinstance(entries, list) else []
+        duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ConfigError(f"{path}: {where} name {shown(duplicated[0])} is used twice.")
     if nul := _holding_nul(raw):  # no path, command or environment can hold one

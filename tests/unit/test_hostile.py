@@ -377,6 +377,12 @@ def test_values_nested_past_pythons_recursion_limit_are_one_sentence(tmp_path: P
         with pytest.raises(ConfigError, match=r"timeouts\.rollback: must be a duration") as caught:
             config.from_mapping(changed("timeouts", "rollback", nested(5000, 0, kind)), path)
         assert len(caught.value.message) < 200
+        # Two checks named by the same deep value: the duplicate-name check compared them.
+        raw = tomllib.loads(toml_dumps(VALID))
+        raw["checks"] = [{**raw["checks"][0], "name": nested(5000, 0, kind)} for _ in "ab"]
+        with pytest.raises(ConfigError, match=r"checks\[0\]\.name") as caught:
+            config.from_mapping(raw, path)
+        assert len(caught.value.message) < 200
     path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ConfigError, match="nested too deeply"):
         config.load(path)
