@@ -5,6 +5,7 @@ subscription or publication of the window is left on the server."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from contextlib import suppress
@@ -74,6 +75,17 @@ def configure(shop: Shop, *, failing: bool = True, banner_sql: str = AFTER_SNAPS
     (shop.folder / "after.sql").write_text(banner_sql)
 
 
+def fell_back_on(shop: Shop, done: subprocess.CompletedProcess[str], table: str) -> str:
+    """The window rolled back with the standby found to differ in ``table``: the follow fell
+    back, and nothing of it is left on the server; what the window said."""
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert f"the standby differs from production in {table}" in said, said
+    assert shop.status()["follow"]["state"] == "fell_back"
+    assert left_on_server(shop.cluster, shop.prod_db) == []
+    return said
+
+
 def test_writes_after_the_snapshot_survive_a_rollback(shop: Shop) -> None:
     following_role(shop)
     with_extras(shop)
@@ -136,12 +148,8 @@ def test_a_delete_or_truncate_without_a_replica_identity_is_found(shop: Shop,
 
     done = shop.run_window()
 
-    said = done.stdout + done.stderr
-    assert done.returncode == 1, said
-    assert "the standby differs from production in public.visits" in said, said
-    assert shop.status()["follow"]["state"] == "fell_back"
+    fell_back_on(shop, done, "public.visits")
     assert shop.sql("SELECT string_agg(page, ',' ORDER BY page) FROM visits") == "/,/cart"
-    assert left_on_server(shop.cluster, shop.prod_db) == []
 
 
 def test_a_large_object_written_after_the_snapshot_falls_back(shop: Shop) -> None:
@@ -208,12 +216,8 @@ def test_a_delete_on_a_large_table_without_a_replica_identity_is_found(shop: Sho
 
     done = shop.run_window()
 
-    said = done.stdout + done.stderr
-    assert done.returncode == 1, said
-    assert "the standby differs from production in public.clicks" in said, said
-    assert shop.status()["follow"]["state"] == "fell_back"
+    fell_back_on(shop, done, "public.clicks")
     assert shop.sql("SELECT count(*) FROM clicks WHERE n = 5") == 1
-    assert left_on_server(shop.cluster, shop.prod_db) == []
 
 
 def test_a_delete_whose_counters_lag_is_still_found(shop: Shop) -> None:
@@ -244,11 +248,7 @@ def test_a_delete_whose_counters_lag_is_still_found(shop: Shop) -> None:
         with suppress(psycopg.Error):
             session.close()
 
-    said = done.stdout + done.stderr
-    assert done.returncode == 1, said
-    assert "the standby differs from production in public.clicks" in said, said
-    assert shop.status()["follow"]["state"] == "fell_back"
-    assert left_on_server(shop.cluster, shop.prod_db) == []
+    fell_back_on(shop, done, "public.clicks")
 
 
 def test_a_trigger_that_fires_on_the_standby_gets_large_tables_checksummed(
@@ -266,11 +266,7 @@ def test_a_trigger_that_fires_on_the_standby_gets_large_tables_checksummed(
 
     done = shop.run_window()
 
-    said = done.stdout + done.stderr
-    assert done.returncode == 1, said
-    assert "the standby differs from production in public.ledger" in said, said
-    assert shop.status()["follow"]["state"] == "fell_back"
-    assert left_on_server(shop.cluster, shop.prod_db) == []
+    fell_back_on(shop, done, "public.ledger")
 
 
 def test_without_replication_the_window_says_so_and_reports_the_gap(shop: Shop) -> None:
