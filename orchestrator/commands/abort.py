@@ -38,7 +38,7 @@ from orchestrator.engine.phase import Registry
 from orchestrator.engine.rows import Run
 from orchestrator.errors import ExitCode, Interrupted, UsageError
 from orchestrator.reporting.status import advice
-from orchestrator.store import lease
+from orchestrator.store import blobs, lease
 
 ABORT_WAIT_SLACK_SECONDS = 60.0
 
@@ -175,7 +175,9 @@ def unlock(settings: Settings, confirm: str | None, stdin: TextIO | None = None)
         gates.confirm(settings, confirm, f"unlock breaks the lease of {current.describe()}:"
                       " do it only if that runner is gone, or two runners will act at once.",
                       stdin)
-        broken = lease.break_lease(settings, f"{who()} on {socket.gethostname()} (`window unlock`)")
+        broken = lease.break_lease(blobs.store_for(settings),
+                                   f"{who()} on {socket.gethostname()} (`window unlock`)",
+                                   current.token)
         structlog.get_logger().warning("lease_broken", token=broken.token,
                                        holder=broken.holder, host=broken.host,
                                        pid=broken.pid, command=broken.command)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 LEASE = "lease.json"
 ABORT = "abort.json"
 RENEWALS_PER_TTL = 6
+BREAK_ATTEMPTS = 5  # `window unlock` reads a lease renewed meanwhile again, this many times
 
 
 @dataclass(frozen=True)
@@ -200,21 +201,30 @@ def current_lease(settings: Settings) -> LeaseInfo | None:
     return LeaseInfo.parse(blob.data) if blob else None
 
 
-def break_lease(settings: Settings, by: str) -> LeaseInfo:
-    """``window unlock``: end the current lease, whoever holds it; its holder finds out at its
-    next renewal and stops. The break is recorded under ``unlocks/``."""
-    store = store_for(settings)
+def break_lease(store: Store, by: str, token: int) -> LeaseInfo:
+    """``window unlock``: end the lease ``token`` (the one the operator confirmed breaking);
+    its holder finds out at its next renewal and stops. The break is recorded under
+    ``unlocks/``. A renewal between reading and breaking is read again; a lease another
+    holder took meanwhile is left alone."""
     blob = store.get(LEASE)
-    if blob is None:
-        raise GateRefused("the window's lease is gone already: nothing to unlock.")
-    lease = LeaseInfo.parse(blob.data)
-    now = time.time()
-    try:
-        store.put(LEASE, LeaseInfo(**{**lease.__dict__, "expires_at": now, "broken_by": by})
-                  .dump(), if_match=blob.etag)
-    except Conflict as exc:
-        raise GateRefused("the lease changed while breaking it (renewed or taken): run"
-                          " `window status` and try again.") from exc
+    for _ in range(BREAK_ATTEMPTS):
+        if blob is None:
+            raise GateRefused("the window's lease is gone already: nothing to unlock.")
+        lease = LeaseInfo.parse(blob.data)
+        if lease.token != token:
+            raise GateRefused(f"{_taken_by(lease)} meanwhile: run `window status` and try"
+                              " again.")
+        now = time.time()
+        try:
+            store.put(LEASE, LeaseInfo(**{**lease.__dict__, "expires_at": now,
+                                          "broken_by": by}).dump(), if_match=blob.etag)
+        except Conflict:
+            blob = store.get(LEASE)  # renewed meanwhile: break it as renewed
+            continue
+        break
+    else:
+        raise GateRefused(f"the lease was renewed each of {BREAK_ATTEMPTS} times it was broken:"
+                          " run `window status` and try again.")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
     store.put(f"unlocks/{stamp}-{lease.token}.json",
               json.dumps({"at": now, "by": by, "lease": lease.__dict__}).encode())

@@ -136,6 +136,69 @@ def test_a_holder_whose_lease_was_taken_cannot_write_the_journal(tmp_path: Path)
     new.release()
 
 
+
+class RenewedAfterReads(blobs.LocalStore):
+    """A store whose lease holder renews right after each of the first ``times`` reads of the
+    lease: the race `window unlock` meets when a renewal falls between its read and its
+    conditional write."""
+
+    def __init__(self, root: Path, times: int) -> None:
+        super().__init__(root)
+        self.times = times
+        self.holder: leases.Lease | None = None
+
+    def get(self, key: str) -> blobs.Blob | None:
+        blob = super().get(key)
+        holder, self.holder = self.holder, None  # the renewal's own reads renew nothing
+        if key == leases.LEASE and holder is not None and self.times > 0:
+            self.times -= 1
+            holder.renew()
+        self.holder = holder
+        return blob
+
+    def put(self, key: str, data: bytes, **kwargs: Any) -> str:
+        holder, self.holder = self.holder, None  # the write's read under its lock: no race
+        try:
+            return super().put(key, data, **kwargs)
+        finally:
+            self.holder = holder
+
+
+@pytest.mark.parametrize("renewals", [1, 4])
+def test_unlock_breaks_a_lease_renewed_while_it_breaks_it(tmp_path: Path,
+                                                          renewals: int) -> None:
+    store = RenewedAfterReads(tmp_path, renewals)
+    holder = leases.Lease(store, ttl=60, command="run", holder="ops")
+    assert holder.try_acquire() is None
+    store.holder = holder
+    try:
+        broken = leases.break_lease(store, "oncall (`window unlock`)", holder.token)
+        assert broken.token == holder.token
+        blob = store.get(leases.LEASE)
+        assert blob is not None
+        assert leases.LeaseInfo.parse(blob.data).broken_by == "oncall (`window unlock`)"
+        holder.renew()  # the holder finds out at its next renewal
+        with pytest.raises(LeaseLost, match="broken by oncall"):
+            holder.check()
+    finally:
+        holder.release()
+
+
+def test_unlock_gives_up_on_a_lease_renewed_each_time_and_spares_a_new_holder(
+        tmp_path: Path) -> None:
+    store = RenewedAfterReads(tmp_path, leases.BREAK_ATTEMPTS)
+    holder = leases.Lease(store, ttl=60, command="run", holder="ops")
+    assert holder.try_acquire() is None
+    store.holder = holder
+    try:
+        with pytest.raises(GateRefused, match="renewed each of 5 times"):
+            leases.break_lease(store, "oncall", holder.token)
+        with pytest.raises(GateRefused, match=r"taken by ops on .* \(token 1\) meanwhile"):
+            leases.break_lease(store, "oncall", holder.token + 1)  # not the one confirmed
+        holder.check()  # still held: nothing was broken
+    finally:
+        holder.release()
+
 def test_a_shared_journal_reads_from_memory(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.sqlite")
     journal.create_run("r1", ["preflight", "backup"], {"target": "db"})
