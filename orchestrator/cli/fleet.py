@@ -167,9 +167,14 @@ def init_workflow(fleet_file: Path, pg_version: int | None, *, force: bool) -> N
         raise ConfigError(f"{fleet_file}: GitHub Actions is the engine of this workflow;"
                           " remove [engine] (or kind = \"builtin\").")
     settings = fleet.settings
+    # The jobs' client tools follow the canary's server (the first target's by default).
+    listed = fleet.spec.targets
+    canary = next((t for t in listed if t.name == fleet.spec.canary),
+                  listed[0] if listed else None)
     options, found = starter.options(
         folder, name=settings.window.name, phrase=settings.window.confirm_phrase,
-        pg_version=pg_version, production_env=settings.target.url_env)
+        pg_version=pg_version,
+        production_env=canary.url_env if canary else settings.target.url_env)
     chosen = starter.FleetOptions(options, relative, tuple(spec.secret_names(fleet)),
                                   fleet.spec.concurrency)
     for line in found:

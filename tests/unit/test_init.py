@@ -460,6 +460,17 @@ def fleet_project(folder: Path, *, state: str = S3_STATE, concurrency: int = 3) 
     return folder / "ops" / "fleet.toml"
 
 
+def test_init_fleet_asks_the_canarys_server_for_the_client_version(tmp_path: Path) -> None:
+    """The targets' URLs come from their own variables: the version is asked of the canary's
+    server (here its variable is unset, so the default is taken and the variable named)."""
+    fleet_project(tmp_path)
+
+    done = window(tmp_path, "init", "--fleet", "ops/fleet.toml")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "found: PostgreSQL client 17 (the default; $US_URL is not set" in done.stdout, \
+        done.stdout
+
 def test_init_fleet_writes_a_valid_workflow_of_targets_canary_and_waves(tmp_path: Path) -> None:
     fleet_project(tmp_path)
 
