@@ -43,15 +43,23 @@ def main(args: list[str]) -> int | None:
 
 def parse_run(args: list[str]) -> dict[str, object] | None:
     """``run``'s options as keyword arguments, or None for anything but their plain forms."""
+    return parse(args, RUN_VALUES, RUN_FLAGS)
+
+
+def parse(args: list[str], values: dict[str, str], flags: dict[str, str]
+          ) -> dict[str, object] | None:
+    """Options as keyword arguments (``values``: each spelling of an option taking a value,
+    by its keyword; ``flags`` likewise), or None for anything but their plain forms: the
+    full command line answers those, with its own messages."""
     found: dict[str, object] = {}
     rest = iter(args)
     for arg in rest:
         name, equals, value = arg.partition("=")
         given: str | bool | None
-        if name in RUN_FLAGS and not equals:
-            key, given = RUN_FLAGS[name], True
-        elif name in RUN_VALUES and (name.startswith("--") or not equals):
-            key, given = RUN_VALUES[name], value if equals else next(rest, None)
+        if name in flags and not equals:
+            key, given = flags[name], True
+        elif name in values and (name.startswith("--") or not equals):
+            key, given = values[name], value if equals else next(rest, None)
             if given is None or (not equals and given.startswith("-")):
                 return None
         else:

@@ -47,21 +47,12 @@ def status(args: list[str]) -> str | None:
 def _parse(args: list[str]) -> tuple[Path, bool] | None:
     """``--config PATH`` / ``-c PATH`` / ``--config=PATH`` and ``--json``; anything else
     (``--help``, ``--target``, a typo) is the full command's to answer."""
-    config, as_json = Path("window.toml"), False
-    rest = iter(args)
-    for arg in rest:
-        if arg == "--json":
-            as_json = True
-        elif arg in ("--config", "-c"):
-            value = next(rest, None)
-            if value is None or value.startswith("-"):
-                return None
-            config = Path(value)
-        elif arg.startswith("--config="):
-            config = Path(arg.removeprefix("--config="))
-        else:
-            return None
-    return config, as_json
+    from orchestrator.cli import direct
+
+    found = direct.parse(args, {"--config": "config", "-c": "config"}, {"--json": "json"})
+    if found is None:
+        return None
+    return Path(str(found.get("config", "window.toml"))), bool(found.get("json"))
 
 
 def _state_dir(config: Path) -> Path | None:
