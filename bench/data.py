@@ -10,6 +10,8 @@ indexes, ``pg_database_size``) comes out slightly above the target.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -131,10 +133,27 @@ class Shape:
                    orders=orders, items=orders * 3)
 
 
-def tune(cluster: Cluster) -> None:
-    """Bulk-load settings, for an initialised cluster before it starts (later lines win)."""
+def tune(cluster: Cluster, **settings: object) -> None:
+    """Bulk-load settings, then ``settings``, for an initialised cluster before it starts
+    (later lines win)."""
     with (cluster.data / "postgresql.conf").open("a") as conf:
-        conf.writelines(f"{key} = '{value}'\n" for key, value in BULK_LOAD_SETTINGS.items())
+        conf.writelines(f"{key} = '{value}'\n"
+                        for key, value in {**BULK_LOAD_SETTINGS, **settings}.items())
+
+
+@contextmanager
+def throwaway_cluster(**settings: object) -> Iterator[Cluster]:
+    """A private cluster tuned for bulk loads (``settings`` added), started; destroyed
+    afterwards, whatever happened."""
+    cluster = Cluster()
+    print(f"Starting a throwaway PostgreSQL in {cluster.root} ...", flush=True)
+    try:
+        cluster.init()
+        tune(cluster, **settings)
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 def create_app_database(cluster: Cluster, dbname: str) -> str:

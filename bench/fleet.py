@@ -179,12 +179,7 @@ HOW_TO_READ = (
 
 def benchmark(workdir: Path, path: Path) -> None:
     facts = [f"load at the start: `{uptime()}`"]
-    cluster = Cluster()
-    try:
-        print(f"Starting a throwaway PostgreSQL in {cluster.root} ...", flush=True)
-        cluster.init()
-        data.tune(cluster)
-        cluster.start()
+    with data.throwaway_cluster() as cluster:
         print(f"{FLEET_SIZE + 1} small shops from a template ...", flush=True)
         env = {**os.environ, **make_databases(cluster, FLEET_SIZE), "NO_COLOR": "1"}
         env.pop("DATABASE_URL", None)
@@ -198,8 +193,6 @@ def benchmark(workdir: Path, path: Path) -> None:
             print(f"  exit {done.exit_code} in {done.wall_s:.1f} s; fleet.json"
                   f" {done.record_bytes} bytes; fleet status {done.status_s:.2f} s", flush=True)
             runs.append(done)
-    finally:
-        cluster.destroy()
     facts += [f"machine: {os.cpu_count()} cores, PostgreSQL {version}",
               f"targets: {FLEET_SIZE} copies of the demo's small shop, concurrency"
               f" {CONCURRENCY}; lone window exit {code}; fleet exits "

@@ -169,9 +169,6 @@ def publish(gigabytes: float, production: Database, timings: raw.RawTimings,
 
 
 def benchmark(cluster: Cluster, workdir: Path, gigabytes: float) -> None:
-    cluster.init()
-    data.tune(cluster)
-    cluster.start()
     production, staging_url = build_databases(cluster, gigabytes)
     timings = measure_raw(cluster, production, workdir)
     env = {**os.environ, "DATABASE_URL": production.url, "DATABASE_URL_STAGING": staging_url,
@@ -195,12 +192,8 @@ def in_workdir(label: str, part: Callable[[Path], None]) -> None:
 
 
 def backup_part(gigabytes: float, workdir: Path) -> None:
-    cluster = Cluster()
-    try:
-        print(f"Starting a throwaway PostgreSQL in {cluster.root} ...", flush=True)
+    with data.throwaway_cluster() as cluster:
         benchmark(cluster, workdir, gigabytes)
-    finally:
-        cluster.destroy()
 
 
 def main() -> int:

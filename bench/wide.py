@@ -84,14 +84,7 @@ def uptime() -> str:
 def measure(case: Case, workdir: Path) -> tuple[list[str], list[list[str]]]:
     """The case's facts and table rows, on a throwaway cluster removed afterwards."""
     facts = [f"load at the start: `{uptime()}`"]
-    cluster = Cluster()
-    try:
-        print(f"Starting a throwaway PostgreSQL in {cluster.root} ...", flush=True)
-        cluster.init()
-        data.tune(cluster)
-        with (cluster.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"max_locks_per_transaction = {LOCKS}\n")
-        cluster.start()
+    with data.throwaway_cluster(max_locks_per_transaction=LOCKS) as cluster:
         started = time.monotonic()
         print(f"Creating {case.tables:,} tables ...", flush=True)
         url = create_wide(cluster, "wide", case.tables)
@@ -121,8 +114,6 @@ def measure(case: Case, workdir: Path) -> tuple[list[str], list[list[str]]]:
         if window.exit_code != 0:
             print("  unexpected exit; the window's last lines:\n"
                   + "\n".join("    " + line for line in window.output_tail.splitlines()))
-    finally:
-        cluster.destroy()
     facts += [f"machine: {os.cpu_count()} cores, PostgreSQL {version}, max_locks_per_transaction"
               f" = {LOCKS}",
               f"database: {case.tables:,} tables (key, index, 5 rows each),"
