@@ -94,7 +94,7 @@ def examine(settings: Settings, state: migrations.ToolState | None) -> list[Find
     findings: list[Finding] = []
     statements: list[sql.Statement] = []
     for migration in found:
-        parsed, problems = _examine_file(migration, is_prisma=is_prisma)
+        parsed, problems = _examine_file(migration, settings.migrate.tool)
         statements += parsed
         findings += problems
     in_order, creators = sql.order(statements)
@@ -111,20 +111,23 @@ def examine(settings: Settings, state: migrations.ToolState | None) -> list[Find
         findings += squawk.run([m.path for m in found if m.pending],
                                       settings.lint.squawk_exclude, cwd=settings.config_dir,
                                       folder=folder)
-    moot = sql.indexes_on_new_tables(statements)
+    moot = sql.on_new_tables(statements)
     return _finished(settings, found, findings, moot)
 
 
-def _examine_file(migration: Migration, *, is_prisma: bool
+def _examine_file(migration: Migration, tool: str
                   ) -> tuple[list[sql.Statement], list[Finding]]:
     """The file's statements for the replay, and what is wrong with it if it is pending
-    (an applied file already ran; only the replay and its checksum still concern it)."""
+    (an applied file already ran; only the replay and its checksum still concern it).
+    Prisma's pasted CLI output is found and left out of the parse; so are psql's own
+    commands (``\\set ON_ERROR_STOP on``) in plain SQL files, which psql runs."""
     text, unreadable = _read(migration)
     if text is None:
         return [], [unreadable] if unreadable and migration.pending else []
-    pasted = prisma.cli_output_lines(text) if is_prisma else []
-    statements, syntax = sql.parse(migration, prisma.blank_lines(text, pasted),
-                                   placeholders=not is_prisma)  # Flyway's ${name}
+    pasted = prisma.cli_output_lines(text) if tool == "prisma" else []
+    skipped = sql.psql_commands(text) if tool == "none" else []
+    statements, syntax = sql.parse(migration, prisma.blank_lines(text, [*pasted, *skipped]),
+                                   placeholders=tool == "flyway")  # Flyway's ${name}
     if not migration.pending:
         return statements, []
     return statements, [*prisma.cli_output(migration, pasted, text), *filter(None, [syntax])]
@@ -138,19 +141,23 @@ def _loose_files(folder: Path, creators: dict[tuple[str, str], sql.Statement]
     findings = []
     for loose in prisma.loose_sql(folder):
         migration = Migration(loose.file.name, loose.file, pending=True)
-        parsed, problems = _examine_file(migration, is_prisma=True)
+        parsed, problems = _examine_file(migration, "prisma")
         findings += problems
-        if not parsed:
-            findings.append(loose)
-            continue
         shown = ", ".join(sql.described(s) for s in parsed[:3])
         more = f" and {len(parsed) - 3} more" if len(parsed) > 3 else ""
         again = [f"{sql.described(s)} (already created by {creators[made].migration.name})"
                  for s in parsed if (made := sql.creates(s)) in creators]
-        findings.append(replace(loose, message=(
-            f"{loose.message}. It holds {len(parsed)} statement(s): {shown}{more}"
-            + (f". As a migration it would fail the first time it runs: {', '.join(again)}"
-               if again else ""))))
+        holds = f". It holds {len(parsed)} statement(s): {shown}{more}" if parsed else ""
+        fails = [*again, *([f"{len(problems)} line(s) that are not SQL (listed)"]
+                           if problems else [])]
+        advice = (f". Do not give it a migration folder as it is: it would fail the first"
+                  f" time it runs ({'; '.join(fails)}); move only what production still"
+                  " needs into a new migration folder, or delete the file" if fails else
+                  ". To run it, give it a migration folder of its own, named after the"
+                  " last migration's timestamp" if parsed else "")
+        if loose.rule != "prisma-loose-sql":  # beside a migration.sql: likely on purpose
+            advice = ""
+        findings.append(replace(loose, message=f"{loose.message}{holds}{advice}"))
     return findings
 
 
@@ -184,13 +191,21 @@ def _finished(settings: Settings, found: Sequence[Migration], findings: list[Fin
 
 
 _RERUN_RULES = ("missing-if-not-exists", "squawk:prefer-robust-stmts")
+# squawk's advice for a table that others use or that holds rows: a table the same file
+# creates has neither.
+_NEW_TABLE_RULES = ("squawk:require-concurrent-index-creation",
+                    "squawk:adding-foreign-key-constraint", "squawk:constraint-missing-not-valid",
+                    "squawk:disallowed-unique-constraint", "squawk:adding-not-nullable-field",
+                    "squawk:adding-required-field", "squawk:changing-column-type")
+# The window sets both on every session of the migration (the URL's options and PGOPTIONS):
+# the advice to set them in the file is followed already.
+_WINDOW_BOUNDS = ("squawk:require-lock-timeout", "squawk:require-statement-timeout")
 
 
 def _judged(finding: Finding, moot: set[tuple[Path, int]], *, runs_once: bool) -> Finding:
     """The finding marked moot where it cannot matter."""
-    if (finding.rule == "squawk:require-concurrent-index-creation"
-            and (finding.file, finding.line) in moot) or (runs_once
-                                                         and finding.rule in _RERUN_RULES):
+    if (finding.rule in _NEW_TABLE_RULES and (finding.file, finding.line) in moot) \
+            or finding.rule in _WINDOW_BOUNDS or (runs_once and finding.rule in _RERUN_RULES):
         return replace(finding, moot=True)
     return finding
 

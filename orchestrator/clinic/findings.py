@@ -20,9 +20,10 @@ class Finding:
     rule: str
     message: str
     severity: Severity = "error"
-    # True for a finding that cannot matter here (an index on a table the same file creates
-    # needs no CONCURRENTLY; a Prisma migration runs once, so IF NOT EXISTS changes nothing):
-    # counted, shown only when asked for everything.
+    # True for a finding that cannot matter here (an index or a foreign key on a table the
+    # same file creates blocks nobody; a Prisma migration runs once, so IF NOT EXISTS changes
+    # nothing; the window sets lock_timeout and statement_timeout on the migration's
+    # sessions): counted, shown only when asked for everything.
     moot: bool = False
 
     def __str__(self) -> str:

@@ -50,8 +50,7 @@ def loose_sql(folder: Path) -> list[Finding]:
         else:
             findings.append(Finding(
                 path, 1, "prisma-loose-sql",
-                "Prisma never runs this file: only <folder>/migration.sql is a migration"
-                " (give it a migration folder of its own)"))
+                "Prisma never runs this file: only <folder>/migration.sql is a migration"))
     return findings
 
 

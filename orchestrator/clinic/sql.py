@@ -68,6 +68,16 @@ class Statement:
             else self.line
 
 
+_PSQL_COMMAND = re.compile(r"[ \t]*\\")
+
+
+def psql_commands(text: str) -> list[int]:
+    """The lines (1-based) of psql's own commands (``\\set``, ``\\echo``, ``\\i``): psql runs
+    them, PostgreSQL never sees them."""
+    return [number for number, line in enumerate(text.split("\n"), start=1)
+            if _PSQL_COMMAND.match(line)]
+
+
 def parse(migration: Migration, text: str, *, placeholders: bool = False
           ) -> tuple[list[Statement], Finding | None]:
     """The file's statements, or a ``sql-syntax`` finding at the parser's line.
@@ -138,17 +148,18 @@ def _unguarded(statement: Statement) -> Iterator[tuple[int, str]]:
                                                   f" to {display(key(node.relation))}")
 
 
-def indexes_on_new_tables(statements: Sequence[Statement]) -> set[tuple[Path, int]]:
-    """The lines of each CREATE INDEX on a table that an earlier statement of the same file
-    creates: nobody can be using that table yet, so building its index without CONCURRENTLY
-    blocks nobody."""
+def on_new_tables(statements: Sequence[Statement]) -> set[tuple[Path, int]]:
+    """The lines of each CREATE INDEX or ALTER TABLE on a table that an earlier statement of
+    the same file creates: nobody can be using that table yet and it holds no rows, so
+    building its index without CONCURRENTLY, or validating its new foreign key at once,
+    blocks nobody and scans nothing."""
     lines: set[tuple[Path, int]] = set()
     created: set[tuple[Path, str]] = set()
     for statement in statements:
         node, path = statement.node, statement.migration.path
         if isinstance(node, ast.CreateStmt) and node.relation:
             created.add((path, key(node.relation)))
-        elif isinstance(node, ast.IndexStmt) and node.relation \
+        elif isinstance(node, ast.IndexStmt | ast.AlterTableStmt) and node.relation \
                 and (path, key(node.relation)) in created:
             lines.update((path, n) for n in range(statement.line, statement.last_line + 1))
     return lines

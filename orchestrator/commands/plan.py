@@ -31,6 +31,7 @@ class LookedUp:
     pending: list[str]
     rollback: list[str]
     follow: list[str]
+    clinic: list[str]
 
 
 def describe(settings: Settings) -> str:
@@ -72,6 +73,7 @@ def plan_text(settings: Settings, target: pg.Db, staging: pg.Db, found: LookedUp
         f"  server      PostgreSQL {found.major} on production; {found.programs}",
         f"  migrate     {redact(proc.describe(settings.migrate.command))}",
         *found.pending,
+        *found.clinic,
         *found.rollback,
         *found.follow,
         *([f"  tool        {settings.migrate.tool}, its table against"
@@ -128,7 +130,26 @@ def _looked_up(settings: Settings, target: pg.Db, staging: pg.Db) -> LookedUp:
     rollback = _rollback(settings, path)
     if path.lacks and settings.backup.method != "rds_snapshot":  # run's preflight stops there
         raise GateRefused(path.refusal())
-    return LookedUp(major, programs, _pending_lines(production, staged), rollback, follows)
+    return LookedUp(major, programs, _pending_lines(production, staged), rollback, follows,
+                    _clinic(settings, production))
+
+
+def _clinic(settings: Settings, production: migrations.ToolState | None) -> list[str]:
+    """The clinic's verdict on what is pending, as ``run`` gives it: its errors listed and
+    refused with run's exit code, its warnings counted."""
+    if settings.migrate.files is None or not settings.lint.enabled:
+        return []
+    from orchestrator.clinic import examine  # noqa: PLC0415 - pglast only with files to read
+
+    findings = examine.shown(examine.examine(settings, production))
+    errors = [finding for finding in findings if finding.severity == "error"]
+    if errors:
+        print("\n".join(map(str, errors)))
+        raise GateRefused(f"the migration clinic found {examine.summary(findings)}: `run`"
+                          " refuses on the errors listed above (`window lint` shows every"
+                          " finding).")
+    return [f"  clinic      {examine.summary(findings)}"
+            + ("; `window lint` lists them" if findings else "")]
 
 
 def _follow(settings: Settings, conn: psycopg.Connection[Any]) -> list[str]:

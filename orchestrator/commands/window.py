@@ -98,10 +98,11 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
         gates.confirm(settings, confirm, summary(settings, target, staging, tool), stdin)
         gates.git_repo(settings)
 
+    warnings: list[str] = []
     if settings.migrate.tool == "none":
+        warnings = _clinic(settings, None)  # plain SQL files: linted with no table to read
         ask()  # nothing to read first: the phrase before any connection
     gates.distinct(settings, target, staging, refusal=ConfigError)
-    warnings: list[str] = []
     with hold_window(settings, target, "run") as journal:
         if fleet_run and (tagged := journal.tagged_run(fleet_run)):
             return _claimed(settings, journal, tagged, target=target, staging=staging,
@@ -124,10 +125,7 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
                       f" {settings.migrate.files} applied ({len(tool.applied)});"
                       " `window run --force` runs the window anyway.")
                 return ExitCode.COMPLETED
-            # The migration clinic, before the window acts on anything: errors refuse.
-            from orchestrator.clinic import examine  # noqa: PLC0415 - pglast only with a tool
-
-            warnings = [str(finding) for finding in examine.gate(settings, tool)]
+            warnings = _clinic(settings, tool)
             ask(tool)
         reused = None if skip_staging else \
             rehearsals.reusable(settings, journal, str(target), str(staging))
@@ -144,6 +142,16 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
         _plan_rehearsal(journal, run_id, skip=skip_staging, reused=reused)
         return drive(settings, journal, run_id, target=target, staging=staging,
                       registry=registry, event="window_started", distinct_checked=True)
+
+
+def _clinic(settings: Settings, tool: ToolState | None) -> list[str]:
+    """The migration clinic, before the window acts on anything: errors refuse; the
+    warnings, as lines for the journal."""
+    if settings.migrate.files is None or not settings.lint.enabled:
+        return []
+    from orchestrator.clinic import examine  # noqa: PLC0415 - pglast only with files to read
+
+    return [str(finding) for finding in examine.gate(settings, tool)]
 
 
 def _claimed(settings: Settings, journal: Journal, run: Run, *, target: pg.Db,

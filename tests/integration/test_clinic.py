@@ -169,3 +169,56 @@ def test_a_pending_create_role_stops_the_window_until_the_config_allows_it(shop:
     assert allowed.stdout.splitlines()[0].startswith(finding.replace("error:", "warning:"))
     assert allowed.stdout.splitlines()[-1] == "0 errors, 1 warning in 1 file"
     assert paths[COUPONS].read_text() == pending_sql
+
+
+def test_plan_refuses_on_a_clinic_error_as_run_does_and_counts_the_warnings(
+        shop: Shop) -> None:
+    prisma_files(shop, {INIT: "Prisma schema loaded from prisma/schema.prisma\n"
+                              + RERUNNABLE_COUPONS})
+
+    plan, run = shop.window("plan"), shop.run_window()
+
+    assert plan.returncode == run.returncode == 3, plan.stdout + plan.stderr
+    assert f"prisma/migrations/{INIT}/migration.sql:1: error: prisma-cli-output:" in plan.stdout
+    assert "the migration clinic found 1 error, 0 warnings in 1 file: `run` refuses" \
+        in plan.stderr
+
+    paths = prisma_files(shop, {INIT: RERUNNABLE_COUPONS})
+    paths[INIT].with_name("down.sql").write_text("DROP TABLE coupons;\n")
+    clean = shop.window("plan")
+
+    assert clean.returncode == 0, clean.stderr
+    assert "  clinic      0 errors, 1 warning in 1 file; `window lint` lists them" \
+        in clean.stdout.splitlines()
+
+
+def test_a_plain_sql_folder_is_linted_before_the_phrase_psql_commands_and_all(
+        shop: Shop) -> None:
+    """``tool = "none"`` with ``files``: the clinic runs before every window as it does for
+    Prisma (every file counts as pending: no table says otherwise); psql's own commands in
+    the files are psql's, not SQL errors."""
+    folder = shop.folder / "sql"
+    folder.mkdir()
+    (folder / "001_coupons.sql").write_text(
+        "\\set ON_ERROR_STOP on\n" + RERUNNABLE_COUPONS.replace(" IF NOT EXISTS", ""))
+    (folder / "002_coupons_again.sql").write_text("CREATE TABLE coupons (code text);\n")
+    shop.configure(migrate_extra='files = "sql"')
+    with (shop.folder / "window.toml").open("a") as toml:
+        toml.write("\n[lint]\nsquawk = false\n")
+
+    refused = shop.window("run")  # no --confirm: the clinic refuses before the phrase
+
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    errors = [line for line in refused.stdout.splitlines() if ": error: " in line]
+    assert errors == [
+        "sql/002_coupons_again.sql:1: error: created-twice: CREATE TABLE coupons fails the"
+        " first time it runs: 001_coupons.sql (line 2) already creates it (drop this"
+        " statement, or add IF NOT EXISTS)"]
+    assert "Type" not in refused.stdout and "migration clinic found 1 error" in refused.stderr
+    assert shop.banner_log() == [] and shop.window("status").returncode == 2
+
+    (folder / "002_coupons_again.sql").write_text("ALTER TABLE coupons ADD note text;\n")
+    done = shop.run_window()
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "error" not in "\n".join(shop.status()["lint"])

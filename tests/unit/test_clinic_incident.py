@@ -82,10 +82,25 @@ def test_a_loose_file_says_what_it_holds_and_what_it_would_re_create(tmp_path: P
     assert seen(found) == [(loose, 1, "prisma-cli-output", "error"),
                            (loose, 1, "prisma-loose-sql", "error"),
                            *((loose, n, "prisma-cli-output", "error") for n in range(2, 14))]
-    assert found[1].message.endswith(
-        'It holds 2 statement(s): CREATE TABLE "User", CREATE TABLE "Order". As a migration it'
-        ' would fail the first time it runs: CREATE TABLE "User" (already created by'
-        " 20251101000000_init)")
+    # Giving it a folder of its own, as it is, was the step that caused the incident.
+    assert found[1].message == (
+        "Prisma never runs this file: only <folder>/migration.sql is a migration. It holds 2"
+        ' statement(s): CREATE TABLE "User", CREATE TABLE "Order". Do not give it a migration'
+        " folder as it is: it would fail the first time it runs (CREATE TABLE \"User\" (already"
+        " created by 20251101000000_init); 13 line(s) that are not SQL (listed)); move only"
+        " what production still needs into a new migration folder, or delete the file")
+
+
+def test_a_sound_loose_file_is_told_how_to_become_a_migration(tmp_path: Path) -> None:
+    write_prisma(tmp_path, {FIRST: INIT})
+    (tmp_path / PRISMA / "fix_orders.sql").write_text('ALTER TABLE "User" ADD "name" TEXT;\n')
+
+    [loose] = examine.shown(examine.examine(settings_for(tmp_path), None))
+
+    assert (loose.rule, loose.severity) == ("prisma-loose-sql", "error")
+    assert loose.message.endswith(
+        'It holds 1 statement(s): ALTER TABLE "User". To run it, give it a migration folder of'
+        " its own, named after the last migration's timestamp")
 
 
 def test_objects_created_again_are_errors_unless_guarded_or_dropped_first(
@@ -147,3 +162,34 @@ def test_findings_that_cannot_matter_are_counted_not_shown(tmp_path: Path) -> No
     assert examine.summary(found).endswith(
         f"({hidden} that cannot matter not shown: `window lint --all`)")
     assert "cannot matter" not in examine.summary(found, everything=True)
+
+
+def test_a_foreign_key_on_a_new_table_and_the_timeouts_the_window_sets_cannot_matter(
+        tmp_path: Path) -> None:
+    write_prisma(tmp_path, {
+        FIRST: INIT,
+        SECOND: 'CREATE TABLE "Order" ("id" SERIAL NOT NULL, "userId" INTEGER NOT NULL,\n'
+                '    CONSTRAINT "Order_pkey" PRIMARY KEY ("id"));\n'
+                'ALTER TABLE "Order" ADD CONSTRAINT "Order_userId_fkey" FOREIGN KEY ("userId")'
+                ' REFERENCES "User"("id");\n',
+        "20251123000000_best_order":
+            'ALTER TABLE "User" ADD CONSTRAINT "User_id_fkey" FOREIGN KEY ("id")'
+            ' REFERENCES "Order"("id");\n'})
+
+    found = examine.examine(settings_for(tmp_path, squawk=True), None)
+
+    foreign = {(f.file.parent.name, f.rule, f.moot) for f in found
+               if f.rule in ("squawk:adding-foreign-key-constraint",
+                             "squawk:constraint-missing-not-valid")}
+    # "Order" is new and empty in the file that adds its key: nothing to scan, nobody to
+    # block. "User" holds rows and serves the application.
+    assert foreign == {(SECOND, "squawk:adding-foreign-key-constraint", True),
+                       (SECOND, "squawk:constraint-missing-not-valid", True),
+                       ("20251123000000_best_order", "squawk:adding-foreign-key-constraint",
+                        False),
+                       ("20251123000000_best_order", "squawk:constraint-missing-not-valid",
+                        False)}
+    timeouts = [f for f in found if f.rule in ("squawk:require-lock-timeout",
+                                               "squawk:require-statement-timeout")]
+    # The window sets both on the migration's sessions, where Prisma reads them.
+    assert timeouts and all(f.moot for f in timeouts)

@@ -327,7 +327,8 @@ SERVERS_SAID = plan.LookedUp(15, "pg_dump /usr/bin/pg_dump, pg_restore /usr/bin/
                              ["  pending     on production: nothing"],
                              ["  rollback    swap in the standby proven at the backup"],
                              ["  follow      off (wal_level is replica on production, not"
-                              " logical)"])
+                              " logical)"],
+                             ["  clinic      no errors, no warnings"])
 
 
 def test_hostile_mappings_are_refused_with_a_sentence_naming_the_key(
