@@ -299,6 +299,8 @@ def init(  # every option is a flag: keyword-only
         typer.echo(f"found: {line}")
     for path in starter.write(Path.cwd(), options, force=force):
         typer.echo(f"wrote {path}")
+    for line in starter.notes(Path.cwd(), options):
+        typer.echo(f"note: {line}")
     typer.echo(f"next: edit window.toml, then `window plan`; set the {', '.join(options.secrets)}"
                " secrets for the workflow.")
 

@@ -45,10 +45,12 @@ def describe(settings: Settings) -> str:
 
 def prepared(settings: Settings) -> tuple[pg.Db, pg.Db]:
     """What plan checks before it asks any server: someone to call, the two databases
-    named, a banner template that reads."""
+    named, a banner template that reads, a page folder the banner can write in."""
     require_contacts(settings.contacts)
     target, staging = gates.databases(settings, refusal=ConfigError)
     banners.template(settings)  # a maintenance page template that cannot be read stops here
+    if problem := banners.page_folder_problem(settings):  # run's preflight stops there
+        raise GateRefused(f"{problem}.")
     return target, staging
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shlex
 import string
 from datetime import datetime
@@ -58,6 +59,23 @@ def template(settings: Settings) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"[banner] template {path} cannot be read ({exc}).") from exc
+
+
+def page_folder_problem(settings: Settings) -> str | None:
+    """Why a ``file`` banner's page could not go up, before anything is done: its folder is
+    missing (no web server serves a page from a folder that is not there: creating it would
+    put up a banner nobody sees) or this user may not write in it."""
+    if settings.banner.kind != "file":
+        return None
+    page = settings.path(settings.banner.path or "")
+    folder = page.parent
+    if not folder.is_dir():
+        return (f"[banner] path {page}: its folder {folder} does not exist, so no web server"
+                " serves the page from it; point path at the folder the web server serves"
+                " (or create that folder where it looks)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"[banner] path {page}: this user may not write in {folder}"
+    return None
 
 
 def render_page(settings: Settings, ends_at: float) -> str:

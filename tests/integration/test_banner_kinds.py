@@ -156,3 +156,20 @@ def test_http_banner_refused_aborts_and_is_still_taken_down(shop: Shop,
     assert "HTTP 500" in shop.phase("banner_on")["error"]
     assert shop.status()["state"] == "aborted"
     assert not shop.has_column("orders", "status"), "production untouched"
+
+
+def test_a_page_folder_that_is_not_there_stops_plan_and_run_before_anything(
+        shop: Shop) -> None:
+    """A file banner whose folder does not exist (`window init`'s default `public/` in a
+    project without one) is refused by plan and by run's preflight (exit 3): no backup, no
+    rehearsal, and no folder made for a page no web server would serve."""
+    use_banner(shop, '[banner]\nkind = "file"\npath = "public/maintenance.html"\n')
+
+    plan, run = shop.window("plan"), shop.run_window()
+
+    assert plan.returncode == run.returncode == 3, plan.stderr + run.stdout + run.stderr
+    said = f"its folder {shop.folder / 'public'} does not exist"
+    assert said in plan.stderr and said in run.stdout + run.stderr
+    assert not (shop.folder / "public").exists()
+    assert shop.status()["phases"][0]["status"] == "failed"
+    assert not list((shop.folder / "backups").glob("*/toc.dat"))

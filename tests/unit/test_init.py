@@ -71,6 +71,13 @@ def test_init_writes_a_config_that_plans_and_a_valid_workflow(tmp_path: Path,
     toml = folder / "window.toml"
     toml.write_text(toml.read_text().replace("<name and phone>", "Ann 555-0100")
                     .replace("[target]\n", '[target]\nconnect_timeout = "1s"\n', 1))
+    public = "frontend/public" if "--workdir" in flags else "public"
+    assert f"note: {public}/ does not exist: the file banner writes its page there" \
+        in done.stdout
+    no_page = window(folder, "plan")
+    assert no_page.returncode == 3, "a page no web server serves: refused as run would"
+    assert f"its folder {folder / public} does not exist" in no_page.stderr
+    (folder / public).mkdir(parents=True)
     planned = window(folder, "plan")
     # Past every check of the config and its contacts, plan asks the servers (none here).
     assert planned.returncode == 2, planned.stderr
@@ -149,6 +156,7 @@ def prisma_project(root: Path, *, nvmrc: str | None = "20\n",
                    lockfile: str = "pnpm-lock.yaml") -> Path:
     app = root / "frontend"
     (app / "prisma" / "migrations").mkdir(parents=True)
+    (app / "public").mkdir()  # a Next.js app's static files: the file banner's page goes here
     (app / "prisma" / "schema.prisma").write_text(
         'datasource db {\n  provider = "postgresql"\n  url = env("DATABASE_URL")\n}\n')
     (app / "package.json").write_text(json.dumps(package or {

@@ -21,7 +21,7 @@ from orchestrator.commands.init.workflow import WORKFLOW, workflow
 from orchestrator.errors import UsageError
 
 __all__ = ["CONFIG", "DEFAULT_PG_VERSION", "GITIGNORED", "WORKFLOW", "FleetOptions", "Options",
-           "options", "window_toml", "workflow", "write", "write_fleet"]
+           "notes", "options", "window_toml", "workflow", "write", "write_fleet"]
 
 CONFIG = Path("window.toml")
 # Dumps of customer data and the journal are one `git add -A` away from the repository.
@@ -69,6 +69,17 @@ def options(folder: Path, *, name: str | None = None, phrase: str | None = None,
         pg_version=pg_version, production_env=production_env, staging_env=staging_env,
         clone=clone, banner=banner, node_version=found.node_version,
         pinned_manager=found.pinned_manager), said
+
+
+def notes(folder: Path, options: Options) -> list[str]:
+    """What the written files still need from the project, said once they are written."""
+    if options.banner != "file" or (folder / options.page).parent.is_dir():
+        return []
+    public = Path(options.page).parent
+    return [f"{public}/ does not exist: the file banner writes its page there, which only a"
+            " web server on the machine the window runs on can serve. Point [banner] path at"
+            " the folder that server serves, or use --banner ssh or --banner http for a site"
+            f" served elsewhere; plan and run refuse until {public}/ exists."]
 
 
 def write(folder: Path, options: Options, *, force: bool = False) -> list[Path]:

@@ -58,7 +58,7 @@ def _banner(options: Options) -> str:
     return textwrap.dedent(f"""\
         [banner]
         kind = "file"                        # "command" | "file" | "http"
-        path = "{options.inside('public/maintenance.html')}"   # the page the web server looks for
+        path = "{options.page}"   # the page the web server looks for
         message = "We are upgrading our database and will be back shortly."
         # template = "maintenance.template.html"   # HTML with $message and $ends_at
         # kind = "command"                   # or `window init --banner ssh`

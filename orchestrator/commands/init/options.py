@@ -69,6 +69,11 @@ class Options:
             raise UsageError(f"the Node version {self.node_version!r} (from .nvmrc,"
                              " .node-version or package.json engines) cannot be used; fix it.")
 
+    @property
+    def page(self) -> str:
+        """Where a ``file`` banner writes its page: the app's public folder."""
+        return self.inside("public/maintenance.html")
+
     def inside(self, path: str) -> str:
         """A path of the project, from the repository root (where window.toml lives)."""
         return f"{self.workdir}/{path}" if self.workdir else path
