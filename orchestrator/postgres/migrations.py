@@ -43,9 +43,13 @@ class Failed:
     logs: str
     fix: str  # what the engineer may run once they have decided; never run by the window
 
-    def describe(self) -> str:
+    def describe(self, *, rolled_back: bool = False) -> str:
+        """What failed and how to resolve it by hand; on production about to be rolled
+        back, only should the rollback not take the record away with the rest."""
         logs = f" ({self.logs})" if self.logs else ""
-        return f"{self.name} failed{logs}; to resolve it by hand: {self.fix}"
+        when = ("the rollback takes this record away with the rest; only if production keeps"
+                " it, resolve it by hand" if rolled_back else "to resolve it by hand")
+        return f"{self.name} failed{logs}; {when}: {self.fix}"
 
 
 @dataclass(frozen=True)

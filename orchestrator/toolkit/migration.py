@@ -37,7 +37,9 @@ def recorded_failures(ctx: Context, db: pg.Db) -> list[str]:
     except (WindowError, psycopg.Error) as exc:
         ctx.log.warning("migration_table_unreadable", error=str(exc))
         return []
-    return [f"{state.table}: {failed.describe()}" for failed in state.failed]
+    production = db == ctx.target  # a failure there is rolled back, staging keeps its own
+    return [f"{state.table}: {failed.describe(rolled_back=production)}"
+            for failed in state.failed]
 
 
 def bounded_env(ctx: Context, db: pg.Db) -> dict[str, str]:
