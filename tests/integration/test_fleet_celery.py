@@ -70,18 +70,39 @@ def finished(project: FleetProject, process: subprocess.Popen[str], log: str,
         pytest.fail(project.output(log))
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and every process under it at once: a machine lost mid-window."""
-    parents: dict[int, int] = {}
+def _stats() -> dict[int, tuple[int, str]]:
+    """Every process's parent and state (fields 4 and 3 of /proc/pid/stat)."""
+    found: dict[int, tuple[int, str]] = {}
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    tree, grew = {pid}, True
-    while grew:
-        below = {child for child, parent in parents.items() if parent in tree} - tree
-        tree |= below
-        grew = bool(below)
-    for member in tree:
+            state, parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            found[int(proc.name)] = (int(parent), state)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """A machine lost mid-window: a process and every process under it gone at once, none
+    living to see another die. SIGKILLs sent one by one would let a window whose command died
+    first record that command's exit (-9) as a failed migration before its own SIGKILL came:
+    so the tree is frozen first (SIGSTOP, scanned again until every process in it, a child
+    forked meanwhile too, is stopped), then killed."""
+    deadline = time.monotonic() + 10
+    while True:
+        stats = _stats()
+        tree, grew = {pid} & stats.keys(), True
+        while grew:
+            below = {child for child, (parent, _) in stats.items() if parent in tree} - tree
+            tree |= below
+            grew = bool(below)
+        running = [member for member in tree if stats[member][1] not in "TtZX"]
+        if not running:
+            break
+        for member in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGSTOP)
+        assert time.monotonic() < deadline, f"the processes under {pid} would not stop"
+        time.sleep(0.01)
+    for member in tree:  # all stopped: none runs again to see another die
         with contextlib.suppress(ProcessLookupError):
             os.kill(member, signal.SIGKILL)
 
