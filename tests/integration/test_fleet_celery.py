@@ -359,3 +359,33 @@ def test_a_window_killed_under_its_worker_is_resumed_by_the_same_task(
     assert "fleet_target_unfinished" in project.output("worker-a")
     [canary] = project.runs("c0")
     assert canary.state == "completed" and applied(project, "c0") == 1
+
+
+def test_a_window_outliving_its_dead_worker_ends_the_fleet_run_without_an_answer(
+        make_fleet: Any, queues: Any) -> None:
+    """The worker dies (SIGKILL) under a window that goes on in its own session and
+    completes: no worker ever answers its task (Redis keeps it until its visibility timeout,
+    hours). The submitter takes the target's outcome from its journal once no process has
+    held it for 15 s, and the fleet run ends."""
+    project = celery_project(make_fleet("c0"), "redis", concurrency=1, migrate=MIGRATE_ONCE)
+    queues.append(("redis", project.queue))  # type: ignore[attr-defined]
+    first = worker(project, "worker-a")
+    submitter = submit(project)
+    deadline = time.monotonic() + 60
+    while not (project.root / "project" / "waiting").exists():
+        assert first.poll() is None and time.monotonic() < deadline, project.output("worker-a")
+        time.sleep(0.1)
+    assert len(windows(project)) == 1
+
+    first.kill()  # the worker alone: its window lives on
+    first.wait(timeout=10)
+    (project.root / "project" / "go").touch()
+
+    assert finished(project, submitter, "submitter", timeout=90) == 0, \
+        project.output("submitter")
+    out = project.output("submitter")
+    fleet_run = fleet_id(out)
+    assert f"fleet run {fleet_run} completed: all 1 targets." in out
+    assert "fleet_target_unanswered" in out and "fleet_target_orphaned" not in out
+    [canary] = project.runs("c0")
+    assert canary.state == "completed" and applied(project, "c0") == 1
