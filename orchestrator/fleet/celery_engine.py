@@ -194,6 +194,16 @@ def work(fleet: Fleet, concurrency: int, hostname: str | None = None) -> int:
 # the submitter ------------------------------------------------------------------------------
 
 
+def _long(since: dict[str, float], name: str) -> bool:
+    """Called while no live process holds ``name``'s window: whether none has for
+    ``RESEND_AFTER`` since the first such call (then the count starts again)."""
+    first = since.setdefault(name, time.monotonic())
+    if time.monotonic() - first < RESEND_AFTER:
+        return False
+    del since[name]
+    return True
+
+
 class CeleryRunner(FleetRunner):
     """The fleet run sent to Celery workers: the waves as FleetRunner decides them, each
     target's window a task; the record written here only."""
@@ -206,7 +216,8 @@ class CeleryRunner(FleetRunner):
         self.sent: dict[str, AsyncResult[Any]] = {}
         self.answered: set[str] = set()
         self.quiet: set[str] = set()  # answered without a window of theirs: nothing to settle
-        self.unheld_since: dict[str, float] = {}
+        self.unheld_since: dict[str, float] = {}  # unfinished, held by no live process
+        self.ended_unheld_since: dict[str, float] = {}  # ended, unanswered, held by none
 
     def _claim(self, name: str) -> None:
         if name in self.sent and not self._orphaned(name):
@@ -233,24 +244,41 @@ class CeleryRunner(FleetRunner):
             self.unheld_since.pop(name, None)
             return False
         view = read_view(self.settings, self.record, name)
-        if not view.started or view.finished:
+        if not view.started or view.finished or not _long(self.unheld_since, name):
             return False
-        since = self.unheld_since.setdefault(name, time.monotonic())
-        if time.monotonic() - since < RESEND_AFTER:
-            return False
-        self.unheld_since.pop(name)
         self.log.warning("fleet_target_orphaned", target=name, resend_after_s=RESEND_AFTER)
+        return True
+
+    def _unanswered(self, name: str) -> bool:
+        """A target whose window ended, its task unanswered, that no live process has held
+        for ``RESEND_AFTER``: its worker died under the window, which went on in its own
+        session to its end. No worker would answer for hours (Redis delivers the task again
+        only after its visibility timeout): the window's journal tells its outcome."""
+        if name not in self.finished:  # unfinished: `_orphaned` looks after it
+            return False
+        if held(self.settings.for_target(name)):
+            self.ended_unheld_since.pop(name, None)
+            return False
+        if not _long(self.ended_unheld_since, name):
+            return False
+        self.log.warning("fleet_target_unanswered", target=name, after_s=RESEND_AFTER)
         return True
 
     def _ended(self) -> Any:
         for name, result in list(self.sent.items()):
+            if name in self.answered:
+                continue
             try:
-                if name in self.answered or not result.ready():
-                    continue
+                ready = result.ready()
             except OperationalError as exc:
                 raise GateRefused(redact(f"the Celery broker cannot be reached: {exc}")) from exc
-            self.answered.add(name)
-            yield name, *self._answer(name, result)
+            if ready:
+                self.answered.add(name)
+                yield name, *self._answer(name, result)
+            elif self._unanswered(name):  # its worker died: the window's journal answers
+                self.answered.add(name)
+                code = self.finished[name].exit_code
+                yield name, int(ExitCode.FAILED) if code is None else code, ""
 
     def _answer(self, name: str, result: AsyncResult[Any]) -> tuple[int, str]:
         if result.failed():

@@ -70,18 +70,39 @@ def finished(project: FleetProject, process: subprocess.Popen[str], log: str,
         pytest.fail(project.output(log))
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and every process under it at once: a machine lost mid-window."""
-    parents: dict[int, int] = {}
+def _stats() -> dict[int, tuple[int, str]]:
+    """Every process's parent and state (fields 4 and 3 of /proc/pid/stat)."""
+    found: dict[int, tuple[int, str]] = {}
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    tree, grew = {pid}, True
-    while grew:
-        below = {child for child, parent in parents.items() if parent in tree} - tree
-        tree |= below
-        grew = bool(below)
-    for member in tree:
+            state, parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            found[int(proc.name)] = (int(parent), state)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """A machine lost mid-window: a process and every process under it gone at once, none
+    living to see another die. SIGKILLs sent one by one would let a window whose command died
+    first record that command's exit (-9) as a failed migration before its own SIGKILL came:
+    so the tree is frozen first (SIGSTOP, scanned again until every process in it, a child
+    forked meanwhile too, is stopped), then killed."""
+    deadline = time.monotonic() + 10
+    while True:
+        stats = _stats()
+        tree, grew = {pid} & stats.keys(), True
+        while grew:
+            below = {child for child, (parent, _) in stats.items() if parent in tree} - tree
+            tree |= below
+            grew = bool(below)
+        running = [member for member in tree if stats[member][1] not in "TtZX"]
+        if not running:
+            break
+        for member in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGSTOP)
+        assert time.monotonic() < deadline, f"the processes under {pid} would not stop"
+        time.sleep(0.01)
+    for member in tree:  # all stopped: none runs again to see another die
         with contextlib.suppress(ProcessLookupError):
             os.kill(member, signal.SIGKILL)
 
@@ -336,5 +357,35 @@ def test_a_window_killed_under_its_worker_is_resumed_by_the_same_task(
 
     assert finished(project, submitter, "submitter") == 0, project.output("submitter")
     assert "fleet_target_unfinished" in project.output("worker-a")
+    [canary] = project.runs("c0")
+    assert canary.state == "completed" and applied(project, "c0") == 1
+
+
+def test_a_window_outliving_its_dead_worker_ends_the_fleet_run_without_an_answer(
+        make_fleet: Any, queues: Any) -> None:
+    """The worker dies (SIGKILL) under a window that goes on in its own session and
+    completes: no worker ever answers its task (Redis keeps it until its visibility timeout,
+    hours). The submitter takes the target's outcome from its journal once no process has
+    held it for 15 s, and the fleet run ends."""
+    project = celery_project(make_fleet("c0"), "redis", concurrency=1, migrate=MIGRATE_ONCE)
+    queues.append(("redis", project.queue))  # type: ignore[attr-defined]
+    first = worker(project, "worker-a")
+    submitter = submit(project)
+    deadline = time.monotonic() + 60
+    while not (project.root / "project" / "waiting").exists():
+        assert first.poll() is None and time.monotonic() < deadline, project.output("worker-a")
+        time.sleep(0.1)
+    assert len(windows(project)) == 1
+
+    first.kill()  # the worker alone: its window lives on
+    first.wait(timeout=10)
+    (project.root / "project" / "go").touch()
+
+    assert finished(project, submitter, "submitter", timeout=90) == 0, \
+        project.output("submitter")
+    out = project.output("submitter")
+    fleet_run = fleet_id(out)
+    assert f"fleet run {fleet_run} completed: all 1 targets." in out
+    assert "fleet_target_unanswered" in out and "fleet_target_orphaned" not in out
     [canary] = project.runs("c0")
     assert canary.state == "completed" and applied(project, "c0") == 1
