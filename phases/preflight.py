@@ -2,11 +2,11 @@
 
 Production and staging answer (a cold serverless database gets bounded retries), they are
 not the same database (as the servers say, whatever the URLs), pg_dump and pg_restore are
-new enough for production's server, the backup folder is writable, a ``file`` banner's
-folder is there to write the page in, and this role may roll production back (create the
-copy, rename production, end the sessions in the way): a window that could not roll back
-stops here, before the rehearsal touches staging. The cluster's roles, memberships, settings
-and tablespaces are recorded, for the rollback to say what no restore undoes.
+new enough for production's server, the backup folder is writable, and this role may roll
+production back (create the copy, rename production, end the sessions in the way): a window
+that could not roll back stops here, before the rehearsal touches staging. The cluster's
+roles, memberships, settings and tablespaces are recorded, for the rollback to say what no
+restore undoes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.engine import banners, gates
+from orchestrator.engine import gates
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import CLUSTER_BEFORE, LOG_OFFSETS
 from orchestrator.engine.phase import PhaseResult
@@ -34,8 +34,6 @@ class Preflight:
                 f"production is the maintenance database {ctx.target.dbname!r}; set"
                 " [target] maintenance_db to another database on the same server"
             )
-        if problem := banners.page_folder_problem(ctx.settings):
-            raise PhaseFailed(problem)
         # One session on each database answers every question below (each connection costs
         # a password exchange and a server process).
         deadline = min(ctx.deadline, time.time() + ctx.settings.target.connect_timeout)

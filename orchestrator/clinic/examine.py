@@ -126,7 +126,7 @@ def _examine_file(migration: Migration, tool: str
         return [], [unreadable] if unreadable and migration.pending else []
     pasted = prisma.cli_output_lines(text) if tool == "prisma" else []
     skipped = sql.psql_commands(text) if tool == "none" else []
-    statements, syntax = sql.parse(migration, prisma.blank_lines(text, [*pasted, *skipped]),
+    statements, syntax = sql.parse(migration, sql.blank_lines(text, [*pasted, *skipped]),
                                    placeholders=tool == "flyway")  # Flyway's ${name}
     if not migration.pending:
         return statements, []
@@ -148,8 +148,9 @@ def _loose_files(folder: Path, creators: dict[tuple[str, str], sql.Statement]
         again = [f"{sql.described(s)} (already created by {creators[made].migration.name})"
                  for s in parsed if (made := sql.creates(s)) in creators]
         holds = f". It holds {len(parsed)} statement(s): {shown}{more}" if parsed else ""
-        fails = [*again, *([f"{len(problems)} line(s) that are not SQL (listed)"]
-                           if problems else [])]
+        pasted = sum(1 for problem in problems if problem.rule == "prisma-cli-output")
+        fails = [*again, *([f"{pasted} line(s) that are not SQL (listed)"] if pasted else []),
+                 *(["a syntax error (listed)"] if len(problems) > pasted else [])]
         advice = (f". Do not give it a migration folder as it is: it would fail the first"
                   f" time it runs ({'; '.join(fails)}); move only what production still"
                   " needs into a new migration folder, or delete the file" if fails else
@@ -182,8 +183,8 @@ def _finished(settings: Settings, found: Sequence[Migration], findings: list[Fin
     ours = {(f.file, f.line) for f in findings if f.rule == "missing-if-not-exists"}
     errors, warnings = set(settings.lint.errors), set(settings.lint.warnings)
     rank = {m.path: index for index, m in enumerate(found)}
-    runs_once = settings.migrate.tool == "prisma"
-    kept = [_graded(_judged(f, moot, runs_once=runs_once), errors, warnings) for f in findings
+    is_prisma = settings.migrate.tool == "prisma"
+    kept = [_graded(_judged(f, moot, is_prisma=is_prisma), errors, warnings) for f in findings
             if not (f.rule == "squawk:prefer-robust-stmts" and (f.file, f.line) in ours)]
     kept.sort(key=lambda f: (rank.get(f.file, len(rank)), str(f.file), f.line, f.rule))
     base = settings.config_dir
@@ -197,15 +198,17 @@ _NEW_TABLE_RULES = ("squawk:require-concurrent-index-creation",
                     "squawk:adding-foreign-key-constraint", "squawk:constraint-missing-not-valid",
                     "squawk:disallowed-unique-constraint", "squawk:adding-not-nullable-field",
                     "squawk:adding-required-field", "squawk:changing-column-type")
-# The window sets both on every session of the migration (the URL's options and PGOPTIONS):
-# the advice to set them in the file is followed already.
+# The window sets both in the options of the URL Prisma's migrate command is handed, which
+# its engine reads: the advice to set them in the file is followed already. (Another tool may
+# read its own settings, JDBC's URL say, where the window sets nothing.)
 _WINDOW_BOUNDS = ("squawk:require-lock-timeout", "squawk:require-statement-timeout")
 
 
-def _judged(finding: Finding, moot: set[tuple[Path, int]], *, runs_once: bool) -> Finding:
-    """The finding marked moot where it cannot matter."""
+def _judged(finding: Finding, moot: set[tuple[Path, int]], *, is_prisma: bool) -> Finding:
+    """The finding marked moot where it cannot matter (a Prisma migration runs once, with
+    the timeouts the window puts in its URL)."""
     if (finding.rule in _NEW_TABLE_RULES and (finding.file, finding.line) in moot) \
-            or finding.rule in _WINDOW_BOUNDS or (runs_once and finding.rule in _RERUN_RULES):
+            or (is_prisma and finding.rule in (*_RERUN_RULES, *_WINDOW_BOUNDS)):
         return replace(finding, moot=True)
     return finding
 
@@ -252,7 +255,8 @@ def gate(settings: Settings, state: migrations.ToolState | None, out: TextIO | N
                                 warnings=len(findings) - errors)
     if errors:
         raise GateRefused(f"the migration clinic found {summary(findings)} (listed above;"
-                          " `window lint` shows them again); nothing was done.")
+                          " `window lint` shows them again); nothing was done. A rule meant"
+                          " to be broken is demoted by [lint] warnings = [\"<rule>\"].")
     return findings
 
 

@@ -21,9 +21,9 @@ class Finding:
     message: str
     severity: Severity = "error"
     # True for a finding that cannot matter here (an index or a foreign key on a table the
-    # same file creates blocks nobody; a Prisma migration runs once, so IF NOT EXISTS changes
-    # nothing; the window sets lock_timeout and statement_timeout on the migration's
-    # sessions): counted, shown only when asked for everything.
+    # same file creates, still empty, blocks nobody; a Prisma migration runs once, so IF NOT
+    # EXISTS changes nothing, and with the lock_timeout and statement_timeout the window puts
+    # in its URL): counted, shown only when asked for everything.
     moot: bool = False
 
     def __str__(self) -> str:

@@ -21,6 +21,7 @@ from pglast import parse_sql
 from pglast.parser import ParseError, Token, scan
 
 from orchestrator.clinic.findings import Finding, Migration
+from orchestrator.clinic.sql import blank_lines, physical_lines
 
 # What the Prisma CLI (and npm around it) prints, as it lands in a file through `>`.
 CLI_OUTPUT = re.compile(
@@ -126,21 +127,6 @@ STATEMENT_STARTS = frozenset(["abort", "alter", "analyse", "analyze", "begin", "
     "security", "select", "set", "show", "start", "table", "truncate", "unlisten", "update",
     "vacuum", "values", "with", "(", "--"])
 MAX_PASTED_LINES = 1000
-
-
-def blank_lines(text: str, numbers: Iterable[int]) -> str:
-    """The text with those lines emptied, every other offset and line number unchanged, so
-    that the parser reads the SQL around pasted output."""
-    wanted = set(numbers)
-    return "".join(" " * len(line.rstrip("\r\n")) + line[len(line.rstrip("\r\n")):]
-                   if number in wanted else line
-                   for number, line in enumerate(physical_lines(text), start=1))
-
-
-def physical_lines(text: str) -> list[str]:
-    """Lines as PostgreSQL counts them (``\\n`` alone ends one), each with its ending."""
-    parts = text.split("\n")
-    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
 def cli_output(migration: Migration, lines: Iterable[int], text: str) -> list[Finding]:

@@ -12,8 +12,9 @@ never reported, because nothing in the files says it is missing.
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,14 +69,45 @@ class Statement:
             else self.line
 
 
+def blank_lines(text: str, numbers: Iterable[int]) -> str:
+    """The text with those lines emptied, every other offset and line number unchanged, so
+    that the parser reads the SQL around pasted output."""
+    wanted = set(numbers)
+    return "".join(" " * len(line.rstrip("\r\n")) + line[len(line.rstrip("\r\n")):]
+                   if number in wanted else line
+                   for number, line in enumerate(physical_lines(text), start=1))
+
+
+def physical_lines(text: str) -> list[str]:
+    """Lines as PostgreSQL counts them (``\\n`` alone ends one), each with its ending."""
+    parts = text.split("\n")
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 _PSQL_COMMAND = re.compile(r"[ \t]*\\")
+MAX_PSQL_COMMANDS = 1000
 
 
 def psql_commands(text: str) -> list[int]:
-    """The lines (1-based) of psql's own commands (``\\set``, ``\\echo``, ``\\i``): psql runs
-    them, PostgreSQL never sees them."""
-    return [number for number, line in enumerate(text.split("\n"), start=1)
-            if _PSQL_COMMAND.match(line)]
+    """The lines (1-based) of psql's own commands (``\\set``, ``\\echo``, ``\\i``): psql
+    runs them, PostgreSQL never sees them. Only a line the parser stops at counts: one
+    starting with a backslash inside a string or a function's body is SQL."""
+    starts = list(itertools.accumulate((len(line) for line in physical_lines(text)),
+                                       initial=0))
+    found: list[int] = []
+    for _ in range(MAX_PSQL_COMMANDS):
+        try:
+            parse_sql(blank_lines(text, found))
+        except ParseError as exc:
+            at = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else -1
+            number = bisect.bisect_right(starts, at)
+            if at < 0 or number in found or not 0 < number < len(starts) \
+                    or not _PSQL_COMMAND.match(text[starts[number - 1]:starts[number]]):
+                break
+            found.append(number)
+            continue
+        break
+    return found
 
 
 def parse(migration: Migration, text: str, *, placeholders: bool = False
@@ -148,19 +180,26 @@ def _unguarded(statement: Statement) -> Iterator[tuple[int, str]]:
                                                   f" to {display(key(node.relation))}")
 
 
+# Statements that put rows into the table they name.
+_FILLING = (ast.InsertStmt, ast.CopyStmt, ast.UpdateStmt, ast.MergeStmt)
+
+
 def on_new_tables(statements: Sequence[Statement]) -> set[tuple[Path, int]]:
     """The lines of each CREATE INDEX or ALTER TABLE on a table that an earlier statement of
-    the same file creates: nobody can be using that table yet and it holds no rows, so
-    building its index without CONCURRENTLY, or validating its new foreign key at once,
-    blocks nobody and scans nothing."""
+    the same file creates and nothing has filled yet: nobody can be using that table and it
+    holds no rows, so building its index without CONCURRENTLY, or validating its new foreign
+    key at once, blocks nobody and scans nothing. ``CREATE TABLE IF NOT EXISTS`` may find the
+    table there already, with rows: it does not count."""
     lines: set[tuple[Path, int]] = set()
-    created: set[tuple[Path, str]] = set()
+    empty: set[tuple[Path, str]] = set()
     for statement in statements:
         node, path = statement.node, statement.migration.path
-        if isinstance(node, ast.CreateStmt) and node.relation:
-            created.add((path, key(node.relation)))
+        if isinstance(node, ast.CreateStmt) and node.relation and not node.if_not_exists:
+            empty.add((path, key(node.relation)))
+        elif isinstance(node, _FILLING) and node.relation:
+            empty.discard((path, key(node.relation)))
         elif isinstance(node, ast.IndexStmt | ast.AlterTableStmt) and node.relation \
-                and (path, key(node.relation)) in created:
+                and (path, key(node.relation)) in empty:
             lines.update((path, n) for n in range(statement.line, statement.last_line + 1))
     return lines
 

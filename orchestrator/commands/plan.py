@@ -139,7 +139,8 @@ def _looked_up(settings: Settings, target: pg.Db, staging: pg.Db) -> LookedUp:
 def _clinic(settings: Settings, production: migrations.ToolState | None) -> list[str]:
     """The clinic's verdict on what is pending, as ``run`` gives it: its errors listed and
     refused with run's exit code, its warnings counted."""
-    if settings.migrate.files is None or not settings.lint.enabled:
+    if settings.migrate.files is None or not settings.lint.enabled \
+            or (production is not None and production.pending == ()):  # run: nothing to do
         return []
     from orchestrator.clinic import examine  # noqa: PLC0415 - pglast only with files to read
 

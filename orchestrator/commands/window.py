@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import structlog
 
 from orchestrator.config import Settings, require_contacts
-from orchestrator.engine import gates, machine, rehearsals
+from orchestrator.engine import banners, gates, machine, rehearsals
 from orchestrator.engine.audit import audited
 from orchestrator.engine.context import Context
 from orchestrator.engine.facts import (
@@ -93,15 +93,8 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
                          " skipping the rehearsal takes both, on purpose.")
     require_contacts(settings.contacts)
     target, staging = gates.databases(settings)
-
-    def ask(tool: ToolState | None = None) -> None:
-        gates.confirm(settings, confirm, summary(settings, target, staging, tool), stdin)
-        gates.git_repo(settings)
-
-    warnings: list[str] = []
-    if settings.migrate.tool == "none":
-        warnings = _clinic(settings, None)  # plain SQL files: linted with no table to read
-        ask()  # nothing to read first: the phrase before any connection
+    if problem := banners.page_folder_problem(settings):  # a page no web server serves
+        raise GateRefused(f"{problem}.")
     gates.distinct(settings, target, staging, refusal=ConfigError)
     with hold_window(settings, target, "run") as journal:
         if fleet_run and (tagged := journal.tagged_run(fleet_run)):
@@ -114,6 +107,7 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
         if unfinished:
             raise GateRefused(f"window {unfinished.run_id} is unfinished ({unfinished.state}):"
                               " `window resume` continues it, `window abort` rolls it back.")
+        tool = None
         if settings.migrate.tool != "none":
             # Read under the window's locks (another window's migration in flight is not a
             # failed one) and before the phrase, so that the prompt names what is pending.
@@ -125,8 +119,9 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
                       f" {settings.migrate.files} applied ({len(tool.applied)});"
                       " `window run --force` runs the window anyway.")
                 return ExitCode.COMPLETED
-            warnings = _clinic(settings, tool)
-            ask(tool)
+        warnings = _clinic(settings, tool)  # plain SQL files too: all pending, no table
+        gates.confirm(settings, confirm, summary(settings, target, staging, tool), stdin)
+        gates.git_repo(settings)
         reused = None if skip_staging else \
             rehearsals.reusable(settings, journal, str(target), str(staging))
         run_id = new_run_id()

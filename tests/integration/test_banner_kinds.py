@@ -161,15 +161,18 @@ def test_http_banner_refused_aborts_and_is_still_taken_down(shop: Shop,
 def test_a_page_folder_that_is_not_there_stops_plan_and_run_before_anything(
         shop: Shop) -> None:
     """A file banner whose folder does not exist (`window init`'s default `public/` in a
-    project without one) is refused by plan and by run's preflight (exit 3): no backup, no
-    rehearsal, and no folder made for a page no web server would serve."""
+    project without one) is refused by plan and by run before the phrase (exit 3): no
+    backup, no rehearsal, and no folder made for a page no web server would serve."""
     use_banner(shop, '[banner]\nkind = "file"\npath = "public/maintenance.html"\n')
 
     plan, run = shop.window("plan"), shop.run_window()
 
     assert plan.returncode == run.returncode == 3, plan.stderr + run.stdout + run.stderr
     said = f"its folder {shop.folder / 'public'} does not exist"
-    assert said in plan.stderr and said in run.stdout + run.stderr
+    assert said in plan.stderr and said in run.stderr
     assert not (shop.folder / "public").exists()
-    assert shop.status()["phases"][0]["status"] == "failed"
-    assert not list((shop.folder / "backups").glob("*/toc.dat"))
+    assert shop.window("status").returncode == 2, "refused before any window was started"
+    assert not (shop.folder / "backups").exists() and shop.banner_log() == []
+    # A rehearsal puts up no banner: it is not refused for the banner's folder.
+    rehearsed = shop.window("rehearse")
+    assert rehearsed.returncode == 0, rehearsed.stdout + rehearsed.stderr

@@ -414,3 +414,12 @@ def test_lint_warnings_demotes_one_of_the_clinics_own_rules() -> None:
     assert {(f.rule, f.severity) for f in demoted} == {("column-added-twice", "warning")}
     with pytest.raises(ConfigError, match=r"\[lint\] warnings: 'no-such-rule'"):
         examine.examine(settings_for("clean", warnings=["no-such-rule"]), None)
+
+
+def test_psqls_own_commands_are_left_out_but_a_backslash_inside_a_string_is_sql() -> None:
+    text = ("\\set ON_ERROR_STOP on\nBEGIN;\n"
+            "CREATE FUNCTION f() RETURNS text AS $$ SELECT 'a\n\\' $$ LANGUAGE sql;\n"
+            "\\echo done\nSELECT 1\n\\gset\n")
+
+    assert sql.psql_commands(text) == [1, 5, 7]
+    assert sql.psql_commands("SELECT 1;\n") == []

@@ -193,3 +193,20 @@ def test_a_foreign_key_on_a_new_table_and_the_timeouts_the_window_sets_cannot_ma
                                                "squawk:require-statement-timeout")]
     # The window sets both on the migration's sessions, where Prisma reads them.
     assert timeouts and all(f.moot for f in timeouts)
+
+
+def test_a_table_that_may_hold_rows_keeps_squawks_advice(tmp_path: Path) -> None:
+    """Only a table the file creates, still empty, needs no CONCURRENTLY or NOT VALID: one
+    created IF NOT EXISTS may be there with rows, and one the file fills holds them."""
+    write_prisma(tmp_path, {FIRST: INIT, SECOND: (
+        'CREATE TABLE IF NOT EXISTS "Order" ("id" INTEGER NOT NULL, "userId" INTEGER);\n'
+        'CREATE INDEX "Order_userId_idx" ON "Order"("userId");\n'
+        'CREATE TABLE "Archive" ("id" INTEGER NOT NULL, "userId" INTEGER);\n'
+        'INSERT INTO "Archive" SELECT "id", "id" FROM "User";\n'
+        'CREATE INDEX "Archive_userId_idx" ON "Archive"("userId");\n')})
+
+    found = examine.examine(settings_for(tmp_path, squawk=True), None)
+
+    assert sorted((f.line, f.moot) for f in found
+                  if f.rule == "squawk:require-concurrent-index-creation"
+                  and f.file.parent.name == SECOND) == [(2, False), (5, False)]
