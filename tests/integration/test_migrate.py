@@ -43,6 +43,23 @@ def test_a_lock_held_elsewhere_fails_the_migration_instead_of_hanging(shop: Shop
     assert shop.status()["state"] == "rolled_back"
 
 
+def test_a_statement_timeout_reaches_a_client_that_reads_only_the_url(shop: Shop) -> None:
+    """Prisma's engine ignores PGOPTIONS: the statement bound is in the URL's options too."""
+    shop.configure(migrate=(
+        'unset PGOPTIONS; psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL"'
+        ' && if [ "$WINDOW_PHASE" = migrate ]; then'
+        ' psql -X -q -v ON_ERROR_STOP=1 -c "SELECT pg_sleep(60)" "$DATABASE_URL"; fi'),
+        migrate_extra='statement_timeout = "1s"\ndrain_timeout = "1s"')
+    started = time.monotonic()
+
+    done = shop.run_window()
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert time.monotonic() - started < 45, "the 60 s statement was cancelled at 1 s"
+    assert "statement timeout" in shop.phase("migrate")["error"]
+    assert shop.status()["state"] == "rolled_back"
+
+
 def test_after_an_abort_no_migrate_session_is_left(shop: Shop) -> None:
     shop.configure(migrate=SERVER_SIDE_SLEEP)
     window, _sleeper = shop.start_until_sleeping()
