@@ -17,6 +17,7 @@ import pytest
 
 from orchestrator import __version__, config
 from orchestrator.commands.init import detect as init_detect
+from orchestrator.commands.init import steps
 from tests.support import workflow_steps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -553,3 +554,22 @@ def test_fleet_plan_names_the_targets_canary_and_waves_never_a_url(tmp_path: Pat
     assert facts["canary"] == "us" and facts["waves"] == [["us"], ["eu", "ap"], ["sa"]]
     assert facts["targets"] == ["eu", "us", "ap", "sa"] and facts["concurrency"] == 2
     assert "s3cret" not in shown.stdout + as_json.stdout + shown.stderr + as_json.stderr
+
+
+def test_the_pin_is_the_commit_a_git_install_came_from_else_the_version() -> None:
+    """PEP 610's direct_url.json says how pip installed this copy: from a git repository a
+    runner can reach, the workflow installs that very commit; from the package index or a
+    local checkout (which no runner has), the version."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    from_git = json.dumps({"url": "https://github.com/acme/window",
+                           "vcs_info": {"vcs": "git", "commit_id": commit}})
+    local = json.dumps({"url": "file:///home/ann/window", "dir_info": {"editable": True}})
+    local_git = json.dumps({"url": "file:///home/ann/window",
+                            "vcs_info": {"vcs": "git", "commit_id": commit}})
+
+    assert steps.pinned("0.1.0", from_git) == \
+        f"pgwindow @ git+https://github.com/acme/window@{commit}"
+    assert steps.pinned("0.1.0", None) == "pgwindow==0.1.0"
+    assert steps.pinned("0.1.0", local) == "pgwindow==0.1.0"
+    assert steps.pinned("0.1.0", local_git) == "pgwindow==0.1.0"
+    assert steps.pinned("0.1.0", "{not json") == "pgwindow==0.1.0"

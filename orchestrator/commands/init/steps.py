@@ -7,6 +7,7 @@ runner would.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 CONFIG = "window.toml"
@@ -54,9 +55,25 @@ pg_dump --version
 """
 
 
-def install_window(version: str) -> str:
+def install_window(requirement: str) -> str:
     """Exactly this tool, pinned: the distribution is pgwindow (the command is window)."""
-    return f'python -m pip install "pgwindow=={version}"\n'
+    return f'python -m pip install "{requirement}"\n'
+
+
+def pinned(version: str, direct_url: str | None) -> str:
+    """The requirement that installs this very copy on a runner: the commit it came from
+    when pip installed it from a git repository the runner can reach (PEP 610's
+    ``direct_url.json``), else its version from the package index."""
+    try:
+        found = json.loads(direct_url) if direct_url else {}
+    except ValueError:
+        found = {}
+    vcs = found.get("vcs_info") if isinstance(found, dict) else None
+    url = found.get("url", "") if isinstance(found, dict) else ""
+    if isinstance(vcs, dict) and vcs.get("vcs") == "git" and vcs.get("commit_id") \
+            and isinstance(url, str) and url.startswith(("https://", "ssh://", "git://")):
+        return f"pgwindow @ git+{url}@{vcs['commit_id']}"
+    return f"pgwindow=={version}"
 
 
 SSH_KEY = """\

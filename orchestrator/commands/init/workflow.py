@@ -9,6 +9,7 @@ attempt before it (uploaded as an artifact, like the report), or says what to do
 
 from __future__ import annotations
 
+import importlib.metadata
 import textwrap
 
 from orchestrator import __version__
@@ -82,8 +83,16 @@ def _setup(options: Options, secrets: list[str] | None = None) -> list[str]:
         _script(f"Install the PostgreSQL {options.pg_version} client (from PostgreSQL's"
                 " apt repository)", steps.postgres_client()),
         _script(f"Install window {__version__} (the pgwindow distribution, pinned)",
-                steps.install_window(__version__)),
+                steps.install_window(steps.pinned(__version__, _direct_url()))),
     ]
+
+
+def _direct_url() -> str | None:
+    """How pip installed this copy (PEP 610), if it says."""
+    try:
+        return importlib.metadata.distribution("pgwindow").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _node(options: Options) -> list[str]:
