@@ -117,7 +117,9 @@ def _looked_up(settings: Settings, target: pg.Db, staging: pg.Db) -> LookedUp:
         major = pg.server_major(conn)
         path = privileges.rollback_path(
             conn, creates_databases=settings.backup.creates_databases)
-        production = _tool_state(settings, conn, target)
+        production = _tool_state(settings, conn, target, "production")
+        if production is not None:  # a failed or unknown migration recorded: run refuses
+            gates.judged(production)
         follows = _follow(settings, conn)
     try:
         programs = ", ".join(f"{name} {tools.find(name, major)}"
@@ -128,7 +130,7 @@ def _looked_up(settings: Settings, target: pg.Db, staging: pg.Db) -> LookedUp:
     staged = None
     if rehearsed_on and production is not None:
         with pg.connect(staging, deadline) as conn:
-            staged = _tool_state(settings, conn, staging)
+            staged = _tool_state(settings, conn, staging, "staging")
     rollback = _rollback(settings, path)
     if path.lacks and settings.backup.method != "rds_snapshot":  # run's preflight stops there
         raise GateRefused(path.refusal())
@@ -169,11 +171,12 @@ def _follow(settings: Settings, conn: psycopg.Connection[Any]) -> list[str]:
                     for left in follow.leftovers(conn)]
 
 
-def _tool_state(settings: Settings, conn: psycopg.Connection[Any], db: pg.Db
+def _tool_state(settings: Settings, conn: psycopg.Connection[Any], db: pg.Db, where: str
                 ) -> migrations.ToolState | None:
+    """The tool's table as run reads it (a table this role may not read refuses alike)."""
     if settings.migrate.tool == "none":
         return None
-    return migrations.read_configured(conn, settings, db.schema)
+    return gates.tool_state(settings, conn, db, where)
 
 
 def _pending_lines(production: migrations.ToolState | None,

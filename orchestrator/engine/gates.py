@@ -164,13 +164,29 @@ def migration_tool(settings: Settings, target: pg.Db) -> migrations.ToolState:
     migration it records refuses the window (the tool would refuse to deploy anyway)."""
     try:
         with pg.connect(target, time.time() + settings.target.connect_timeout) as conn:
-            state = migrations.read_configured(conn, settings, target.schema)
-    except PhaseFailed as exc:
-        raise GateRefused(f"cannot read the migration tool's table on production: {exc.message}"
-                          ) from exc
-    except psycopg.Error as exc:
+            return judged(tool_state(settings, conn, target, "production"))
+    except psycopg.Error as exc:  # the session lost on the way
         raise GateRefused(f"cannot read the migration tool's table on production {target}:"
                           f" {redact(str(exc).strip().splitlines()[0])}") from exc
+
+
+def tool_state(settings: Settings, conn: psycopg.Connection[Any], db: pg.Db, where: str
+               ) -> migrations.ToolState:
+    """The tool's table on ``db`` (``where`` names it), read on an open session; a table
+    this role may not read refuses in one sentence."""
+    try:
+        return migrations.read_configured(conn, settings, db.schema)
+    except PhaseFailed as exc:
+        raise GateRefused(f"cannot read the migration tool's table on {where}: {exc.message}"
+                          ) from exc
+    except psycopg.Error as exc:
+        raise GateRefused(f"cannot read the migration tool's table on {where} {db}:"
+                          f" {redact(str(exc).strip().splitlines()[0])}") from exc
+
+
+def judged(state: migrations.ToolState) -> migrations.ToolState:
+    """Production's table as a window may start on it: no failed migration recorded, and
+    no applied one that the files do not define."""
     if state.failed:
         raise GateRefused(f"production's {state.table} records a failed migration:"
                           f" {state.failed[0].describe()}. Nothing was done.")

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from orchestrator.commands import demo
-from tests.support.prisma import MIGRATION, prisma_project
+from tests.support.prisma import MIGRATION, PRISMA_TABLE, prisma_project
 from tests.support.shop import Shop
 
 OLD_PG_DUMP = '#!/bin/sh\necho "{name} (PostgreSQL) 9.6.24"\n'
@@ -69,3 +69,29 @@ def test_plan_says_when_nothing_can_tell_what_is_pending(shop: Shop) -> None:
 
     assert plan.returncode == 0, plan.stderr
     assert 'pending     unknown: with [migrate] tool = "none"' in plan.stdout
+
+
+def test_plan_refuses_as_run_does_on_the_tools_table_it_may_not_read_or_that_failed(
+        shop: Shop) -> None:
+    """No traceback for a table this role may not read, and a failed migration recorded on
+    production refuses plan as it refuses run (exit 3, one sentence each)."""
+    prisma_project(shop)
+    shop.cluster.psql(f"{PRISMA_TABLE}; ALTER TABLE _prisma_migrations OWNER TO postgres;"
+                      f" REVOKE ALL ON _prisma_migrations FROM PUBLIC, {demo.APP_USER}",
+                      shop.prod_db)
+
+    plan, run = shop.window("plan"), shop.run_window()
+
+    assert plan.returncode == run.returncode == 3, plan.stdout + plan.stderr
+    said = "cannot read the migration tool's table on production"
+    assert said in plan.stderr and said in run.stderr and "Traceback" not in plan.stderr
+    assert "permission denied for table _prisma_migrations" in plan.stderr
+
+    shop.cluster.psql(f"GRANT ALL ON _prisma_migrations TO {demo.APP_USER};"
+                      " INSERT INTO _prisma_migrations (id, checksum, migration_name, logs)"
+                      f" VALUES ('x', 'y', '{MIGRATION}', 'P3018 boom')", shop.prod_db)
+    plan, run = shop.window("plan"), shop.run_window()
+
+    assert plan.returncode == run.returncode == 3, plan.stdout + plan.stderr
+    said = f"production's _prisma_migrations records a failed migration: {MIGRATION} failed"
+    assert said in plan.stderr and said in run.stderr
