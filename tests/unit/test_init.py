@@ -497,7 +497,7 @@ def test_init_fleet_writes_a_valid_workflow_of_targets_canary_and_waves(tmp_path
     assert flow["env"]["WINDOW_PHRASE"] == "SHOP-GO" and flow["env"]["PG_VERSION"] == "16"
     waves = flow["jobs"]["waves"]
     assert waves["needs"] == ["targets", "canary"]
-    assert waves["strategy"]["max-parallel"] == 3 and waves["strategy"]["fail-fast"] is True
+    assert waves["strategy"]["max-parallel"] == 3 and waves["strategy"]["fail-fast"] is False
     assert waves["strategy"]["matrix"]["target"] == "${{ fromJSON(needs.targets.outputs.waves) }}"
     assert flow["jobs"]["canary"]["needs"] == "targets"
     fleet_run = "${{ needs.targets.outputs.fleet_run }}"  # the targets job opens the fleet run

@@ -4,7 +4,8 @@ engine.
 Jobs, in order: ``targets`` lists the fleet (``window fleet plan --json``, names only) and
 opens the fleet run behind the phrase (``window fleet open``), its id an output; the
 ``canary`` job runs the canary's window in it; ``waves`` is a matrix of the other targets,
-``concurrency`` at a time, failing fast. GitHub places the jobs; each runs its target's
+``concurrency`` at a time, never cancelled by a wave-mate's failure (a cancelled job would
+leave its window interrupted mid-migration). GitHub places the jobs; each runs its target's
 window (``window fleet resume --target NAME --fleet-run ID``): it waits until the target's
 wave is due, runs the window as a child, and ends when it ended; a stopped fleet starts
 nothing new. No job drives the fleet run or writes its record: exactly once comes from each
@@ -104,7 +105,7 @@ def workflow(fleet: FleetOptions) -> str:
         environment: production
         strategy:
           max-parallel: {fleet.concurrency}
-          fail-fast: true
+          fail-fast: false   # never cancel a wave-mate mid-window: it ends its window itself
           matrix:
             target: ${{{{ fromJSON(needs.targets.outputs.waves) }}}}
         """), [*window, _script(
