@@ -182,6 +182,15 @@ MIGRATE_ONCE = (
     ' && if [ ! -e go ]; then touch waiting; while [ ! -e go ]; do sleep 0.1; done; fi')
 
 
+def migrating(project: FleetProject, first: subprocess.Popen[str]) -> None:
+    """Until the canary's migrate command (MIGRATE_ONCE) waits for ``go``, its migration in;
+    worker-a (``first``) must live that long."""
+    deadline = time.monotonic() + 60
+    while not (project.root / "project" / "waiting").exists():
+        assert first.poll() is None and time.monotonic() < deadline, project.output("worker-a")
+        time.sleep(0.1)
+
+
 def applied(project: FleetProject, name: str) -> int:
     with psycopg.connect(project.url(name), autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM applied_log").fetchone()
@@ -199,10 +208,7 @@ def test_a_worker_killed_mid_migrate_is_resumed_by_another_applied_once(
     queues.append((broker, project.queue))  # type: ignore[attr-defined]
     first = worker(project, "worker-a")
     submitter = submit(project)
-    deadline = time.monotonic() + 60
-    while not (project.root / "project" / "waiting").exists():
-        assert first.poll() is None and time.monotonic() < deadline, project.output("worker-a")
-        time.sleep(0.1)
+    migrating(project, first)
     assert applied(project, "c0") == 1  # the migration is in, the migrate phase goes on
 
     second = worker(project, "worker-b")
@@ -346,10 +352,7 @@ def test_a_window_killed_under_its_worker_is_resumed_by_the_same_task(
     queues.append(("amqp", project.queue))  # type: ignore[attr-defined]
     alive = worker(project, "worker-a")
     submitter = submit(project)
-    deadline = time.monotonic() + 60
-    while not (project.root / "project" / "waiting").exists():
-        assert alive.poll() is None and time.monotonic() < deadline, project.output("worker-a")
-        time.sleep(0.1)
+    migrating(project, alive)
     [window] = windows(project)
 
     os.kill(window, signal.SIGKILL)  # the window alone: its worker lives on
@@ -371,10 +374,7 @@ def test_a_window_outliving_its_dead_worker_ends_the_fleet_run_without_an_answer
     queues.append(("redis", project.queue))  # type: ignore[attr-defined]
     first = worker(project, "worker-a")
     submitter = submit(project)
-    deadline = time.monotonic() + 60
-    while not (project.root / "project" / "waiting").exists():
-        assert first.poll() is None and time.monotonic() < deadline, project.output("worker-a")
-        time.sleep(0.1)
+    migrating(project, first)
     assert len(windows(project)) == 1
 
     first.kill()  # the worker alone: its window lives on
