@@ -15,7 +15,9 @@ backup's checksums: slower, the banner up through a dump and a restore.
 Writes that reached production after the backup's snapshot are lost by any restore; the
 rollback says which tables took them (they stay in the retained database). Where the standby
 followed production (``[backup] follow``) up to the banner, a swap loses none; a standby
-still following when the rollback begins catches up first.
+still following when the rollback begins catches up first. Writes behind the banner (the
+failed migration's, and whatever the banner did not hold off) are counted from the retained
+database after a swap, and said too.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from orchestrator.engine.facts import (
 )
 from orchestrator.engine.phase import PhaseResult
 from orchestrator.errors import PhaseFailed
-from orchestrator.postgres import cluster_state, databases, pg, replication
+from orchestrator.postgres import cluster_state, databases, figures, pg, replication
 from orchestrator.toolkit import following
 from orchestrator.toolkit.dumps import (
     compare_with_backup,
@@ -80,6 +82,28 @@ def write_gap(ctx: Context, backup: BackupFacts) -> dict[str, int] | None:
     return {t: n for t, n in sorted(gap.items()) if n > 0}
 
 
+def written_behind_banner(ctx: Context, backup: BackupFacts, retained: str
+                          ) -> dict[str, int] | None:
+    """Rows written per table on production once the banner was up (by the failed
+    migration, and by anything the banner did not hold off: a cron job, a worker, a
+    webhook), read from the retained database after the swap, so that production's return
+    waits for nothing: a rollback gives those rows back to nobody. The failed migration's
+    own writes and aborted transactions count too. None when it cannot be told."""
+    before = ctx.journal.get(ctx.run_id, WRITES_AT_BANNER) or backup.get("writes")
+    if before is None:
+        return None
+    try:  # its writers have ended (the swap ended them): their counters are in
+        with ctx.connect(ctx.target.on(retained)) as conn:
+            after = figures.write_counters(conn)
+    except (PhaseFailed, psycopg.Error) as exc:  # a report, not a reason to stop
+        ctx.log.warning("write_counters_unavailable", error=str(exc))
+        return None
+    written = {t: n - before["tables"].get(t, 0) for t, n in after["tables"].items()}
+    if any(n < 0 for n in written.values()):
+        return None
+    return {t: n for t, n in sorted(written.items()) if n > 0}
+
+
 class Rollback:
     name = "rollback"
 
@@ -100,16 +124,21 @@ class Rollback:
             method, retained = self._swap_until_done(
                 ctx, backup, marker(ctx.run_id, backup["tables"]),
                 (name, retained_name(name, ctx.run_id), standby_name(name, ctx.run_id)))
+        took = round(time.monotonic() - started, 3)
         with ctx.maintenance(ctx.target) as conn:
             behind = [] if method == "in_place" else replication.left_behind(conn, retained)
             changes = self._cluster_changes(ctx, conn)
-        facts = RollbackFacts(method=method, duration_s=round(time.monotonic() - started, 3),
-                              retained_database=retained, write_gap=gap, left_behind=behind,
+        # In place, production itself was emptied and restored: its counters say nothing.
+        late = None if method == "in_place" else written_behind_banner(ctx, backup, retained)
+        facts = RollbackFacts(method=method, duration_s=took, retained_database=retained,
+                              write_gap=gap, written_behind_banner=late, left_behind=behind,
                               cluster_changes=changes)
         ctx.journal.put(ctx.run_id, ROLLBACK, facts)
         ctx.log.info("production_restored", database=name, **facts)
         if gap:
             ctx.log.warning("writes_discarded", tables=gap, kept_in=retained)
+        if late:
+            ctx.log.warning("written_behind_banner", tables=late, kept_in=retained)
         for what in behind:
             ctx.log.warning("left_on_retained_database", what=what)
         for change in changes:

@@ -82,6 +82,9 @@ class RollbackFacts(TypedDict, total=False):
     duration_s: float
     retained_database: str
     write_gap: dict[str, int] | None
+    # Rows written per table once the banner was up (the failed migration's own included),
+    # counted on the retained database after a swap; None when that cannot be told.
+    written_behind_banner: dict[str, int] | None
     new_instance: dict[str, Any]
     instructions: str  # what to switch to the restored RDS instance, in words
     left_behind: list[str]  # slots, subscriptions kept on the retained database, in words

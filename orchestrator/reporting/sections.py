@@ -126,6 +126,10 @@ def rollback(facts: dict[str, Any]) -> Section:
             ("failed database kept as", str(rb.get("retained_database") or "-")),
             ("write gap", ", ".join(f"{t} ~{n} rows" for t, n in gap.items())
              or "none measured: no write reached production after the backup")]
+    if late := rb.get("written_behind_banner"):
+        rows.append(("written behind the banner (the failed migration's own included; in"
+                     " the kept database, not in production)",
+                     ", ".join(f"{t} ~{n} rows" for t, n in late.items())))
     if accepted := facts["accepted_loss"]:
         rows.append(("data loss accepted by", str(accepted.get("by"))))
     if rb.get("instructions"):

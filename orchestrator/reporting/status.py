@@ -255,6 +255,10 @@ def table(report: dict[str, Any]) -> str:
             gap = ", ".join(f"{t} ~{n}" for t, n in rollback["write_gap"].items())
             lines.append(f"  writes after the backup, discarded (still in the kept database):"
                          f" {gap}")
+        if late := rollback.get("written_behind_banner"):
+            lines.append("  written behind the banner, the failed migration's own included"
+                         " (in the kept database, not in production): "
+                         + ", ".join(f"{t} ~{n}" for t, n in late.items()))
         lines += [f"  left behind: {what}" for what in rollback.get("left_behind") or []]
         lines += [f"  not undone by the restore: {c['what']}; undo: {' '.join(c['undo'].split())}"
                   for c in rollback.get("cluster_changes") or []]

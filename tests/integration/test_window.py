@@ -16,6 +16,7 @@ from orchestrator.commands import demo
 from tests.support.processes import pid_alive
 from tests.support.sessions import backup_waiting
 from tests.support.shop import SLOW_ON_PRODUCTION, Shop, add_free_sample
+from tests.support.waiting import wait_until
 
 
 def test_happy_path_migrates_staging_then_production(shop: Shop) -> None:
@@ -229,3 +230,29 @@ def test_demo_runs_two_windows_and_cleans_up() -> None:
     assert started, done.stdout
     for folder in started.groups():
         assert not Path(folder).exists(), f"the demo left {folder} behind"
+
+
+def test_writes_behind_the_banner_are_said_after_a_rollback(shop: Shop) -> None:
+    """A writer the banner does not hold off (a cron job, a webhook) inserts while the
+    migration runs; the migration then fails. Production is given back without those rows,
+    and the rollback says which table took them and that they are in the kept database."""
+    shop.configure(migrate=(
+        'psql -X -q -v ON_ERROR_STOP=1 -f migration.sql "$DATABASE_URL" && if [ "$WINDOW_PHASE"'
+        ' = migrate ]; then touch migrating; until [ -e written ]; do sleep 0.1; done;'
+        ' exit 1; fi'))
+    products = shop.sql("SELECT count(*) FROM products")
+    window = shop.start("run", "--confirm", demo.PHRASE)
+    wait_until((shop.folder / "migrating").exists, "the migration running", seconds=60)
+    shop.sql("INSERT INTO products (name, price_cents) SELECT 'late ' || i, 500"
+             " FROM generate_series(1, 7) i RETURNING 1")
+    (shop.folder / "written").touch()
+
+    assert window.wait(timeout=60) == 1
+    rollback = shop.status()["rollback"]
+    assert rollback["written_behind_banner"]["public.products"] == 7
+    assert shop.sql("SELECT count(*) FROM products") == products, "given back without them"
+    kept = shop.prod_url.rsplit("/", 1)[0] + "/" + rollback["retained_database"]
+    assert shop.sql("SELECT count(*) FROM products WHERE name LIKE 'late %'", kept) == 7
+    shown = shop.window("status").stdout
+    assert "written behind the banner, the failed migration's own included (in the kept" \
+        " database, not in production): " in shown and "public.products ~7" in shown
