@@ -130,6 +130,8 @@ def test_after_banner_keeps_the_writes_a_rollback_would_lose(shop: Shop) -> None
     assert [p["name"] for p in shop.status()["phases"]][2:4] == ["banner_on", "backup"]
     assert shop.status()["rollback"]["write_gap"] is None
     assert shop.sql("SELECT count(*) FROM orders WHERE customer = 'late'") == 5
+    late = shop.status()["rollback"]["written_behind_banner"]
+    assert late is not None and "public.orders" not in late, "in the backup: not lost"
     assert shop.banner_log() == ["on", "off"]
 
 
