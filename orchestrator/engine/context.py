@@ -69,7 +69,7 @@ class Context:
         if str(db) != str(self.target):
             # A command aimed at another database must not find production elsewhere in its
             # environment: Prisma's directUrl (DIRECT_URL) would migrate production itself.
-            for name in [n for n, value in env.items() if _names(value, self.target)]:
+            for name in [n for n, value in env.items() if self.target.named_by(value)]:
                 if name != self.settings.target.url_env:  # that one is expected there
                     self.log.warning("production_url_hidden", variable=name,
                                      database=str(db))
@@ -133,14 +133,3 @@ class Context:
                     ) -> psycopg.Connection[Any]:
         """A connection to the server's maintenance database, for work on ``db`` itself."""
         return self.connect(db.on(self.settings.target.maintenance_db), deadline=deadline)
-
-
-def _names(value: str, target: pg.Db) -> bool:
-    """Whether an environment value is a database URL for ``target`` (same server, same
-    database), whatever its parameters."""
-    if not value.startswith(("postgres://", "postgresql://")):
-        return False
-    try:
-        return str(pg.Db.from_url(value)) == str(target)
-    except (psycopg.Error, ValueError):
-        return False

@@ -100,6 +100,16 @@ class Db:
             params["options"] = f"{params.get('options', '')} {bound}".strip()
         return make_conninfo(**params)
 
+    def named_by(self, value: str) -> bool:
+        """Whether an environment value is a URL of this database (same server, same
+        database), whatever its parameters."""
+        if not value.startswith(("postgres://", "postgresql://")):
+            return False
+        try:
+            return str(Db.from_url(value)) == str(self)
+        except (psycopg.Error, ValueError):
+            return False
+
     def url_with_options(self, extra: str) -> str:
         """The URL as given, with ``extra`` (``-c name=value ...``) added to its ``options``
         parameter: libpq, Prisma's engine (quaint) and pgJDBC all read it from the URL, where

@@ -45,16 +45,20 @@ def recorded_failures(ctx: Context, db: pg.Db) -> list[str]:
 def bounded_env(ctx: Context, db: pg.Db) -> dict[str, str]:
     """The command's environment, with every statement and lock wait of its sessions
     bounded, where every client finds it: in the ``options`` of the database URL it is
-    handed (Prisma's engine reads only the URL, never PGOPTIONS) and in PGOPTIONS (for a
-    libpq client given host and database some other way)."""
+    handed, and of every other variable holding a URL of the same database (Prisma's
+    engine reads only a URL, never PGOPTIONS, and migrates through ``directUrl``,
+    ``DIRECT_URL`` say, where the schema names one), and in PGOPTIONS (for a libpq client
+    given host and database some other way)."""
     env = ctx.command_env(db)
     settings = ctx.settings.migrate
     statement = settings.statement_timeout or ctx.remaining()
     bounds = (f"-c lock_timeout={max(1, int(settings.lock_timeout * 1000))}"
               f" -c statement_timeout={max(1000, int(statement * 1000))}")
-    bounded = db.url_with_options(bounds)
-    for name in [name for name, value in env.items() if value == db.url]:
-        env[name] = bounded
+    for name, value in list(env.items()):
+        if value == db.url:
+            env[name] = db.url_with_options(bounds)
+        elif db.named_by(value):  # the same database by another URL: Prisma's directUrl,
+            env[name] = pg.Db.from_url(value).url_with_options(bounds)  # which migrate uses
     env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {bounds}".strip()
     return env
 

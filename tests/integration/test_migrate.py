@@ -43,6 +43,29 @@ def test_a_lock_held_elsewhere_fails_the_migration_instead_of_hanging(shop: Shop
     assert shop.status()["state"] == "rolled_back"
 
 
+def test_the_lock_timeout_reaches_prismas_direct_url_too(shop: Shop) -> None:
+    """Where the Prisma schema names a ``directUrl``, migrate connects through it: the same
+    database by another URL (its own parameters) gets the bounds in its options too."""
+    shop.env["DIRECT_URL"] = f"{shop.prod_url}?application_name=shop-direct"
+    shop.configure(migrate='unset PGOPTIONS; psql -X -q -v ON_ERROR_STOP=1 -f migration.sql'
+                           ' "$DIRECT_URL"',
+                   migrate_extra='lock_timeout = "1s"\ndrain_timeout = "1s"',
+                   timeouts='migrate = "40s"')
+    locker = psycopg.connect(shop.prod_url)
+    locker.execute("SELECT count(*) FROM orders")  # holds ACCESS SHARE until the end
+    try:
+        done = shop.run_window()
+    finally:
+        locker.close()
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "lock timeout" in shop.phase("migrate")["error"]
+    assert shop.status()["state"] == "rolled_back"
+    assert not shop.has_column("orders", "status")
+    # The rehearsal's DIRECT_URL was staging's (production is hidden from it), bounded alike.
+    assert shop.has_column("orders", "status", shop.staging_url)
+
+
 def test_a_statement_timeout_reaches_a_client_that_reads_only_the_url(shop: Shop) -> None:
     """Prisma's engine ignores PGOPTIONS: the statement bound is in the URL's options too."""
     shop.configure(migrate=(
