@@ -75,11 +75,7 @@ def write_gap(ctx: Context, backup: BackupFacts) -> dict[str, int] | None:
     after = ctx.journal.get(ctx.run_id, WRITES_AT_BANNER)
     if after is None:
         return None
-    before = backup["writes"]["tables"]
-    gap = {t: n - before.get(t, 0) for t, n in after["tables"].items()}
-    if any(n < 0 for n in gap.values()):
-        return None
-    return {t: n for t, n in sorted(gap.items()) if n > 0}
+    return figures.written(backup["writes"], after)
 
 
 def written_behind_banner(ctx: Context, backup: BackupFacts, retained: str
@@ -98,10 +94,7 @@ def written_behind_banner(ctx: Context, backup: BackupFacts, retained: str
     except (PhaseFailed, psycopg.Error) as exc:  # a report, not a reason to stop
         ctx.log.warning("write_counters_unavailable", error=str(exc))
         return None
-    written = {t: n - before["tables"].get(t, 0) for t, n in after["tables"].items()}
-    if any(n < 0 for n in written.values()):
-        return None
-    return {t: n for t, n in sorted(written.items()) if n > 0}
+    return figures.written(before, after)
 
 
 class Rollback:

@@ -148,18 +148,23 @@ def _loose_files(folder: Path, creators: dict[tuple[str, str], sql.Statement]
         again = [f"{sql.described(s)} (already created by {creators[made].migration.name})"
                  for s in parsed if (made := sql.creates(s)) in creators]
         holds = f". It holds {len(parsed)} statement(s): {shown}{more}" if parsed else ""
-        pasted = sum(1 for problem in problems if problem.rule == "prisma-cli-output")
-        fails = [*again, *([f"{pasted} line(s) that are not SQL (listed)"] if pasted else []),
-                 *(["a syntax error (listed)"] if len(problems) > pasted else [])]
-        advice = (f". Do not give it a migration folder as it is: it would fail the first"
-                  f" time it runs ({'; '.join(fails)}); move only what production still"
-                  " needs into a new migration folder, or delete the file" if fails else
-                  ". To run it, give it a migration folder of its own, named after the"
-                  " last migration's timestamp" if parsed else "")
-        if loose.rule != "prisma-loose-sql":  # beside a migration.sql: likely on purpose
-            advice = ""
+        advice = _advice(parsed, again, problems) if loose.rule == "prisma-loose-sql" else ""
         findings.append(replace(loose, message=f"{loose.message}{holds}{advice}"))
     return findings
+
+
+def _advice(parsed: list[sql.Statement], again: list[str], problems: list[Finding]) -> str:
+    """What to do with a loose file: never give it a folder as it is where it would fail
+    (the step that began the first users' incident)."""
+    pasted = sum(1 for problem in problems if problem.rule == "prisma-cli-output")
+    fails = [*again, *([f"{pasted} line(s) that are not SQL (listed)"] if pasted else []),
+             *(["a syntax error (listed)"] if len(problems) > pasted else [])]
+    if fails:
+        return (f". Do not give it a migration folder as it is: it would fail the first time"
+                f" it runs ({'; '.join(fails)}); move only what production still needs into a"
+                " new migration folder, or delete the file")
+    return (". To run it, give it a migration folder of its own, named after the last"
+            " migration's timestamp") if parsed else ""
 
 
 def _read(migration: Migration) -> tuple[str | None, Finding | None]:

@@ -10,18 +10,15 @@ afterwards.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from pglast import parse_sql
 from pglast.parser import ParseError, Token, scan
 
 from orchestrator.clinic.findings import Finding, Migration
-from orchestrator.clinic.sql import blank_lines, physical_lines
+from orchestrator.clinic.sql import physical_lines, stopped_at
 
 # What the Prisma CLI (and npm around it) prints, as it lands in a file through `>`.
 CLI_OUTPUT = re.compile(
@@ -96,25 +93,15 @@ def cli_output_lines(text: str) -> list[int]:
         if CLI_OUTPUT.match(line) and _statement_may_start(tokens, offset, found, text):
             found.append(number)
         offset += len(line)
-    starts = list(itertools.accumulate((len(line) for line in physical_lines(text)),
-                                       initial=0))
-    for _ in range(MAX_PASTED_LINES):
-        blanked = blank_lines(text, found)
-        try:
-            parse_sql(blanked)
-        except ParseError as exc:
-            at = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else -1
-            number = bisect.bisect_right(starts, at)
-            line = text[starts[number - 1]:starts[number]] if 0 < number < len(starts) else ""
-            first = line.split(maxsplit=1)[0].lower() if line.strip() else ""
-            if at < 0 or not line[:1].strip() or first in STATEMENT_STARTS \
-                    or not _statement_may_start(_tokens(blanked), starts[number - 1],
-                                                found, blanked):
-                break
-            found = sorted({*found, number})
-            continue
-        break
-    return found
+    return stopped_at(text, found, _not_sql)
+
+
+def _not_sql(line: str, offset: int, blanked: str, found: list[int]) -> bool:
+    """A line the parser stopped at that is pasted output: it starts at its first column,
+    where a statement may start, with a word no statement starts with."""
+    first = line.split(maxsplit=1)[0].lower() if line.strip() else ""
+    return bool(line[:1].strip()) and first not in STATEMENT_STARTS \
+        and _statement_may_start(_tokens(blanked), offset, found, blanked)
 
 
 # The words a PostgreSQL statement starts with: a line starting with any other word, where a
@@ -126,7 +113,6 @@ STATEMENT_STARTS = frozenset(["abort", "alter", "analyse", "analyze", "begin", "
     "reassign", "refresh", "reindex", "release", "reset", "revoke", "rollback", "savepoint",
     "security", "select", "set", "show", "start", "table", "truncate", "unlisten", "update",
     "vacuum", "values", "with", "(", "--"])
-MAX_PASTED_LINES = 1000
 
 
 def cli_output(migration: Migration, lines: Iterable[int], text: str) -> list[Finding]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,29 +85,39 @@ def physical_lines(text: str) -> list[str]:
 
 
 _PSQL_COMMAND = re.compile(r"[ \t]*\\")
-MAX_PSQL_COMMANDS = 1000
+MAX_BLANKED_LINES = 1000
 
 
 def psql_commands(text: str) -> list[int]:
     """The lines (1-based) of psql's own commands (``\\set``, ``\\echo``, ``\\i``): psql
     runs them, PostgreSQL never sees them. Only a line the parser stops at counts: one
     starting with a backslash inside a string or a function's body is SQL."""
+    return stopped_at(text, [], lambda line, *_: bool(_PSQL_COMMAND.match(line)))
+
+
+def stopped_at(text: str, found: Sequence[int],
+               wanted: Callable[[str, int, str, list[int]], bool]) -> list[int]:
+    """``found``, then, while PostgreSQL's parser stops at a line that ``wanted`` takes
+    (given the line, its offset, the text with the lines found so far blanked, and those
+    lines), that line too: the lines to leave out for the parser to read the rest."""
     starts = list(itertools.accumulate((len(line) for line in physical_lines(text)),
                                        initial=0))
-    found: list[int] = []
-    for _ in range(MAX_PSQL_COMMANDS):
+    lines = sorted(found)
+    for _ in range(MAX_BLANKED_LINES):
+        blanked = blank_lines(text, lines)
         try:
-            parse_sql(blank_lines(text, found))
+            parse_sql(blanked)
         except ParseError as exc:
             at = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else -1
             number = bisect.bisect_right(starts, at)
-            if at < 0 or number in found or not 0 < number < len(starts) \
-                    or not _PSQL_COMMAND.match(text[starts[number - 1]:starts[number]]):
+            if at < 0 or not 0 < number < len(starts) or number in lines or not wanted(
+                    text[starts[number - 1]:starts[number]], starts[number - 1], blanked,
+                    lines):
                 break
-            found.append(number)
+            lines = sorted({*lines, number})
             continue
         break
-    return found
+    return lines
 
 
 def parse(migration: Migration, text: str, *, placeholders: bool = False

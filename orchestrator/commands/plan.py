@@ -49,8 +49,7 @@ def prepared(settings: Settings) -> tuple[pg.Db, pg.Db]:
     require_contacts(settings.contacts)
     target, staging = gates.databases(settings, refusal=ConfigError)
     banners.template(settings)  # a maintenance page template that cannot be read stops here
-    if problem := banners.page_folder_problem(settings):  # run's preflight stops there
-        raise GateRefused(f"{problem}.")
+    banners.require_page_folder(settings)  # a page no web server would serve
     return target, staging
 
 

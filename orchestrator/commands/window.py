@@ -93,8 +93,7 @@ def _run(settings: Settings, confirm: str | None, stdin: TextIO | None,
                          " skipping the rehearsal takes both, on purpose.")
     require_contacts(settings.contacts)
     target, staging = gates.databases(settings)
-    if problem := banners.page_folder_problem(settings):  # a page no web server serves
-        raise GateRefused(f"{problem}.")
+    banners.require_page_folder(settings)  # a page no web server would serve
     gates.distinct(settings, target, staging, refusal=ConfigError)
     with hold_window(settings, target, "run") as journal:
         if fleet_run and (tagged := journal.tagged_run(fleet_run)):

@@ -17,7 +17,7 @@ from typing import Literal
 
 from orchestrator.config import BannerSection, Settings
 from orchestrator.engine import proc
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, GateRefused
 from orchestrator.redact import redact
 
 DEFAULT_PAGE = """<!DOCTYPE html>
@@ -61,21 +61,20 @@ def template(settings: Settings) -> str:
         raise ConfigError(f"[banner] template {path} cannot be read ({exc}).") from exc
 
 
-def page_folder_problem(settings: Settings) -> str | None:
-    """Why a ``file`` banner's page could not go up, before anything is done: its folder is
-    missing (no web server serves a page from a folder that is not there: creating it would
-    put up a banner nobody sees) or this user may not write in it."""
+def require_page_folder(settings: Settings) -> None:
+    """Refuses, before anything is done, a ``file`` banner whose page could not go up: its
+    folder is missing (no web server serves a page from a folder that is not there:
+    creating it would put up a banner nobody sees) or this user may not write in it."""
     if settings.banner.kind != "file":
-        return None
+        return
     page = settings.path(settings.banner.path or "")
     folder = page.parent
     if not folder.is_dir():
-        return (f"[banner] path {page}: its folder {folder} does not exist, so no web server"
-                " serves the page from it; point path at the folder the web server serves"
-                " (or create that folder where it looks)")
+        raise GateRefused(f"[banner] path {page}: its folder {folder} does not exist, so no web"
+                          " server serves the page from it; point path at the folder the web"
+                          " server serves (or create that folder where it looks).")
     if not os.access(folder, os.W_OK | os.X_OK):
-        return f"[banner] path {page}: this user may not write in {folder}"
-    return None
+        raise GateRefused(f"[banner] path {page}: this user may not write in {folder}.")
 
 
 def render_page(settings: Settings, ends_at: float) -> str:

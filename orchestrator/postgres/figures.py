@@ -159,6 +159,15 @@ def write_counters(conn: psycopg.Connection[Any]) -> WriteCounters:
             "rewritten": {str(name): int(n) for name, _, n in rows}}
 
 
+def written(before: WriteCounters, after: WriteCounters) -> dict[str, int] | None:
+    """Rows written per table from ``before`` to ``after`` (those that took any), by name;
+    None where a counter went down: statistics reset, or lost in a crash."""
+    counts = {t: n - before["tables"].get(t, 0) for t, n in after["tables"].items()}
+    if any(n < 0 for n in counts.values()):
+        return None
+    return {t: n for t, n in sorted(counts.items()) if n > 0}
+
+
 def stats_settle_wait(conn: psycopg.Connection[Any], settle: float) -> float:
     """How long to wait before the write counters hold every commit made so far: a session
     reports its counters within about ``settle`` of going idle (and at once when it ends), so
